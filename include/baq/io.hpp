@@ -1,0 +1,131 @@
+#pragma once
+// Readers turn checkpoint bytes into named F32 tensors. Every size and offset is validated against
+// the file before it is trusted; failures throw baq::Error naming the file and the problem.
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "baq/model_config.hpp"
+#include "baq/tensor.hpp"
+
+namespace baq {
+
+// A read-only file mapped copy-on-write: F32 tensors are views into it, and a caller may overwrite a
+// view (e.g. with quantized weights) without touching the file.
+class MappedFile {
+ public:
+  explicit MappedFile(const std::string& path);
+  ~MappedFile();
+  MappedFile(const MappedFile&) = delete;
+  MappedFile& operator=(const MappedFile&) = delete;
+
+  const std::string& path() const { return path_; }
+  uint64_t size() const { return size_; }
+  uint8_t* data() const { return data_; }
+
+ private:
+  std::string path_;
+  uint8_t* data_ = nullptr;
+  uint64_t size_ = 0;
+};
+
+enum class DType { F32, F16, BF16 };
+const char* dtype_name(DType dtype);
+size_t dtype_size(DType dtype);
+
+struct TensorInfo {
+  std::string name;
+  DType dtype = DType::F32;
+  std::vector<int64_t> shape;
+  std::string file;
+};
+
+class TensorSource {
+ public:
+  virtual ~TensorSource() = default;
+  virtual const std::vector<TensorInfo>& tensors() const = 0;
+  virtual bool contains(const std::string& name) const = 0;
+  // The tensor as F32: a view into the mapped file when it is F32 and aligned, else a converted copy.
+  virtual Tensor load(const std::string& name) const = 0;
+  virtual std::string describe() const = 0;
+};
+
+class SafetensorsReader final : public TensorSource {
+ public:
+  explicit SafetensorsReader(const std::string& path);
+  const std::vector<TensorInfo>& tensors() const override { return infos_; }
+  bool contains(const std::string& name) const override { return index_.count(name) != 0; }
+  Tensor load(const std::string& name) const override;
+  std::string describe() const override;
+
+ private:
+  struct Entry {
+    size_t info;
+    uint64_t offset;  // absolute offset in the file
+    uint64_t bytes;
+  };
+  std::shared_ptr<MappedFile> file_;
+  std::vector<TensorInfo> infos_;
+  std::map<std::string, Entry> index_;
+};
+
+// `model.safetensors.index.json` + its shards, seen as one source.
+class ShardedSafetensorsReader final : public TensorSource {
+ public:
+  explicit ShardedSafetensorsReader(const std::string& index_path);
+  const std::vector<TensorInfo>& tensors() const override { return infos_; }
+  bool contains(const std::string& name) const override { return owner_.count(name) != 0; }
+  Tensor load(const std::string& name) const override;
+  std::string describe() const override;
+
+ private:
+  std::string index_path_;
+  std::vector<std::unique_ptr<SafetensorsReader>> shards_;
+  std::map<std::string, size_t> owner_;
+  std::vector<TensorInfo> infos_;
+};
+
+// llama2.c legacy (v0) checkpoints: a 7 x int32 header then F32 weights stacked per layer. Tensors are
+// exposed under Hugging Face names (per-layer views), rotary pairs interleaved (Meta's layout).
+class Llama2cReader final : public TensorSource {
+ public:
+  explicit Llama2cReader(const std::string& path);
+  const ModelConfig& config() const { return config_; }
+  const std::vector<TensorInfo>& tensors() const override { return infos_; }
+  bool contains(const std::string& name) const override { return offsets_.count(name) != 0; }
+  Tensor load(const std::string& name) const override;
+  std::string describe() const override;
+
+  // True when the first bytes look like a llama2.c header (used to pick a reader for a `.bin`).
+  static bool looks_like(const std::string& path);
+
+ private:
+  std::shared_ptr<MappedFile> file_;
+  ModelConfig config_;
+  std::vector<TensorInfo> infos_;
+  std::map<std::string, uint64_t> offsets_;
+};
+
+// Reads a Hugging Face `config.json` into a ModelConfig (Llama family and OPT).
+ModelConfig read_hf_config(const std::string& path);
+
+// Writes F32 tensors as a safetensors file, atomically (temporary file + rename).
+void write_safetensors(const std::string& path, const std::vector<std::pair<std::string, const Tensor*>>& tensors,
+                       const std::map<std::string, std::string>& metadata = {});
+
+// Writes `bytes` to `path` through a temporary file in the same folder and a rename, so a failure
+// never leaves a partial output behind.
+void write_file_atomically(const std::string& path, const std::string& bytes);
+
+float f16_to_f32(uint16_t h);
+float bf16_to_f32(uint16_t h);
+
+}  // namespace baq
+
+namespace baq {
+// The whole of a text file; a `.jsonl` file's "text" fields joined with "\n\n" (C4 style). Empty text
+// is an error naming the file.
+std::string read_text_file(const std::string& path);
+}  // namespace baq

@@ -1,0 +1,56 @@
+#pragma once
+// Perplexity under a named protocol (see ../shared/README.md):
+//   windows  — GPTQ papers: non-overlapping seqlen windows, incomplete tail dropped, every position
+//              but the first of each window scored;
+//   stream   — llama2.c: every token after the first scored, context restarting every seqlen tokens,
+//              tail kept;
+//   llamacpp — llama-perplexity: non-overlapping n_ctx chunks, each starting with BOS, only the
+//              second half of each chunk scored.
+#include <cstdint>
+#include <functional>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "baq/model.hpp"
+
+namespace baq {
+
+enum class PplProtocol { Windows, Stream, LlamaCpp };
+PplProtocol parse_protocol(const std::string& name);
+const char* protocol_name(PplProtocol protocol);
+
+// One forward window: tokens [start, start+length) of the text (the first replaced by `bos` when
+// bos >= 0); position p in [score_begin, score_end) predicts token start+p+1.
+struct EvalWindow {
+  int64_t start = 0;
+  int length = 0;
+  int score_begin = 0;
+  int score_end = 0;
+  int bos = -1;
+};
+
+std::vector<EvalWindow> plan_windows(int64_t n_tokens, PplProtocol protocol, int seqlen, int64_t max_windows, int bos_id);
+
+struct PplOptions {
+  PplProtocol protocol = PplProtocol::Windows;
+  int seqlen = 2048;
+  int64_t max_windows = 0;  // 0 = all
+  std::function<void(int64_t done, int64_t total)> progress;
+};
+
+struct PplResult {
+  PplProtocol protocol = PplProtocol::Windows;
+  int seqlen = 0;
+  int64_t windows = 0;
+  int64_t predicted = 0;
+  double mean_nll = 0.0;
+  double stderr_nll = 0.0;  // standard error of the mean NLL
+  double seconds = 0.0;
+  int64_t tokens_processed = 0;  // forward positions, for tokens/s
+  double perplexity() const;
+};
+
+PplResult evaluate_perplexity(const Model& model, std::span<const int> tokens, const PplOptions& options);
+
+}  // namespace baq

@@ -1,0 +1,95 @@
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+
+#include "baq/error.hpp"
+#include "baq/io.hpp"
+#include "io/tensor_convert.hpp"
+
+namespace baq {
+
+namespace {
+
+struct Header {
+  int32_t dim, hidden_dim, n_layers, n_heads, n_kv_heads, vocab_size, seq_len;
+};
+
+bool plausible(const Header& h) {
+  auto ok = [](int32_t v) { return v > 0 && v < (1 << 24); };
+  return ok(h.dim) && ok(h.hidden_dim) && ok(h.n_layers) && ok(h.n_heads) && ok(h.n_kv_heads) &&
+         h.vocab_size != 0 && ok(h.vocab_size < 0 ? -h.vocab_size : h.vocab_size) && ok(h.seq_len);
+}
+
+}  // namespace
+
+bool Llama2cReader::looks_like(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  Header h{};
+  if (!in.read(reinterpret_cast<char*>(&h), sizeof h)) return false;
+  return plausible(h);
+}
+
+Llama2cReader::Llama2cReader(const std::string& path) : file_(std::make_shared<MappedFile>(path)) {
+  Header h{};
+  if (file_->size() < sizeof h) fail("{}: truncated llama2.c checkpoint ({} bytes, header needs 28)", path, file_->size());
+  std::memcpy(&h, file_->data(), sizeof h);
+  if (!plausible(h)) fail("{}: not a llama2.c checkpoint (implausible header)", path);
+  config_.arch = Architecture::Llama;
+  config_.dim = h.dim;
+  config_.hidden_dim = h.hidden_dim;
+  config_.n_layers = h.n_layers;
+  config_.n_heads = h.n_heads;
+  config_.n_kv_heads = h.n_kv_heads;
+  config_.vocab_size = h.vocab_size < 0 ? -h.vocab_size : h.vocab_size;
+  config_.tied_embeddings = h.vocab_size > 0;  // llama2.c's convention: negative = separate classifier
+  config_.max_seq_len = h.seq_len;
+  config_.rope_style = RopeStyle::Interleaved;
+  validate_config(config_, path);
+
+  const int64_t dim = config_.dim, hidden = config_.hidden_dim, L = config_.n_layers, kv = config_.kv_dim();
+  const int64_t vocab = config_.vocab_size, hs = config_.head_dim();
+  uint64_t offset = sizeof h;
+  auto add = [&](const std::string& name, std::vector<int64_t> shape) {
+    TensorInfo info{name, DType::F32, std::move(shape), path};
+    int64_t n = 1;
+    for (int64_t d : info.shape) n *= d;
+    offsets_[name] = offset;
+    offset += static_cast<uint64_t>(n) * 4;
+    infos_.push_back(std::move(info));
+  };
+  // Stacked arrays in llama2.c order; each layer's slice becomes its own named tensor.
+  auto stacked = [&](const std::string& suffix, std::vector<int64_t> shape) {
+    for (int64_t l = 0; l < L; ++l) add(fmt::format("model.layers.{}.{}", l, suffix), shape);
+  };
+  add("model.embed_tokens.weight", {vocab, dim});
+  stacked("input_layernorm.weight", {dim});
+  stacked("self_attn.q_proj.weight", {dim, dim});
+  stacked("self_attn.k_proj.weight", {kv, dim});
+  stacked("self_attn.v_proj.weight", {kv, dim});
+  stacked("self_attn.o_proj.weight", {dim, dim});
+  stacked("post_attention_layernorm.weight", {dim});
+  stacked("mlp.gate_proj.weight", {hidden, dim});
+  stacked("mlp.down_proj.weight", {dim, hidden});
+  stacked("mlp.up_proj.weight", {hidden, dim});
+  add("model.norm.weight", {dim});
+  offset += static_cast<uint64_t>(config_.max_seq_len) * static_cast<uint64_t>(hs) * 4;  // unused freq_cis tables
+  if (!config_.tied_embeddings) add("lm_head.weight", {vocab, dim});
+  if (offset != file_->size())
+    fail("{}: header describes {} bytes of weights but the file holds {} (truncated or not llama2.c v0)", path,
+         offset, file_->size());
+}
+
+Tensor Llama2cReader::load(const std::string& name) const {
+  auto it = offsets_.find(name);
+  if (it == offsets_.end()) fail("{}: missing tensor '{}'", file_->path(), name);
+  for (const auto& info : infos_)
+    if (info.name == name) return convert_to_f32(file_, it->second, info, name);
+  fail("{}: missing tensor '{}'", file_->path(), name);
+}
+
+std::string Llama2cReader::describe() const {
+  return fmt::format("llama2.c v0 {} ({} tensors)", std::filesystem::path(file_->path()).filename().string(),
+                     infos_.size());
+}
+
+}  // namespace baq

@@ -1,0 +1,129 @@
+#include <cmath>
+#include <cstring>
+#include <filesystem>
+
+#include <nlohmann/json.hpp>
+
+#include "baq/error.hpp"
+#include "baq/io.hpp"
+#include "io/tensor_convert.hpp"
+
+namespace baq {
+
+namespace {
+
+DType parse_dtype(const std::string& s, const std::string& path, const std::string& tensor) {
+  if (s == "F32") return DType::F32;
+  if (s == "F16") return DType::F16;
+  if (s == "BF16") return DType::BF16;
+  fail("{}: tensor '{}' has unsupported dtype '{}' (F32, F16 and BF16 are read)", path, tensor, s);
+}
+
+}  // namespace
+
+SafetensorsReader::SafetensorsReader(const std::string& path) : file_(std::make_shared<MappedFile>(path)) {
+  const uint64_t size = file_->size();
+  if (size < 8) fail("{}: truncated safetensors file ({} bytes, no header)", path, size);
+  uint64_t header_len = 0;
+  std::memcpy(&header_len, file_->data(), 8);  // little-endian, as are the machines we run on
+  if (header_len > size - 8) fail("{}: header length {} exceeds the file size {}", path, header_len, size);
+  const uint64_t data_start = 8 + header_len;
+  const uint64_t data_size = size - data_start;
+
+  nlohmann::json header;
+  try {
+    header = nlohmann::json::parse(file_->data() + 8, file_->data() + data_start);
+  } catch (const nlohmann::json::exception& e) {
+    fail("{}: header is not valid JSON ({})", path, e.what());
+  }
+  if (!header.is_object()) fail("{}: header is not a JSON object", path);
+
+  for (const auto& [name, entry] : header.items()) {
+    if (name == "__metadata__") continue;
+    if (!entry.is_object() || !entry.contains("dtype") || !entry.contains("shape") || !entry.contains("data_offsets"))
+      fail("{}: tensor '{}' lacks dtype, shape or data_offsets", path, name);
+    const auto& jd = entry["dtype"];
+    const auto& js = entry["shape"];
+    const auto& jo = entry["data_offsets"];
+    if (!jd.is_string() || !js.is_array() || !jo.is_array() || jo.size() != 2)
+      fail("{}: tensor '{}' has a malformed entry", path, name);
+    TensorInfo info;
+    info.name = name;
+    info.file = path;
+    info.dtype = parse_dtype(jd.get<std::string>(), path, name);
+    uint64_t numel = 1;
+    for (const auto& d : js) {
+      if (!d.is_number_unsigned() && !(d.is_number_integer() && d.get<int64_t>() >= 0))
+        fail("{}: tensor '{}' has a negative or non-integer dimension", path, name);
+      const uint64_t v = d.get<uint64_t>();
+      if (v != 0 && numel > (uint64_t{1} << 62) / v) fail("{}: tensor '{}' shape overflows", path, name);
+      numel *= v;
+      info.shape.push_back(static_cast<int64_t>(v));
+    }
+    if (!jo[0].is_number_unsigned() || !jo[1].is_number_unsigned())
+      fail("{}: tensor '{}' has non-integer data_offsets", path, name);
+    const uint64_t begin = jo[0].get<uint64_t>();
+    const uint64_t end = jo[1].get<uint64_t>();
+    if (begin > end || end > data_size)
+      fail("{}: tensor '{}' data [{}, {}) lies outside the {} data bytes", path, name, begin, end, data_size);
+    if (end - begin != numel * dtype_size(info.dtype))
+      fail("{}: tensor '{}' holds {} bytes but shape {} of {} needs {}", path, name, end - begin,
+           js.dump(), dtype_name(info.dtype), numel * dtype_size(info.dtype));
+    index_[name] = Entry{infos_.size(), data_start + begin, end - begin};
+    infos_.push_back(std::move(info));
+  }
+}
+
+Tensor SafetensorsReader::load(const std::string& name) const {
+  auto it = index_.find(name);
+  if (it == index_.end()) fail("{}: missing tensor '{}'", file_->path(), name);
+  const TensorInfo& info = infos_[it->second.info];
+  return convert_to_f32(file_, it->second.offset, info, name);
+}
+
+std::string SafetensorsReader::describe() const {
+  return fmt::format("safetensors {} ({} tensors)", std::filesystem::path(file_->path()).filename().string(),
+                     infos_.size());
+}
+
+ShardedSafetensorsReader::ShardedSafetensorsReader(const std::string& index_path) : index_path_(index_path) {
+  nlohmann::json index;
+  {
+    MappedFile f(index_path);
+    try {
+      index = nlohmann::json::parse(f.data(), f.data() + f.size());
+    } catch (const nlohmann::json::exception& e) {
+      fail("{}: not valid JSON ({})", index_path, e.what());
+    }
+  }
+  if (!index.is_object() || !index.contains("weight_map") || !index["weight_map"].is_object())
+    fail("{}: no 'weight_map' object", index_path);
+  const auto folder = std::filesystem::path(index_path).parent_path();
+  std::map<std::string, size_t> shard_of_file;
+  for (const auto& [name, file] : index["weight_map"].items()) {
+    if (!file.is_string()) fail("{}: weight_map entry '{}' is not a file name", index_path, name);
+    const std::string shard = file.get<std::string>();
+    if (shard.find('/') != std::string::npos) fail("{}: shard name '{}' must be a plain file name", index_path, shard);
+    auto [it, inserted] = shard_of_file.emplace(shard, shards_.size());
+    if (inserted) shards_.push_back(std::make_unique<SafetensorsReader>((folder / shard).string()));
+    if (!shards_[it->second]->contains(name))
+      fail("{}: tensor '{}' is listed for {} but that shard lacks it", index_path, name, shard);
+    owner_[name] = it->second;
+  }
+  for (const auto& shard : shards_)
+    for (const auto& info : shard->tensors())
+      if (owner_.count(info.name)) infos_.push_back(info);
+}
+
+Tensor ShardedSafetensorsReader::load(const std::string& name) const {
+  auto it = owner_.find(name);
+  if (it == owner_.end()) fail("{}: missing tensor '{}'", index_path_, name);
+  return shards_[it->second]->load(name);
+}
+
+std::string ShardedSafetensorsReader::describe() const {
+  return fmt::format("sharded safetensors {} ({} shards, {} tensors)",
+                     std::filesystem::path(index_path_).filename().string(), shards_.size(), infos_.size());
+}
+
+}  // namespace baq

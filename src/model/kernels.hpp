@@ -1,0 +1,29 @@
+#pragma once
+// The forward pass's numerical kernels: F32, OpenBLAS sgemm for every matmul, OpenMP for the rest.
+#include <cstdint>
+#include <vector>
+
+#include "baq/model.hpp"
+
+namespace baq::kernels {
+
+// out (rows × out_features) = x (rows × in) · Wᵀ + bias
+void linear(const float* x, int64_t rows, const Linear& l, float* out);
+void rmsnorm(const float* x, const float* weight, int64_t rows, int64_t dim, float eps, float* out);
+void layernorm(const float* x, const float* weight, const float* bias, int64_t rows, int64_t dim, float eps,
+               float* out);
+
+struct RopeTable {
+  int head_dim = 0;
+  std::vector<float> cos, sin;  // [pos][head_dim/2]
+  RopeTable() = default;
+  RopeTable(int max_pos, int head_dim, float theta);
+};
+// Rotates every head of `x` ((batch·seqlen) × n_heads·head_dim) by its position in the window.
+void rope(float* x, BatchShape shape, int n_heads, const RopeTable& table, RopeStyle style);
+
+// Causal multi-head attention with grouped KV heads; q pre-scaled or not per `scale`.
+void attention(const float* q, const float* k, const float* v, BatchShape shape, int n_heads, int n_kv_heads,
+               int head_dim, float scale, float* out);
+
+}  // namespace baq::kernels

@@ -1,0 +1,52 @@
+#include <filesystem>
+
+#include "baq/error.hpp"
+#include "baq/model.hpp"
+
+namespace baq {
+
+namespace fs = std::filesystem;
+
+LoadedModel load_model(const std::string& path, const std::string& tokenizer_path, bool need_tokenizer) {
+  LoadedModel m;
+  m.path = path;
+  std::string folder;
+  if (!fs::exists(path)) fail("{}: no such file or folder", path);
+  if (fs::is_directory(path)) {
+    folder = path;
+    const fs::path dir(path);
+    if (!fs::exists(dir / "config.json")) fail("{}: no config.json in the model folder", path);
+    m.config = read_hf_config((dir / "config.json").string());
+    if (fs::exists(dir / "model.safetensors")) {
+      m.source = std::make_unique<SafetensorsReader>((dir / "model.safetensors").string());
+      m.format = "Hugging Face safetensors";
+    } else if (fs::exists(dir / "model.safetensors.index.json")) {
+      m.source = std::make_unique<ShardedSafetensorsReader>((dir / "model.safetensors.index.json").string());
+      m.format = "Hugging Face sharded safetensors";
+    } else {
+      fail("{}: no model.safetensors or model.safetensors.index.json in the model folder", path);
+    }
+  } else if (path.ends_with(".safetensors")) {
+    folder = fs::path(path).parent_path().string();
+    const auto config = fs::path(path).parent_path() / "config.json";
+    if (!fs::exists(config)) fail("{}: a bare safetensors file needs config.json beside it", path);
+    m.config = read_hf_config(config.string());
+    m.source = std::make_unique<SafetensorsReader>(path);
+    m.format = "Hugging Face safetensors";
+  } else if (Llama2cReader::looks_like(path)) {
+    folder = fs::path(path).parent_path().string();
+    auto reader = std::make_unique<Llama2cReader>(path);
+    m.config = reader->config();
+    m.source = std::move(reader);
+    m.format = "llama2.c";
+  } else {
+    fail("{}: unknown model format (expected a Hugging Face folder, a .safetensors file or a llama2.c .bin)", path);
+  }
+  m.model = build_model(m.config, *m.source);
+  if (need_tokenizer || !tokenizer_path.empty())
+    m.tokenizer = open_tokenizer(tokenizer_path, folder.empty() ? "." : folder, m.config.vocab_size, m.config.bos_id,
+                                 m.config.eos_id);
+  return m;
+}
+
+}  // namespace baq

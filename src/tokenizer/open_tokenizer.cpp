@@ -1,0 +1,45 @@
+#include <filesystem>
+
+#include "baq/error.hpp"
+#include "baq/tokenizer.hpp"
+
+namespace baq {
+
+namespace fs = std::filesystem;
+
+std::unique_ptr<Tokenizer> open_tokenizer(const std::string& explicit_path, const std::string& model_folder,
+                                          int vocab_size, int bos_id, int eos_id) {
+  std::unique_ptr<Tokenizer> tok;
+  auto by_extension = [&](const std::string& path) -> std::unique_ptr<Tokenizer> {
+    const std::string name = fs::path(path).filename().string();
+    if (name.ends_with(".json")) return ByteLevelBpeTokenizer::from_tokenizer_json(path, bos_id, eos_id);
+    if (name.ends_with(".model")) return std::make_unique<SentencePieceTokenizer>(path);
+    if (name.ends_with(".bin")) return std::make_unique<Llama2cTokenizer>(path, vocab_size);
+    fail("{}: unknown tokenizer format (expected tokenizer.json, *.model or llama2.c tokenizer.bin)", path);
+  };
+  if (!explicit_path.empty()) {
+    if (fs::is_directory(explicit_path)) return open_tokenizer("", explicit_path, vocab_size, bos_id, eos_id);
+    tok = by_extension(explicit_path);
+  } else {
+    const fs::path folder(model_folder);
+    if (fs::exists(folder / "tokenizer.json")) {
+      tok = by_extension((folder / "tokenizer.json").string());
+    } else if (fs::exists(folder / "tokenizer.model")) {
+      tok = by_extension((folder / "tokenizer.model").string());
+    } else if (fs::exists(folder / "vocab.json") && fs::exists(folder / "merges.txt")) {
+      tok = ByteLevelBpeTokenizer::from_vocab_merges((folder / "vocab.json").string(),
+                                                     (folder / "merges.txt").string(), bos_id, eos_id);
+    } else if (fs::exists(folder / "tokenizer.bin")) {
+      tok = by_extension((folder / "tokenizer.bin").string());
+    } else {
+      fail("{}: no tokenizer found (tokenizer.json, tokenizer.model, vocab.json + merges.txt or tokenizer.bin); "
+           "name one with --tokenizer",
+           model_folder);
+    }
+  }
+  if (vocab_size > 0 && tok->vocab_size() > vocab_size)
+    fail("{}: tokenizer has {} tokens but the model only {}", tok->describe(), tok->vocab_size(), vocab_size);
+  return tok;
+}
+
+}  // namespace baq

@@ -1,0 +1,41 @@
+#include <fmt/format.h>
+
+#include "baq/model.hpp"
+#include "commands.hpp"
+
+namespace baq::cli {
+
+Command add_info_command(CLI::App& app) {
+  auto* sub = app.add_subcommand("info", "Show a model's architecture, parameters, layer shapes and tokenizer");
+  auto model = std::make_shared<std::string>();
+  auto tokenizer = std::make_shared<std::string>();
+  sub->add_option("MODEL", *model, "Hugging Face folder, .safetensors file or llama2.c .bin")->required();
+  sub->add_option("--tokenizer", *tokenizer, "Tokenizer file when the model does not carry one");
+  return {sub, [model, tokenizer] {
+            LoadedModel m = load_model(*model, *tokenizer, /*need_tokenizer=*/false);
+            const ModelConfig& c = m.config;
+            fmt::print("model        {}\n", m.path);
+            fmt::print("format       {} — {}\n", m.format, m.source->describe());
+            fmt::print("architecture {} (rotary {}), {} layers, dim {}, ffn {}, heads {} / kv heads {} (head size {})\n",
+                       c.arch_name(), c.arch == Architecture::Opt ? "none"
+                                      : c.rope_style == RopeStyle::Interleaved ? "interleaved" : "rotate-half",
+                       c.n_layers, c.dim, c.hidden_dim, c.n_heads, c.n_kv_heads, c.head_dim());
+            fmt::print("vocabulary   {}, context {}, output head {}\n", c.vocab_size, c.max_seq_len,
+                       c.tied_embeddings ? "tied to the embedding" : "separate");
+            fmt::print("parameters   {}\n", m.model->parameter_count());
+            std::map<std::string, int> dtypes;
+            for (const auto& t : m.source->tensors()) dtypes[dtype_name(t.dtype)]++;
+            std::string dtype_list;
+            for (const auto& [name, count] : dtypes) dtype_list += fmt::format("{}{} ({} tensors)", dtype_list.empty() ? "" : ", ", name, count);
+            fmt::print("dtype        {} on disk, F32 in memory\n", dtype_list);
+            if (m.tokenizer)
+              fmt::print("tokenizer    {}\n", m.tokenizer->describe());
+            else
+              fmt::print("tokenizer    (not loaded; --tokenizer FILE names one)\n");
+            fmt::print("linear layers of block 0 (all {} blocks alike):\n", c.n_layers);
+            for (const Linear* l : m.model->block(0).linears())
+              fmt::print("  {:<10} [{} x {}]{}\n", l->name, l->out_features(), l->in_features(), l->bias.empty() ? "" : " + bias");
+          }};
+}
+
+}  // namespace baq::cli

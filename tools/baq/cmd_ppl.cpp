@@ -1,0 +1,58 @@
+#include <cmath>
+
+#include <fmt/format.h>
+
+#include "baq/error.hpp"
+#include "baq/io.hpp"
+#include "baq/model.hpp"
+#include "baq/perplexity.hpp"
+#include "commands.hpp"
+#include "progress.hpp"
+
+namespace baq::cli {
+
+namespace {
+struct PplArgs {
+  std::string model, tokenizer, text, protocol = "windows";
+  int seqlen = 0;
+  int64_t max_windows = 0;
+};
+}  // namespace
+
+Command add_ppl_command(CLI::App& app) {
+  auto* sub = app.add_subcommand("ppl", "Measure perplexity on a text under a named protocol");
+  auto a = std::make_shared<PplArgs>();
+  sub->add_option("MODEL", a->model, "Hugging Face folder, .safetensors file or llama2.c .bin")->required();
+  sub->add_option("--text", a->text, "Evaluation text (plain text, or .jsonl with a \"text\" field per line)")
+      ->required();
+  sub->add_option("--tokenizer", a->tokenizer, "Tokenizer file when the model does not carry one");
+  sub->add_option("--seqlen", a->seqlen, "Window length in tokens (default: the model's context, capped at 2048)")
+      ->check(CLI::Range(2, 1 << 20));
+  sub->add_option("--max-windows", a->max_windows, "Evaluate only the first K windows (default: all)")
+      ->check(CLI::NonNegativeNumber);
+  sub->add_option("--protocol", a->protocol,
+                  "windows (GPTQ papers), stream (llama2.c) or llamacpp (llama-perplexity)")
+      ->check(CLI::IsMember({"windows", "stream", "llamacpp"}));
+  return {sub, [a] {
+            LoadedModel m = load_model(a->model, a->tokenizer);
+            const std::string text = read_text_file(a->text);
+            const std::vector<int> tokens = m.tokenizer->encode(text, /*add_bos=*/true);
+            PplOptions options;
+            options.protocol = parse_protocol(a->protocol);
+            options.seqlen = a->seqlen > 0 ? a->seqlen : std::min(m.config.max_seq_len, 2048);
+            options.max_windows = a->max_windows;
+            ProgressBar bar("ppl", "windows");
+            options.progress = [&bar](int64_t done, int64_t total) { bar.update(done, total); };
+            const PplResult r = evaluate_perplexity(*m.model, tokens, options);
+            bar.finish();
+            fmt::print("protocol {}  seqlen {}  windows {}  text tokens {}  predicted tokens {}\n",
+                       protocol_name(r.protocol), r.seqlen, r.windows, tokens.size(), r.predicted);
+            fmt::print("mean nll {:.6f}  stderr {:.6f}\n", r.mean_nll, r.stderr_nll);
+            fmt::print("ppl {:.6f}  (95% interval {:.4f} .. {:.4f})\n", r.perplexity(),
+                       std::exp(r.mean_nll - 1.96 * r.stderr_nll), std::exp(r.mean_nll + 1.96 * r.stderr_nll));
+            fmt::print("speed {:.0f} tokens/s  ({:.2f} s)  peak memory {:.1f} MiB\n",
+                       static_cast<double>(r.tokens_processed) / r.seconds, r.seconds, peak_rss_mib());
+          }};
+}
+
+}  // namespace baq::cli

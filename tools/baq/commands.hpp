@@ -1,0 +1,17 @@
+#pragma once
+#include <functional>
+
+#include <CLI/CLI.hpp>
+
+namespace baq::cli {
+
+// A subcommand registers its flags on `app` and hands back what to run when it is chosen.
+struct Command {
+  CLI::App* app = nullptr;
+  std::function<void()> run;
+};
+
+Command add_info_command(CLI::App& app);
+Command add_ppl_command(CLI::App& app);
+
+}  // namespace baq::cli
