@@ -67,6 +67,8 @@ PplResult evaluate_perplexity(const Model& model, std::span<const int> tokens, c
   // vocabulary-sized buffer stays small.
   const int per_batch = std::max(1, 4096 / seqlen);
   const int64_t dim = cfg.dim, vocab = cfg.vocab_size;
+  constexpr int kChunk = 256;
+  std::vector<float> logits(static_cast<size_t>(kChunk * vocab));
   std::vector<double> nll;  // per scored token, summed in order at the end: same result for any thread count
   for (size_t w = 0; w < plan.size();) {
     size_t end = w + 1;
@@ -87,8 +89,6 @@ PplResult evaluate_perplexity(const Model& model, std::span<const int> tokens, c
       const int count = win.score_end - win.score_begin;
       const size_t base = nll.size();
       nll.resize(base + static_cast<size_t>(count));
-      constexpr int kChunk = 256;
-      std::vector<float> logits(static_cast<size_t>(kChunk * vocab));
       for (int c0 = 0; c0 < count; c0 += kChunk) {
         const int rows = std::min(kChunk, count - c0);
         const int64_t row0 = static_cast<int64_t>(i - w) * win.length + win.score_begin + c0;

@@ -7,6 +7,14 @@
 
 namespace baq::kernels {
 
+float* Scratch::get(int slot, size_t n) {
+  thread_local std::vector<std::vector<float>> buffers;
+  if (buffers.size() <= static_cast<size_t>(slot)) buffers.resize(static_cast<size_t>(slot) + 1);
+  auto& b = buffers[static_cast<size_t>(slot)];
+  if (b.size() < n) b.resize(n);
+  return b.data();
+}
+
 void linear(const float* x, int64_t rows, const Linear& l, float* out) {
   const int64_t n = l.out_features(), k = l.in_features();
   cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(rows), static_cast<int>(n),
@@ -93,7 +101,7 @@ void attention(const float* q, const float* k, const float* v, BatchShape shape,
   openblas_set_num_threads(1);
 #pragma omp parallel
   {
-    std::vector<float> scores(static_cast<size_t>(T) * T);
+    float* scores = Scratch::get(0, static_cast<size_t>(T) * T);
 #pragma omp for schedule(dynamic, 1)
     for (int job = 0; job < jobs; ++job) {
       const int b = job / n_heads, h = job % n_heads, kvh = h / group;
@@ -103,9 +111,9 @@ void attention(const float* q, const float* k, const float* v, BatchShape shape,
       const float* vb = v + row0 * kw + static_cast<int64_t>(kvh) * head_dim;
       float* ob = out + row0 * qw + static_cast<int64_t>(h) * head_dim;
       cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, head_dim, scale, qb, qw, kb, kw, 0.0f,
-                  scores.data(), T);
+                  scores, T);
       for (int i = 0; i < T; ++i) {
-        float* row = scores.data() + static_cast<int64_t>(i) * T;
+        float* row = scores + static_cast<int64_t>(i) * T;
         float mx = row[0];
         for (int j = 1; j <= i; ++j) mx = std::max(mx, row[j]);
         float sum = 0.0f;
@@ -117,7 +125,7 @@ void attention(const float* q, const float* k, const float* v, BatchShape shape,
         for (int j = 0; j <= i; ++j) row[j] *= inv;
         for (int j = i + 1; j < T; ++j) row[j] = 0.0f;
       }
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, head_dim, T, 1.0f, scores.data(), T, vb, kw, 0.0f,
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, head_dim, T, 1.0f, scores, T, vb, kw, 0.0f,
                   ob, qw);
     }
   }

@@ -7,6 +7,14 @@
 
 namespace baq::kernels {
 
+// Reusable per-thread buffers for the forward pass: a block's activations for thousands of rows are
+// megabytes, and allocating them afresh per block costs a page fault per 4 KiB (seen as system time).
+class Scratch {
+ public:
+  // A buffer of at least `n` floats for `slot`, valid until the next call with the same slot.
+  static float* get(int slot, size_t n);
+};
+
 // out (rows × out_features) = x (rows × in) · Wᵀ + bias
 void linear(const float* x, int64_t rows, const Linear& l, float* out);
 void rmsnorm(const float* x, const float* weight, int64_t rows, int64_t dim, float eps, float* out);

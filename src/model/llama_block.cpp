@@ -29,37 +29,39 @@ LlamaBlock::LlamaBlock(int index, const ModelConfig& c, const TensorSource& src,
 
 void LlamaBlock::forward(float* x, BatchShape shape, LinearObserver* observer) const {
   const int64_t rows = shape.rows(), dim = config_.dim, kv = config_.kv_dim(), hidden = config_.hidden_dim;
-  std::vector<float> xn(static_cast<size_t>(rows * dim)), q(xn.size()), att(xn.size()), o(xn.size());
-  std::vector<float> k(static_cast<size_t>(rows * kv)), v(k.size());
+  const auto n = static_cast<size_t>(rows * dim), nkv = static_cast<size_t>(rows * kv);
+  float *xn = kernels::Scratch::get(1, n), *q = kernels::Scratch::get(2, n), *att = kernels::Scratch::get(3, n),
+        *o = kernels::Scratch::get(4, n), *k = kernels::Scratch::get(5, nkv), *v = kernels::Scratch::get(6, nkv);
   auto apply = [&](const Linear& l, const float* in, float* out) {
     if (observer != nullptr) observer->observe(index_, l, in, rows);
     kernels::linear(in, rows, l, out);
   };
 
-  kernels::rmsnorm(x, attn_norm_.data, rows, dim, config_.norm_eps, xn.data());
-  apply(q_, xn.data(), q.data());
-  apply(k_, xn.data(), k.data());
-  apply(v_, xn.data(), v.data());
-  kernels::rope(q.data(), shape, config_.n_heads, *rope_, config_.rope_style);
-  kernels::rope(k.data(), shape, config_.n_kv_heads, *rope_, config_.rope_style);
-  kernels::attention(q.data(), k.data(), v.data(), shape, config_.n_heads, config_.n_kv_heads, config_.head_dim(),
-                     1.0f / std::sqrt(static_cast<float>(config_.head_dim())), att.data());
-  apply(o_, att.data(), o.data());
+  kernels::rmsnorm(x, attn_norm_.data, rows, dim, config_.norm_eps, xn);
+  apply(q_, xn, q);
+  apply(k_, xn, k);
+  apply(v_, xn, v);
+  kernels::rope(q, shape, config_.n_heads, *rope_, config_.rope_style);
+  kernels::rope(k, shape, config_.n_kv_heads, *rope_, config_.rope_style);
+  kernels::attention(q, k, v, shape, config_.n_heads, config_.n_kv_heads, config_.head_dim(),
+                     1.0f / std::sqrt(static_cast<float>(config_.head_dim())), att);
+  apply(o_, att, o);
 #pragma omp parallel for schedule(static)
-  for (int64_t i = 0; i < rows * dim; ++i) x[i] += o[static_cast<size_t>(i)];
+  for (int64_t i = 0; i < rows * dim; ++i) x[i] += o[i];
 
-  kernels::rmsnorm(x, mlp_norm_.data, rows, dim, config_.norm_eps, xn.data());
-  std::vector<float> g(static_cast<size_t>(rows * hidden)), u(g.size());
-  apply(gate_, xn.data(), g.data());
-  apply(up_, xn.data(), u.data());
+  kernels::rmsnorm(x, mlp_norm_.data, rows, dim, config_.norm_eps, xn);
+  float *g = kernels::Scratch::get(7, static_cast<size_t>(rows * hidden)),
+        *u = kernels::Scratch::get(8, static_cast<size_t>(rows * hidden));
+  apply(gate_, xn, g);
+  apply(up_, xn, u);
 #pragma omp parallel for schedule(static)
   for (int64_t i = 0; i < rows * hidden; ++i) {
-    const float a = g[static_cast<size_t>(i)];
-    g[static_cast<size_t>(i)] = a / (1.0f + std::exp(-a)) * u[static_cast<size_t>(i)];
+    const float a = g[i];
+    g[i] = a / (1.0f + std::exp(-a)) * u[i];
   }
-  apply(down_, g.data(), o.data());
+  apply(down_, g, o);
 #pragma omp parallel for schedule(static)
-  for (int64_t i = 0; i < rows * dim; ++i) x[i] += o[static_cast<size_t>(i)];
+  for (int64_t i = 0; i < rows * dim; ++i) x[i] += o[i];
 }
 
 std::vector<std::pair<std::string, const Tensor*>> LlamaBlock::tensors() const {

@@ -27,31 +27,32 @@ OptBlock::OptBlock(int index, const ModelConfig& c, const TensorSource& src, con
 
 void OptBlock::forward(float* x, BatchShape shape, LinearObserver* observer) const {
   const int64_t rows = shape.rows(), dim = config_.dim, hidden = config_.hidden_dim;
-  std::vector<float> xn(static_cast<size_t>(rows * dim)), q(xn.size()), k(xn.size()), v(xn.size()),
-      att(xn.size()), o(xn.size());
+  const auto n = static_cast<size_t>(rows * dim);
+  float *xn = kernels::Scratch::get(1, n), *q = kernels::Scratch::get(2, n), *att = kernels::Scratch::get(3, n),
+        *o = kernels::Scratch::get(4, n), *k = kernels::Scratch::get(5, n), *v = kernels::Scratch::get(6, n);
   auto apply = [&](const Linear& l, const float* in, float* out) {
     if (observer != nullptr) observer->observe(index_, l, in, rows);
     kernels::linear(in, rows, l, out);
   };
-  kernels::layernorm(x, attn_norm_.data, attn_norm_bias_.data, rows, dim, config_.norm_eps, xn.data());
-  apply(q_, xn.data(), q.data());
-  apply(k_, xn.data(), k.data());
-  apply(v_, xn.data(), v.data());
+  kernels::layernorm(x, attn_norm_.data, attn_norm_bias_.data, rows, dim, config_.norm_eps, xn);
+  apply(q_, xn, q);
+  apply(k_, xn, k);
+  apply(v_, xn, v);
   // OPT scales q after its bias; the same as scaling the scores.
-  kernels::attention(q.data(), k.data(), v.data(), shape, config_.n_heads, config_.n_heads, config_.head_dim(),
-                     1.0f / std::sqrt(static_cast<float>(config_.head_dim())), att.data());
-  apply(o_, att.data(), o.data());
+  kernels::attention(q, k, v, shape, config_.n_heads, config_.n_heads, config_.head_dim(),
+                     1.0f / std::sqrt(static_cast<float>(config_.head_dim())), att);
+  apply(o_, att, o);
 #pragma omp parallel for schedule(static)
-  for (int64_t i = 0; i < rows * dim; ++i) x[i] += o[static_cast<size_t>(i)];
+  for (int64_t i = 0; i < rows * dim; ++i) x[i] += o[i];
 
-  kernels::layernorm(x, mlp_norm_.data, mlp_norm_bias_.data, rows, dim, config_.norm_eps, xn.data());
-  std::vector<float> h(static_cast<size_t>(rows * hidden));
-  apply(fc1_, xn.data(), h.data());
+  kernels::layernorm(x, mlp_norm_.data, mlp_norm_bias_.data, rows, dim, config_.norm_eps, xn);
+  float* h = kernels::Scratch::get(7, static_cast<size_t>(rows * hidden));
+  apply(fc1_, xn, h);
 #pragma omp parallel for schedule(static)
-  for (int64_t i = 0; i < rows * hidden; ++i) h[static_cast<size_t>(i)] = std::max(h[static_cast<size_t>(i)], 0.0f);
-  apply(fc2_, h.data(), o.data());
+  for (int64_t i = 0; i < rows * hidden; ++i) h[i] = std::max(h[i], 0.0f);
+  apply(fc2_, h, o);
 #pragma omp parallel for schedule(static)
-  for (int64_t i = 0; i < rows * dim; ++i) x[i] += o[static_cast<size_t>(i)];
+  for (int64_t i = 0; i < rows * dim; ++i) x[i] += o[i];
 }
 
 std::vector<std::pair<std::string, const Tensor*>> OptBlock::tensors() const {

@@ -1,0 +1,110 @@
+#include <cblas.h>
+
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+
+#include "baq/error.hpp"
+#include "baq/quant.hpp"
+#include "quant/inverse_hessian.hpp"
+
+namespace baq {
+
+QuantizedMatrix quantize_gptq(const float* w, int64_t rows, int64_t cols, const double* h, const QuantSettings& s,
+                              const std::string& name) {
+  if (s.bits < 1 || s.bits > 8) fail("{}: bits {} outside 1..8", name, s.bits);
+  if (s.block_size < 1) fail("{}: block size must be positive", name);
+  for (int64_t i = 0; i < rows * cols; ++i)
+    if (!std::isfinite(w[i])) fail("{}: weight holds a non-finite value at ({}, {})", name, i / cols, i % cols);
+  for (int64_t i = 0; i < cols * cols; ++i)
+    if (!std::isfinite(h[i])) fail("{}: Hessian holds a non-finite value (NaN/Inf in the calibration activations?)", name);
+
+  // Column order: natural, or by decreasing Hessian diagonal (act-order).
+  std::vector<int64_t> perm(static_cast<size_t>(cols));
+  std::iota(perm.begin(), perm.end(), 0);
+  if (s.act_order)
+    std::stable_sort(perm.begin(), perm.end(), [&](int64_t a, int64_t b) { return h[a * cols + a] > h[b * cols + b]; });
+
+  // Permuted Hessian with dead inputs (zero diagonal) made harmless, and Wᵀ so a column is contiguous.
+  std::vector<double> hp(static_cast<size_t>(cols * cols));
+  std::vector<float> wt(static_cast<size_t>(cols * rows));
+  for (int64_t i = 0; i < cols; ++i) {
+    const bool dead = h[perm[i] * cols + perm[i]] == 0.0;
+    for (int64_t j = 0; j < cols; ++j) hp[i * cols + j] = h[perm[i] * cols + perm[j]];
+    if (dead) hp[i * cols + i] = 1.0;
+    for (int64_t r = 0; r < rows; ++r) wt[i * rows + r] = dead ? 0.0f : w[r * cols + perm[i]];
+  }
+  InverseHessianFactor f = inverse_hessian_factor(std::move(hp), cols, s.damp, s.max_damp_retries, name);
+  const float* u = f.u.data();
+
+  QuantizedMatrix m;
+  m.rows = rows;
+  m.cols = cols;
+  m.damp = f.damp;
+  m.damp_retries = f.retries;
+  const int64_t gs = s.group_size > 0 ? s.group_size : cols;
+  m.n_groups = static_cast<int>((cols + gs - 1) / gs);
+  m.grids.resize(static_cast<size_t>(rows * m.n_groups));
+  m.group_of.resize(static_cast<size_t>(cols));
+  m.codes.resize(static_cast<size_t>(rows * cols));
+  m.dequant.resize(m.codes.size());
+  m.column_loss.assign(static_cast<size_t>(cols), 0.0);
+  const int maxq = (1 << s.bits) - 1;
+
+  // Blocks never straddle a group start, so a group's grid is always fitted on fully updated columns
+  // and the result does not depend on the block size (beyond rounding).
+  std::vector<float> err(static_cast<size_t>(std::min<int64_t>(s.block_size, cols) * rows));
+  for (int64_t i1 = 0; i1 < cols;) {
+    const int64_t group_end = (i1 / gs + 1) * gs;
+    const int64_t i2 = std::min({i1 + static_cast<int64_t>(s.block_size), group_end, cols});
+    if (i1 % gs == 0) {
+      const int64_t g = i1 / gs, c1 = std::min(cols, i1 + gs);
+#pragma omp parallel for schedule(static)
+      for (int64_t r = 0; r < rows; ++r) {
+        float lo = wt[i1 * rows + r], hi = lo;
+        for (int64_t c = i1 + 1; c < c1; ++c) {
+          lo = std::min(lo, wt[c * rows + r]);
+          hi = std::max(hi, wt[c * rows + r]);
+        }
+        m.grids[r * m.n_groups + g] = fit_grid(lo, hi, maxq, s.sym);
+      }
+    }
+    for (int64_t i = i1; i < i2; ++i) {
+      const int64_t g = i / gs;
+      m.group_of[perm[i]] = static_cast<int32_t>(g);
+      const float d = u[i * cols + i];
+      float* col = wt.data() + i * rows;
+      float* e = err.data() + (i - i1) * rows;
+#pragma omp parallel for schedule(static)
+      for (int64_t r = 0; r < rows; ++r) {
+        const GridParams& grid = m.grids[r * m.n_groups + g];
+        const int c = grid.code(col[r]);
+        const float q = grid.value(c);
+        m.codes[r * cols + perm[i]] = static_cast<uint8_t>(c);
+        m.dequant[r * cols + perm[i]] = q;
+        const float diff = col[r] - q;
+        e[r] = diff / d;
+      }
+      double col_loss = 0.0;  // summed in row order: the same for any thread count
+      for (int64_t r = 0; r < rows; ++r) col_loss += static_cast<double>(e[r]) * e[r];
+      m.column_loss[perm[i]] = col_loss;
+      // Spread the error over the rest of the block, one contiguous column at a time.
+#pragma omp parallel for schedule(static)
+      for (int64_t j = i + 1; j < i2; ++j) {
+        const float uij = u[i * cols + j];
+        float* cj = wt.data() + j * rows;
+        for (int64_t r = 0; r < rows; ++r) cj[r] -= uij * e[r];
+      }
+    }
+    // The lazy batch update of every later column: one GEMM.
+    if (i2 < cols)
+      cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, static_cast<int>(cols - i2), static_cast<int>(rows),
+                  static_cast<int>(i2 - i1), -1.0f, u + i1 * cols + i2, static_cast<int>(cols), err.data(),
+                  static_cast<int>(rows), 1.0f, wt.data() + i2 * rows, static_cast<int>(rows));
+    i1 = i2;
+  }
+  m.loss = std::accumulate(m.column_loss.begin(), m.column_loss.end(), 0.0);
+  return m;
+}
+
+}  // namespace baq

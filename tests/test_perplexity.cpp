@@ -1,0 +1,104 @@
+// Perplexity protocols: the window plans by hand, and the evaluator against a direct computation.
+#include <gtest/gtest.h>
+
+#include <cmath>
+
+#include "baq/error.hpp"
+#include "baq/perplexity.hpp"
+#include "test_util.hpp"
+
+namespace baq::test {
+namespace {
+
+TEST(PlanWindows, WindowsDropTheTail) {
+  const auto plan = plan_windows(10, PplProtocol::Windows, 4, 0, 1);
+  ASSERT_EQ(plan.size(), 2u);  // tokens 0-3, 4-7; 8-9 dropped
+  EXPECT_EQ(plan[1].start, 4);
+  EXPECT_EQ(plan[1].score_begin, 0);
+  EXPECT_EQ(plan[1].score_end, 3);  // 3 predictions per window
+}
+
+TEST(PlanWindows, StreamScoresEveryTokenAfterTheFirst) {
+  const auto plan = plan_windows(10, PplProtocol::Stream, 4, 0, 1);
+  ASSERT_EQ(plan.size(), 3u);  // inputs 0-3, 4-7, 8 (predicting 9)
+  int scored = 0;
+  for (const auto& w : plan) scored += w.score_end - w.score_begin;
+  EXPECT_EQ(scored, 9);
+  EXPECT_EQ(plan[2].start, 8);
+  EXPECT_EQ(plan[2].length, 1);
+}
+
+TEST(PlanWindows, LlamaCppScoresTheSecondHalfAfterBos) {
+  const auto plan = plan_windows(17, PplProtocol::LlamaCpp, 8, 0, 7);
+  ASSERT_EQ(plan.size(), 2u);
+  EXPECT_EQ(plan[0].bos, 7);
+  EXPECT_EQ(plan[0].score_begin, 4);
+  EXPECT_EQ(plan[0].score_end, 7);
+  EXPECT_EQ(plan_windows(17, PplProtocol::LlamaCpp, 8, 1, 7).size(), 1u);  // --max-windows
+  EXPECT_THROW(plan_windows(5, PplProtocol::Windows, 8, 0, 1), Error);
+}
+
+ModelConfig tiny() {
+  ModelConfig c;
+  c.dim = 16;
+  c.hidden_dim = 20;
+  c.n_layers = 1;
+  c.n_heads = 2;
+  c.n_kv_heads = 2;
+  c.vocab_size = 19;
+  c.max_seq_len = 8;
+  c.tied_embeddings = true;
+  return c;
+}
+
+// NLL of every scored position computed one window at a time, in double, from the model's logits.
+double direct_mean_nll(const Model& m, const std::vector<int>& tokens, const std::vector<EvalWindow>& plan) {
+  double sum = 0;
+  int64_t n = 0;
+  const int V = m.config().vocab_size;
+  for (const auto& w : plan) {
+    std::vector<int> in(tokens.begin() + w.start, tokens.begin() + w.start + w.length);
+    if (w.bos >= 0) in[0] = w.bos;
+    std::vector<float> hidden(w.length * m.config().dim), logits(w.length * V);
+    m.forward(in, BatchShape{1, w.length}, hidden.data());
+    m.logits(hidden.data(), w.length, logits.data());
+    for (int p = w.score_begin; p < w.score_end; ++p) {
+      double z = 0;
+      for (int v = 0; v < V; ++v) z += std::exp(static_cast<double>(logits[p * V + v]));
+      sum += std::log(z) - logits[p * V + tokens[w.start + p + 1]];
+      ++n;
+    }
+  }
+  return sum / n;
+}
+
+TEST(EvaluatePerplexity, EveryProtocolMatchesDirectComputation) {
+  const ModelConfig c = tiny();
+  Weights w;
+  Shapes s;
+  random_weights(c, 11, w, s);
+  TempDir dir;
+  write_hf_folder(dir.path(), c, w, s);
+  const LoadedModel m = load_model(dir.path().string(), "", false);
+  std::vector<int> tokens(45);
+  for (size_t i = 0; i < tokens.size(); ++i) tokens[i] = static_cast<int>((i * i + 3 * i) % c.vocab_size);
+  for (auto protocol : {PplProtocol::Windows, PplProtocol::Stream, PplProtocol::LlamaCpp}) {
+    PplOptions o;
+    o.protocol = protocol;
+    o.seqlen = 8;
+    int64_t calls = 0;
+    o.progress = [&](int64_t, int64_t) { ++calls; };
+    const PplResult r = evaluate_perplexity(*m.model, tokens, o);
+    const auto plan = plan_windows(45, protocol, 8, 0, c.bos_id);
+    EXPECT_NEAR(r.mean_nll, direct_mean_nll(*m.model, tokens, plan), 1e-5) << protocol_name(protocol);
+    EXPECT_NEAR(r.perplexity(), std::exp(r.mean_nll), 1e-9);
+    EXPECT_GT(r.stderr_nll, 0.0);
+    EXPECT_GT(calls, 0);
+  }
+  PplOptions o;
+  o.seqlen = 9;  // beyond the model's context of 8
+  EXPECT_THROW(evaluate_perplexity(*m.model, tokens, o), Error);
+}
+
+}  // namespace
+}  // namespace baq::test

@@ -1,0 +1,225 @@
+// RTN and GPTQ on random layers: closed forms, an independent naive GPTQ (explicit inverse-Hessian
+// downdates in double, no Cholesky), and the properties the paper's method guarantees.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+#include <random>
+
+#include "baq/error.hpp"
+#include "baq/quant.hpp"
+
+namespace baq {
+namespace {
+
+struct Layer {
+  int64_t rows, cols;
+  std::vector<float> w;
+  std::vector<double> h;
+};
+
+// W ~ N(0,1); H = 2·XᵀX/n from correlated inputs with uneven column scales (a non-uniform Hessian).
+Layer random_layer(int64_t rows, int64_t cols, uint32_t seed, int64_t n = 0) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<double> normal;
+  Layer l{rows, cols, std::vector<float>(static_cast<size_t>(rows * cols)), std::vector<double>(static_cast<size_t>(cols * cols), 0.0)};
+  for (auto& v : l.w) v = static_cast<float>(normal(rng));
+  if (n == 0) n = 4 * cols;
+  std::vector<double> scale(static_cast<size_t>(cols));
+  for (auto& s : scale) s = std::exp(normal(rng));
+  std::vector<double> x(static_cast<size_t>(cols));
+  for (int64_t t = 0; t < n; ++t) {
+    const double shared = normal(rng);
+    for (int64_t j = 0; j < cols; ++j) x[j] = scale[j] * (normal(rng) + 0.7 * shared);
+    for (int64_t i = 0; i < cols; ++i)
+      for (int64_t j = 0; j < cols; ++j) l.h[i * cols + j] += 2.0 * x[i] * x[j] / static_cast<double>(n);
+  }
+  return l;
+}
+
+// GPTQ as the OBS update with an explicitly maintained inverse Hessian (Frantar et al., eq. 2-3),
+// in double, one column at a time; grids fitted per group on the updated weights at group starts.
+std::vector<double> naive_gptq(const Layer& l, const QuantSettings& s, std::vector<double>* col_loss) {
+  const int64_t R = l.rows, C = l.cols;
+  std::vector<int64_t> order(static_cast<size_t>(C));
+  std::iota(order.begin(), order.end(), 0);
+  if (s.act_order)
+    std::stable_sort(order.begin(), order.end(), [&](int64_t a, int64_t b) { return l.h[a * C + a] > l.h[b * C + b]; });
+  std::vector<double> H(static_cast<size_t>(C * C)), W(static_cast<size_t>(R * C));
+  double mean = 0;
+  for (int64_t i = 0; i < C; ++i) mean += l.h[order[i] * C + order[i]] / C;
+  for (int64_t i = 0; i < C; ++i)
+    for (int64_t j = 0; j < C; ++j) H[i * C + j] = l.h[order[i] * C + order[j]] + (i == j ? s.damp * mean : 0.0);
+  for (int64_t r = 0; r < R; ++r)
+    for (int64_t i = 0; i < C; ++i) W[r * C + i] = l.w[r * C + order[i]];
+  // Inverse by Gauss-Jordan.
+  std::vector<double> inv(static_cast<size_t>(C * C), 0.0), a = H;
+  for (int64_t i = 0; i < C; ++i) inv[i * C + i] = 1;
+  for (int64_t p = 0; p < C; ++p) {
+    const double piv = a[p * C + p];
+    for (int64_t j = 0; j < C; ++j) a[p * C + j] /= piv, inv[p * C + j] /= piv;
+    for (int64_t i = 0; i < C; ++i)
+      if (i != p) {
+        const double f = a[i * C + p];
+        for (int64_t j = 0; j < C; ++j) a[i * C + j] -= f * a[p * C + j], inv[i * C + j] -= f * inv[p * C + j];
+      }
+  }
+  const int64_t gs = s.group_size > 0 ? s.group_size : C;
+  const int maxq = (1 << s.bits) - 1;
+  std::vector<GridParams> grid(static_cast<size_t>(R));
+  std::vector<double> Q(static_cast<size_t>(R * C));
+  col_loss->assign(static_cast<size_t>(C), 0.0);
+  for (int64_t i = 0; i < C; ++i) {
+    if (i % gs == 0)
+      for (int64_t r = 0; r < R; ++r) {
+        double lo = W[r * C + i], hi = lo;
+        for (int64_t c = i; c < std::min(C, i + gs); ++c) lo = std::min(lo, W[r * C + c]), hi = std::max(hi, W[r * C + c]);
+        grid[r] = fit_grid(static_cast<float>(lo), static_cast<float>(hi), maxq, s.sym);
+      }
+    const double d = inv[i * C + i];
+    for (int64_t r = 0; r < R; ++r) {
+      const double q = grid[r].value(grid[r].code(static_cast<float>(W[r * C + i])));
+      Q[r * C + order[i]] = q;
+      const double e = (W[r * C + i] - q) / d;
+      (*col_loss)[order[i]] += (W[r * C + i] - q) * (W[r * C + i] - q) / d;  // = (w-q)²/U_ii², U_ii² = [H⁻¹]_ii
+      for (int64_t j = i + 1; j < C; ++j) W[r * C + j] -= e * inv[i * C + j];
+    }
+    // Remove column i from the inverse (Schur complement).
+    for (int64_t a1 = i + 1; a1 < C; ++a1)
+      for (int64_t b1 = i + 1; b1 < C; ++b1) inv[a1 * C + b1] -= inv[a1 * C + i] * inv[i * C + b1] / d;
+  }
+  return Q;
+}
+
+double rel(double a, double b) { return std::abs(a - b) / std::max(std::abs(b), 1e-30); }
+
+TEST(Grid, AsymmetricAndSymmetricClosedForms) {
+  const GridParams a = fit_grid(-1.0f, 3.0f, 15, false);
+  EXPECT_FLOAT_EQ(a.scale, 4.0f / 15);
+  EXPECT_EQ(a.zero, std::nearbyint(1.0f / (4.0f / 15)));
+  EXPECT_EQ(a.code(3.0f), 15);
+  EXPECT_EQ(a.code(-5.0f), 0);  // clamped
+  EXPECT_FLOAT_EQ(a.value(a.code(0.0f)), 0.0f);  // zero is exactly representable
+  const GridParams s = fit_grid(-1.0f, 3.0f, 7, true);
+  EXPECT_FLOAT_EQ(s.scale, 6.0f / 7);
+  EXPECT_EQ(s.zero, 4.0f);
+  const GridParams z = fit_grid(0.0f, 0.0f, 3, false);
+  EXPECT_FLOAT_EQ(z.scale, 2.0f / 3);
+}
+
+TEST(Rtn, MatchesRoundToNearestWithPartialLastGroup) {
+  const Layer l = random_layer(5, 37, 1);  // 37 = 2 full groups of 16 + a partial group of 5
+  QuantSettings s;
+  s.bits = 3;
+  s.group_size = 16;
+  const QuantizedMatrix m = quantize_rtn(l.w.data(), 5, 37, s);
+  EXPECT_EQ(m.n_groups, 3);
+  for (int64_t r = 0; r < 5; ++r)
+    for (int64_t j = 0; j < 37; ++j) {
+      const int64_t c0 = j / 16 * 16, c1 = std::min<int64_t>(37, c0 + 16);
+      float lo = 0, hi = 0;
+      for (int64_t c = c0; c < c1; ++c) lo = std::min(lo, l.w[r * 37 + c]), hi = std::max(hi, l.w[r * 37 + c]);
+      const float scale = (hi - lo) / 7, zero = std::nearbyint(-lo / scale);
+      const float code = std::clamp(std::nearbyint(l.w[r * 37 + j] / scale) + zero, 0.0f, 7.0f);
+      EXPECT_FLOAT_EQ(m.dequant[r * 37 + j], scale * (code - zero));
+    }
+  // bits: 3 per code + per (row, group) F16 scale and a 3-bit zero: 3 + 19·3/37
+  EXPECT_DOUBLE_EQ(storage_bits_per_weight(s, 5, 37), 3.0 + 19.0 * 3 / 37);
+}
+
+TEST(Gptq, IdentityHessianEqualsRtnExactly) {
+  const Layer l = random_layer(16, 24, 2);
+  std::vector<double> eye(24 * 24, 0.0);
+  for (int i = 0; i < 24; ++i) eye[i * 24 + i] = 1.0;
+  for (int gs : {0, 8}) {
+    QuantSettings s;
+    s.bits = 3;
+    s.group_size = gs;
+    const auto g = quantize_gptq(l.w.data(), 16, 24, eye.data(), s);
+    const auto r = quantize_rtn(l.w.data(), 16, 24, s);
+    EXPECT_EQ(g.dequant, r.dequant) << "group size " << gs;
+    EXPECT_EQ(g.codes, r.codes);
+  }
+}
+
+TEST(Gptq, ProxyLossBelowRtn) {
+  for (int bits : {2, 3, 4}) {
+    const Layer l = random_layer(64, 48, 3 + bits);
+    QuantSettings s;
+    s.bits = bits;
+    const auto g = quantize_gptq(l.w.data(), 64, 48, l.h.data(), s);
+    const auto r = quantize_rtn(l.w.data(), 64, 48, s);
+    const double lg = proxy_loss(l.w.data(), g.dequant.data(), 64, 48, l.h.data());
+    const double lr = proxy_loss(l.w.data(), r.dequant.data(), 64, 48, l.h.data());
+    EXPECT_LT(lg, 0.8 * lr) << bits << " bits";
+  }
+}
+
+TEST(Gptq, BlockedEqualsUnblocked) {
+  const Layer l = random_layer(32, 40, 9);
+  for (int gs : {0, 16}) {
+    QuantSettings s;
+    s.bits = 3;
+    s.group_size = gs;
+    s.block_size = 1;
+    const auto a = quantize_gptq(l.w.data(), 32, 40, l.h.data(), s);
+    s.block_size = 7;  // does not divide 40 or 16
+    const auto b = quantize_gptq(l.w.data(), 32, 40, l.h.data(), s);
+    s.block_size = 128;
+    const auto c = quantize_gptq(l.w.data(), 32, 40, l.h.data(), s);
+    int differ = 0;
+    for (size_t i = 0; i < a.codes.size(); ++i) differ += (a.codes[i] != b.codes[i]) + (a.codes[i] != c.codes[i]);
+    EXPECT_LE(differ, 2) << "codes differ beyond rounding, group size " << gs;
+    EXPECT_LT(rel(a.loss, b.loss), 1e-3);
+    EXPECT_LT(rel(a.loss, c.loss), 1e-3);
+  }
+}
+
+TEST(Gptq, VariantsMatchNaiveReference) {
+  const Layer l = random_layer(24, 36, 12);
+  for (int variant = 0; variant < 4; ++variant) {
+    QuantSettings s;
+    s.bits = variant == 3 ? 2 : 4;
+    s.group_size = variant >= 1 ? 12 : 0;
+    s.sym = variant == 2;
+    s.act_order = variant == 3;
+    s.block_size = 5;
+    const auto m = quantize_gptq(l.w.data(), 24, 36, l.h.data(), s);
+    std::vector<double> ref_loss;
+    const auto ref = naive_gptq(l, s, &ref_loss);
+    int differ = 0;
+    for (size_t i = 0; i < ref.size(); ++i) differ += std::abs(ref[i] - m.dequant[i]) > 1e-4 * (1 + std::abs(ref[i]));
+    EXPECT_LE(differ, 2) << "variant " << variant;
+    for (int64_t j = 0; j < 36; ++j) EXPECT_LT(rel(m.column_loss[j], ref_loss[j]), 2e-2) << "variant " << variant << " col " << j;
+    EXPECT_LT(rel(m.loss, std::accumulate(ref_loss.begin(), ref_loss.end(), 0.0)), 1e-3);
+  }
+}
+
+// A singular Hessian (all-zero inputs on some columns, duplicated columns) still factors, with the
+// damping raised and recorded; NaN in the Hessian is refused with the layer's name.
+TEST(Gptq, SingularHessiansRetryDamping) {
+  Layer l = random_layer(8, 10, 13);
+  std::vector<double> dup(100, 0.0);
+  for (int i = 0; i < 10; ++i)
+    for (int j = 0; j < 10; ++j) dup[i * 10 + j] = 1.0;  // rank one: every column the same input
+  QuantSettings s;
+  s.damp = 0.0;  // no initial damping: the first factorisation must fail
+  const auto m = quantize_gptq(l.w.data(), 8, 10, dup.data(), s, "blk.0.attn.q");
+  EXPECT_GT(m.damp_retries, 0);
+  EXPECT_GT(m.damp, 0.0);
+  for (float v : m.dequant) EXPECT_TRUE(std::isfinite(v));
+  std::vector<double> zero(100, 0.0);
+  const auto z = quantize_gptq(l.w.data(), 8, 10, zero.data(), QuantSettings{}, "blk.0.attn.k");
+  for (float v : z.dequant) EXPECT_EQ(v, 0.0f);  // dead inputs: weights zeroed
+  zero[5] = NAN;
+  try {
+    quantize_gptq(l.w.data(), 8, 10, zero.data(), QuantSettings{}, "blk.0.attn.v");
+    ADD_FAILURE() << "NaN Hessian accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("blk.0.attn.v"), std::string::npos);
+  }
+}
+
+}  // namespace
+}  // namespace baq

@@ -1,0 +1,210 @@
+#include "test_util.hpp"
+
+#include <unistd.h>
+
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <sys/wait.h>
+
+namespace baq::test {
+
+namespace fs = std::filesystem;
+
+TempDir::TempDir() {
+  std::string tmpl = (fs::temp_directory_path() / "baq-test-XXXXXX").string();
+  if (::mkdtemp(tmpl.data()) == nullptr) throw std::runtime_error("mkdtemp failed");
+  path_ = tmpl;
+}
+
+TempDir::~TempDir() {
+  std::error_code ec;
+  fs::remove_all(path_, ec);
+}
+
+void random_weights(const ModelConfig& c, uint32_t seed, Weights& w, Shapes& shapes) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<double> normal(0.0, 1.0);
+  auto add = [&](const std::string& name, std::vector<int64_t> shape, double scale, double mean = 0.0) {
+    int64_t n = 1;
+    for (auto d : shape) n *= d;
+    std::vector<double> v(static_cast<size_t>(n));
+    // Rounded to BF16-representable values so F32/F16/BF16 files hold the same numbers.
+    for (auto& x : v) {
+      float f = static_cast<float>(mean + scale * normal(rng));
+      if (std::abs(f) < 1e-4f) f = 0.0f;  // keeps every value a normal F16 number too
+      uint16_t b = f32_to_bf16(f);
+      uint32_t bits = static_cast<uint32_t>(b) << 16;
+      float r;
+      std::memcpy(&r, &bits, 4);
+      x = r;
+    }
+    w[name] = std::move(v);
+    shapes[name] = std::move(shape);
+  };
+  const int64_t d = c.dim, h = c.hidden_dim, kv = c.kv_dim(), V = c.vocab_size;
+  const double s = 1.0 / std::sqrt(static_cast<double>(d));
+  if (c.arch == Architecture::Llama) {
+    add("model.embed_tokens.weight", {V, d}, 1.0);
+    for (int l = 0; l < c.n_layers; ++l) {
+      const std::string p = "model.layers." + std::to_string(l) + ".";
+      add(p + "input_layernorm.weight", {d}, 0.1, 1.0);
+      add(p + "self_attn.q_proj.weight", {d, d}, s);
+      add(p + "self_attn.k_proj.weight", {kv, d}, s);
+      add(p + "self_attn.v_proj.weight", {kv, d}, s);
+      add(p + "self_attn.o_proj.weight", {d, d}, s);
+      add(p + "post_attention_layernorm.weight", {d}, 0.1, 1.0);
+      add(p + "mlp.gate_proj.weight", {h, d}, s);
+      add(p + "mlp.up_proj.weight", {h, d}, s);
+      add(p + "mlp.down_proj.weight", {d, h}, 1.0 / std::sqrt(static_cast<double>(h)));
+    }
+    add("model.norm.weight", {d}, 0.1, 1.0);
+    if (!c.tied_embeddings) add("lm_head.weight", {V, d}, s);
+  } else {
+    add("model.decoder.embed_tokens.weight", {V, d}, 1.0);
+    add("model.decoder.embed_positions.weight", {c.max_seq_len + 2, d}, 0.3);
+    for (int l = 0; l < c.n_layers; ++l) {
+      const std::string p = "model.decoder.layers." + std::to_string(l) + ".";
+      for (const char* m : {"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.out_proj"}) {
+        add(p + m + ".weight", {d, d}, s);
+        add(p + m + ".bias", {d}, 0.1);
+      }
+      add(p + "self_attn_layer_norm.weight", {d}, 0.1, 1.0);
+      add(p + "self_attn_layer_norm.bias", {d}, 0.1);
+      add(p + "fc1.weight", {h, d}, s);
+      add(p + "fc1.bias", {h}, 0.1);
+      add(p + "fc2.weight", {d, h}, 1.0 / std::sqrt(static_cast<double>(h)));
+      add(p + "fc2.bias", {d}, 0.1);
+      add(p + "final_layer_norm.weight", {d}, 0.1, 1.0);
+      add(p + "final_layer_norm.bias", {d}, 0.1);
+    }
+    add("model.decoder.final_layer_norm.weight", {d}, 0.1, 1.0);
+    add("model.decoder.final_layer_norm.bias", {d}, 0.1);
+  }
+}
+
+nlohmann::json hf_config_json(const ModelConfig& c) {
+  nlohmann::json j;
+  if (c.arch == Architecture::Llama) {
+    j = {{"architectures", {"LlamaForCausalLM"}}, {"model_type", "llama"},      {"hidden_size", c.dim},
+         {"intermediate_size", c.hidden_dim},     {"num_hidden_layers", c.n_layers},
+         {"num_attention_heads", c.n_heads},      {"num_key_value_heads", c.n_kv_heads},
+         {"vocab_size", c.vocab_size},            {"max_position_embeddings", c.max_seq_len},
+         {"rms_norm_eps", c.norm_eps},            {"rope_theta", c.rope_theta},
+         {"tie_word_embeddings", c.tied_embeddings}, {"hidden_act", "silu"}};
+  } else {
+    j = {{"architectures", {"OPTForCausalLM"}}, {"model_type", "opt"}, {"hidden_size", c.dim},
+         {"ffn_dim", c.hidden_dim},             {"num_hidden_layers", c.n_layers}, {"num_attention_heads", c.n_heads},
+         {"vocab_size", c.vocab_size},          {"max_position_embeddings", c.max_seq_len},
+         {"do_layer_norm_before", true},        {"word_embed_proj_dim", c.dim}, {"activation_function", "relu"},
+         {"bos_token_id", 2},                   {"eos_token_id", 2}};
+  }
+  return j;
+}
+
+uint16_t f32_to_bf16(float f) {
+  uint32_t bits;
+  std::memcpy(&bits, &f, 4);
+  const uint32_t rounding = 0x7fff + ((bits >> 16) & 1);
+  return static_cast<uint16_t>((bits + rounding) >> 16);
+}
+
+uint16_t f32_to_f16(float f) {
+  uint32_t bits;
+  std::memcpy(&bits, &f, 4);
+  const uint32_t sign = (bits >> 16) & 0x8000;
+  int32_t exp = static_cast<int32_t>((bits >> 23) & 0xff) - 127 + 15;
+  uint32_t mant = bits & 0x7fffff;
+  if ((bits & 0x7fffffff) == 0) return static_cast<uint16_t>(sign);
+  if (exp <= 0 || exp >= 31) throw std::runtime_error("f32_to_f16: value outside the normal F16 range");
+  uint32_t h = sign | static_cast<uint32_t>(exp) << 10 | mant >> 13;
+  const uint32_t rest = mant & 0x1fff;
+  if (rest > 0x1000 || (rest == 0x1000 && (h & 1))) ++h;
+  return static_cast<uint16_t>(h);
+}
+
+void write_bytes(const std::string& path, const std::string& bytes) {
+  std::ofstream out(path, std::ios::binary);
+  out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+}
+
+std::string read_bytes(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return {std::istreambuf_iterator<char>(in), {}};
+}
+
+void write_raw_safetensors(const std::string& path, const std::string& header, const std::string& data) {
+  const uint64_t n = header.size();
+  std::string bytes(reinterpret_cast<const char*>(&n), 8);
+  write_bytes(path, bytes + header + data);
+}
+
+void write_hf_folder(const fs::path& dir, const ModelConfig& c, const Weights& w, const Shapes& shapes,
+                     const std::string& dtype) {
+  fs::create_directories(dir);
+  write_bytes((dir / "config.json").string(), hf_config_json(c).dump(2));
+  nlohmann::ordered_json header;
+  std::string data;
+  for (const auto& [name, values] : w) {
+    const uint64_t begin = data.size();
+    for (double v : values) {
+      const float f = static_cast<float>(v);
+      if (dtype == "F32") {
+        data.append(reinterpret_cast<const char*>(&f), 4);
+      } else {
+        const uint16_t h = dtype == "BF16" ? f32_to_bf16(f) : f32_to_f16(f);
+        data.append(reinterpret_cast<const char*>(&h), 2);
+      }
+    }
+    header[name] = {{"dtype", dtype}, {"shape", shapes.at(name)}, {"data_offsets", {begin, data.size()}}};
+  }
+  write_raw_safetensors((dir / "model.safetensors").string(), header.dump(), data);
+}
+
+void write_llama2c(const std::string& path, const ModelConfig& c, const Weights& w) {
+  std::string out;
+  const int32_t header[7] = {c.dim, c.hidden_dim, c.n_layers, c.n_heads, c.n_kv_heads,
+                             c.tied_embeddings ? c.vocab_size : -c.vocab_size, c.max_seq_len};
+  out.append(reinterpret_cast<const char*>(header), sizeof header);
+  auto put = [&](const std::string& name) {
+    for (double v : w.at(name)) {
+      const float f = static_cast<float>(v);
+      out.append(reinterpret_cast<const char*>(&f), 4);
+    }
+  };
+  auto stacked = [&](const std::string& suffix) {
+    for (int l = 0; l < c.n_layers; ++l) put("model.layers." + std::to_string(l) + "." + suffix);
+  };
+  put("model.embed_tokens.weight");
+  stacked("input_layernorm.weight");
+  stacked("self_attn.q_proj.weight");
+  stacked("self_attn.k_proj.weight");
+  stacked("self_attn.v_proj.weight");
+  stacked("self_attn.o_proj.weight");
+  stacked("post_attention_layernorm.weight");
+  stacked("mlp.gate_proj.weight");
+  stacked("mlp.down_proj.weight");
+  stacked("mlp.up_proj.weight");
+  put("model.norm.weight");
+  out.append(static_cast<size_t>(c.max_seq_len) * c.head_dim() * 4, '\0');
+  if (!c.tied_embeddings) put("lm_head.weight");
+  write_bytes(path, out);
+}
+
+CommandResult run_command(const std::string& command) {
+  CommandResult r{-1, {}};
+  FILE* pipe = ::popen((command + " 2>&1").c_str(), "r");
+  if (pipe == nullptr) return r;
+  char buf[4096];
+  size_t n;
+  while ((n = std::fread(buf, 1, sizeof buf, pipe)) > 0) r.output.append(buf, n);
+  const int status = ::pclose(pipe);
+  r.status = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  return r;
+}
+
+std::string shared_dir() { return BAQ_SHARED_DIR; }
+bool shared_has(const std::string& relative) { return fs::exists(fs::path(shared_dir()) / relative); }
+
+}  // namespace baq::test

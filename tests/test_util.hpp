@@ -1,0 +1,61 @@
+#pragma once
+// Helpers for tests that build their own tiny checkpoints.
+#include <filesystem>
+#include <map>
+#include <random>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "baq/model_config.hpp"
+#include "baq/tensor.hpp"
+
+namespace baq::test {
+
+// A fresh folder under the system temp dir, removed at destruction.
+class TempDir {
+ public:
+  TempDir();
+  ~TempDir();
+  const std::filesystem::path& path() const { return path_; }
+  std::string file(const std::string& name) const { return (path_ / name).string(); }
+
+ private:
+  std::filesystem::path path_;
+};
+
+using Weights = std::map<std::string, std::vector<double>>;  // HF name -> values (row-major)
+using Shapes = std::map<std::string, std::vector<int64_t>>;
+
+// Random weights of a small model under Hugging Face names (N(0, scale²), norms near 1).
+void random_weights(const ModelConfig& c, uint32_t seed, Weights& w, Shapes& shapes);
+
+// Writes an HF folder (config.json + model.safetensors in `dtype`: "F32", "F16" or "BF16").
+void write_hf_folder(const std::filesystem::path& dir, const ModelConfig& c, const Weights& w, const Shapes& shapes,
+                     const std::string& dtype = "F32");
+nlohmann::json hf_config_json(const ModelConfig& c);
+
+// Writes a raw safetensors file from a header object and data bytes (for malformed-file tests).
+void write_raw_safetensors(const std::string& path, const std::string& header, const std::string& data);
+
+// Writes a llama2.c v0 checkpoint of a Llama config (weights in Meta's interleaved rotary layout).
+void write_llama2c(const std::string& path, const ModelConfig& c, const Weights& w);
+
+void write_bytes(const std::string& path, const std::string& bytes);
+std::string read_bytes(const std::string& path);
+
+// Runs a shell command, returning its exit status and combined output.
+struct CommandResult {
+  int status;
+  std::string output;
+};
+CommandResult run_command(const std::string& command);
+
+uint16_t f32_to_bf16(float f);  // round to nearest even
+uint16_t f32_to_f16(float f);   // round to nearest even, normal range only
+
+std::string shared_dir();
+bool shared_has(const std::string& relative);
+
+}  // namespace baq::test
