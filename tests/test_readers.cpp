@@ -124,17 +124,17 @@ TEST_F(ModelFolder, NanWeightIsNamed) {
 
 TEST_F(ModelFolder, UnknownArchitectureAndBadConfig) {
   write_hf_folder(dir.path(), c, w, s);
-  auto cfg = hf_config_json(c);
+  auto cfg = nlohmann::json::parse(baq::hf_config_json(c));
   cfg["architectures"] = {"GPTNeoXForCausalLM"};
   write_bytes(dir.file("config.json"), cfg.dump());
   expect_error([&] { load_model(dir.path().string(), "", false); }, {"config.json", "unknown architecture 'GPTNeoXForCausalLM'"});
   write_bytes(dir.file("config.json"), "{\"architectures\": [\"LlamaForCausalLM\"");
   expect_error([&] { load_model(dir.path().string(), "", false); }, {"config.json", "not valid JSON"});
-  cfg = hf_config_json(c);
+  cfg = nlohmann::json::parse(baq::hf_config_json(c));
   cfg["num_attention_heads"] = 3;
   write_bytes(dir.file("config.json"), cfg.dump());
   expect_error([&] { load_model(dir.path().string(), "", false); }, {"config.json", "not a multiple"});
-  cfg = hf_config_json(c);
+  cfg = nlohmann::json::parse(baq::hf_config_json(c));
   cfg.erase("hidden_size");
   write_bytes(dir.file("config.json"), cfg.dump());
   expect_error([&] { load_model(dir.path().string(), "", false); }, {"config.json", "missing integer 'hidden_size'"});

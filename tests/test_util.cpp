@@ -1,5 +1,7 @@
 #include "test_util.hpp"
 
+#include "baq/io.hpp"
+
 #include <unistd.h>
 
 #include <cmath>
@@ -84,25 +86,6 @@ void random_weights(const ModelConfig& c, uint32_t seed, Weights& w, Shapes& sha
   }
 }
 
-nlohmann::json hf_config_json(const ModelConfig& c) {
-  nlohmann::json j;
-  if (c.arch == Architecture::Llama) {
-    j = {{"architectures", {"LlamaForCausalLM"}}, {"model_type", "llama"},      {"hidden_size", c.dim},
-         {"intermediate_size", c.hidden_dim},     {"num_hidden_layers", c.n_layers},
-         {"num_attention_heads", c.n_heads},      {"num_key_value_heads", c.n_kv_heads},
-         {"vocab_size", c.vocab_size},            {"max_position_embeddings", c.max_seq_len},
-         {"rms_norm_eps", c.norm_eps},            {"rope_theta", c.rope_theta},
-         {"tie_word_embeddings", c.tied_embeddings}, {"hidden_act", "silu"}};
-  } else {
-    j = {{"architectures", {"OPTForCausalLM"}}, {"model_type", "opt"}, {"hidden_size", c.dim},
-         {"ffn_dim", c.hidden_dim},             {"num_hidden_layers", c.n_layers}, {"num_attention_heads", c.n_heads},
-         {"vocab_size", c.vocab_size},          {"max_position_embeddings", c.max_seq_len},
-         {"do_layer_norm_before", true},        {"word_embed_proj_dim", c.dim}, {"activation_function", "relu"},
-         {"bos_token_id", 2},                   {"eos_token_id", 2}};
-  }
-  return j;
-}
-
 uint16_t f32_to_bf16(float f) {
   uint32_t bits;
   std::memcpy(&bits, &f, 4);
@@ -143,7 +126,7 @@ void write_raw_safetensors(const std::string& path, const std::string& header, c
 void write_hf_folder(const fs::path& dir, const ModelConfig& c, const Weights& w, const Shapes& shapes,
                      const std::string& dtype) {
   fs::create_directories(dir);
-  write_bytes((dir / "config.json").string(), hf_config_json(c).dump(2));
+  write_bytes((dir / "config.json").string(), baq::hf_config_json(c));
   nlohmann::ordered_json header;
   std::string data;
   for (const auto& [name, values] : w) {

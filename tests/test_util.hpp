@@ -34,7 +34,6 @@ void random_weights(const ModelConfig& c, uint32_t seed, Weights& w, Shapes& sha
 // Writes an HF folder (config.json + model.safetensors in `dtype`: "F32", "F16" or "BF16").
 void write_hf_folder(const std::filesystem::path& dir, const ModelConfig& c, const Weights& w, const Shapes& shapes,
                      const std::string& dtype = "F32");
-nlohmann::json hf_config_json(const ModelConfig& c);
 
 // Writes a raw safetensors file from a header object and data bytes (for malformed-file tests).
 void write_raw_safetensors(const std::string& path, const std::string& header, const std::string& data);

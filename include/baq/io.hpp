@@ -59,8 +59,11 @@ class SafetensorsReader final : public TensorSource {
   bool contains(const std::string& name) const override { return index_.count(name) != 0; }
   Tensor load(const std::string& name) const override;
   std::string describe() const override;
+  // The header's "__metadata__" string entries.
+  const std::map<std::string, std::string>& metadata() const { return metadata_; }
 
  private:
+  std::map<std::string, std::string> metadata_;
   struct Entry {
     size_t info;
     uint64_t offset;  // absolute offset in the file
@@ -110,6 +113,12 @@ class Llama2cReader final : public TensorSource {
 
 // Reads a Hugging Face `config.json` into a ModelConfig (Llama family and OPT).
 ModelConfig read_hf_config(const std::string& path);
+// The config.json text of `config` (what read_hf_config reads back).
+std::string hf_config_json(const ModelConfig& config);
+
+// Safetensors metadata key baq writes when q/k rows are in Meta's interleaved layout (a checkpoint
+// converted from llama2.c), which config.json cannot express.
+inline constexpr const char* kRopeStyleMetadataKey = "baq.rope_style";
 
 // Writes F32 tensors as a safetensors file, atomically (temporary file + rename).
 void write_safetensors(const std::string& path, const std::vector<std::pair<std::string, const Tensor*>>& tensors,

@@ -97,3 +97,12 @@ struct LoadedModel {
 LoadedModel load_model(const std::string& path, const std::string& tokenizer_path, bool need_tokenizer = true);
 
 }  // namespace baq
+
+namespace baq {
+// Writes `model` as a Hugging Face folder baq (and transformers, for rotate-half models) reads back:
+// config.json, model.safetensors (F32), a copy of the tokenizer files and `extra_files` (name ->
+// contents). Built in a temporary folder beside `dir` and renamed into place; an existing `dir` is
+// replaced only once the new one is complete.
+void write_model_folder(const std::string& dir, const Model& model, const Tokenizer* tokenizer,
+                        const std::vector<std::pair<std::string, std::string>>& extra_files);
+}  // namespace baq

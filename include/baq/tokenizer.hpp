@@ -20,6 +20,8 @@ class Tokenizer {
   virtual int bos_id() const = 0;  // -1 when the format has none
   virtual int eos_id() const = 0;
   virtual std::string describe() const = 0;
+  // The files it was read from, so a quantized model folder can carry a copy.
+  virtual std::vector<std::string> source_files() const = 0;
 };
 
 // llama2.c `tokenizer.bin`: pieces with scores; encoding = dummy-prefix space, code points (byte
@@ -33,6 +35,7 @@ class Llama2cTokenizer final : public Tokenizer {
   int bos_id() const override { return 1; }
   int eos_id() const override { return 2; }
   std::string describe() const override;
+  std::vector<std::string> source_files() const override { return {path_}; }
 
  private:
   std::string path_;
@@ -52,6 +55,7 @@ class SentencePieceTokenizer final : public Tokenizer {
   int bos_id() const override;
   int eos_id() const override;
   std::string describe() const override;
+  std::vector<std::string> source_files() const override { return {path_}; }
 
  private:
   struct Impl;
@@ -65,6 +69,7 @@ class ByteLevelBpeTokenizer final : public Tokenizer {
  public:
   struct Spec {
     std::string source;  // what was read, for describe() and errors
+    std::vector<std::string> files;
     std::unordered_map<std::string, int> vocab;
     std::vector<std::pair<std::string, std::string>> merges;  // in rank order
     std::vector<std::pair<std::string, int>> added_tokens;    // matched literally before BPE
@@ -85,6 +90,7 @@ class ByteLevelBpeTokenizer final : public Tokenizer {
   int bos_id() const override { return spec_.bos_id; }
   int eos_id() const override { return spec_.eos_id; }
   std::string describe() const override;
+  std::vector<std::string> source_files() const override { return spec_.files; }
 
   static const std::string& gpt2_pattern();
 

@@ -88,4 +88,25 @@ ModelConfig read_hf_config(const std::string& path) {
   return c;
 }
 
+std::string hf_config_json(const ModelConfig& c) {
+  nlohmann::ordered_json j;
+  if (c.arch == Architecture::Llama) {
+    j = {{"architectures", {"LlamaForCausalLM"}}, {"model_type", "llama"}, {"hidden_size", c.dim},
+         {"intermediate_size", c.hidden_dim}, {"num_hidden_layers", c.n_layers}, {"num_attention_heads", c.n_heads},
+         {"num_key_value_heads", c.n_kv_heads}, {"vocab_size", c.vocab_size},
+         {"max_position_embeddings", c.max_seq_len}, {"rms_norm_eps", c.norm_eps}, {"rope_theta", c.rope_theta},
+         {"tie_word_embeddings", c.tied_embeddings}, {"hidden_act", "silu"}};
+  } else {
+    j = {{"architectures", {"OPTForCausalLM"}}, {"model_type", "opt"}, {"hidden_size", c.dim},
+         {"ffn_dim", c.hidden_dim}, {"num_hidden_layers", c.n_layers}, {"num_attention_heads", c.n_heads},
+         {"vocab_size", c.vocab_size}, {"max_position_embeddings", c.max_seq_len}, {"do_layer_norm_before", true},
+         {"word_embed_proj_dim", c.dim}, {"activation_function", "relu"},
+         {"tie_word_embeddings", c.tied_embeddings}};
+  }
+  j["bos_token_id"] = c.bos_id;
+  j["eos_token_id"] = c.eos_id;
+  j["torch_dtype"] = "float32";
+  return j.dump(2) + "\n";
+}
+
 }  // namespace baq

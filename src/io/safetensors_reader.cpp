@@ -39,7 +39,12 @@ SafetensorsReader::SafetensorsReader(const std::string& path) : file_(std::make_
   if (!header.is_object()) fail("{}: header is not a JSON object", path);
 
   for (const auto& [name, entry] : header.items()) {
-    if (name == "__metadata__") continue;
+    if (name == "__metadata__") {
+      if (entry.is_object())
+        for (const auto& [k, v] : entry.items())
+          if (v.is_string()) metadata_[k] = v.get<std::string>();
+      continue;
+    }
     if (!entry.is_object() || !entry.contains("dtype") || !entry.contains("shape") || !entry.contains("data_offsets"))
       fail("{}: tensor '{}' lacks dtype, shape or data_offsets", path, name);
     const auto& jd = entry["dtype"];

@@ -35,23 +35,34 @@ void write_safetensors(const std::string& path, const std::vector<std::pair<std:
   if (!metadata.empty()) header["__metadata__"] = metadata;
   uint64_t offset = 0;
   for (const auto& [name, t] : tensors) {
+    for (float v : t->span())
+      if (!std::isfinite(v)) fail("{}: refusing to write tensor '{}' with a non-finite value", path, name);
     const uint64_t bytes = static_cast<uint64_t>(t->numel()) * 4;
     header[name] = {{"dtype", "F32"}, {"shape", t->shape}, {"data_offsets", {offset, offset + bytes}}};
     offset += bytes;
   }
   std::string json = header.dump();
   json.append((8 - json.size() % 8) % 8, ' ');  // keeps the data 8-byte aligned so readers can map it
-  std::string out;
-  out.reserve(8 + json.size() + offset);
-  const uint64_t len = json.size();
-  out.append(reinterpret_cast<const char*>(&len), 8);
-  out += json;
-  for (const auto& [name, t] : tensors) {
-    for (float v : t->span())
-      if (!std::isfinite(v)) fail("{}: refusing to write tensor '{}' with a non-finite value", path, name);
-    out.append(reinterpret_cast<const char*>(t->data), static_cast<size_t>(t->numel()) * 4);
+  // Streamed tensor by tensor into a temporary file, renamed into place once complete.
+  const std::string tmp = fmt::format("{}.tmp.{}", path, ::getpid());
+  {
+    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
+    if (!out) fail("{}: cannot create", tmp);
+    const uint64_t len = json.size();
+    out.write(reinterpret_cast<const char*>(&len), 8);
+    out.write(json.data(), static_cast<std::streamsize>(json.size()));
+    for (const auto& [name, t] : tensors)
+      out.write(reinterpret_cast<const char*>(t->data), static_cast<std::streamsize>(t->numel() * 4));
+    out.flush();
+    if (!out) {
+      std::filesystem::remove(tmp);
+      fail("{}: write failed (disk full?)", tmp);
+    }
   }
-  write_file_atomically(path, out);
+  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
+    std::filesystem::remove(tmp);
+    fail("{}: cannot rename the temporary file into place", path);
+  }
 }
 
 }  // namespace baq

@@ -18,7 +18,11 @@ LoadedModel load_model(const std::string& path, const std::string& tokenizer_pat
     if (!fs::exists(dir / "config.json")) fail("{}: no config.json in the model folder", path);
     m.config = read_hf_config((dir / "config.json").string());
     if (fs::exists(dir / "model.safetensors")) {
-      m.source = std::make_unique<SafetensorsReader>((dir / "model.safetensors").string());
+      auto reader = std::make_unique<SafetensorsReader>((dir / "model.safetensors").string());
+      if (auto it = reader->metadata().find(kRopeStyleMetadataKey);
+          it != reader->metadata().end() && it->second == "interleaved")
+        m.config.rope_style = RopeStyle::Interleaved;
+      m.source = std::move(reader);
       m.format = "Hugging Face safetensors";
     } else if (fs::exists(dir / "model.safetensors.index.json")) {
       m.source = std::make_unique<ShardedSafetensorsReader>((dir / "model.safetensors.index.json").string());

@@ -1,4 +1,7 @@
+#include <cblas.h>
+
 #include <algorithm>
+#include <vector>
 #include <cmath>
 
 #include "baq/quant.hpp"
@@ -35,19 +38,14 @@ double storage_bits_per_weight(const QuantSettings& s, int64_t rows, int64_t col
 }
 
 double proxy_loss(const float* w, const float* q, int64_t rows, int64_t cols, const double* h) {
+  // Σ_r d_r H d_rᵀ with D = W − Q, as one dgemm (D·H) and an elementwise product.
+  std::vector<double> d(static_cast<size_t>(rows * cols)), dh(d.size());
+  for (int64_t i = 0; i < rows * cols; ++i) d[i] = static_cast<double>(w[i]) - q[i];
+  cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, static_cast<int>(rows), static_cast<int>(cols),
+              static_cast<int>(cols), 1.0, d.data(), static_cast<int>(cols), h, static_cast<int>(cols), 0.0, dh.data(),
+              static_cast<int>(cols));
   double total = 0.0;
-#pragma omp parallel for reduction(+ : total) schedule(static)
-  for (int64_t r = 0; r < rows; ++r) {
-    std::vector<double> d(static_cast<size_t>(cols));
-    for (int64_t j = 0; j < cols; ++j) d[j] = static_cast<double>(w[r * cols + j]) - q[r * cols + j];
-    double acc = 0.0;
-    for (int64_t i = 0; i < cols; ++i) {
-      double hi = 0.0;
-      for (int64_t j = 0; j < cols; ++j) hi += h[i * cols + j] * d[j];
-      acc += d[i] * hi;
-    }
-    total += acc;
-  }
+  for (size_t i = 0; i < d.size(); ++i) total += d[i] * dh[i];
   return total;
 }
 

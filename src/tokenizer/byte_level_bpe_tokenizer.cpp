@@ -221,6 +221,7 @@ std::unique_ptr<ByteLevelBpeTokenizer> ByteLevelBpeTokenizer::from_vocab_merges(
                                                                                 int bos_id, int eos_id) {
   Spec spec;
   spec.source = fmt::format("{} + {}", vocab_json, std::filesystem::path(merges_txt).filename().string());
+  spec.files = {vocab_json, merges_txt};
   const nlohmann::json vocab = read_json(vocab_json);
   if (!vocab.is_object()) fail("{}: vocabulary is not a JSON object", vocab_json);
   for (const auto& [tok, id] : vocab.items()) {
@@ -261,6 +262,7 @@ std::unique_ptr<ByteLevelBpeTokenizer> ByteLevelBpeTokenizer::from_tokenizer_jso
     fail("{}: SentencePiece-style BPE (byte_fallback) is not supported here; pass the tokenizer.model", path);
   Spec spec;
   spec.source = path;
+  spec.files = {path};
   if (!model.contains("vocab") || !model["vocab"].is_object()) fail("{}: model.vocab missing", path);
   for (const auto& [tok, id] : model["vocab"].items()) {
     if (!id.is_number_integer()) fail("{}: id of '{}' is not an integer", path, tok);

@@ -13,5 +13,6 @@ struct Command {
 
 Command add_info_command(CLI::App& app);
 Command add_ppl_command(CLI::App& app);
+Command add_quantize_command(CLI::App& app);
 
 }  // namespace baq::cli

@@ -1,0 +1,56 @@
+#pragma once
+// Sequential post-training quantization of every linear layer inside the transformer blocks, the
+// GPTQ protocol: run block b on the calibration activations while accumulating each linear's
+// H = 2·XᵀX/n, quantize the block's linears, re-run the quantized block to produce block b+1's
+// inputs. Peak memory is one block plus the activations.
+#include <cstdint>
+#include <functional>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "baq/model.hpp"
+#include "baq/quant.hpp"
+
+namespace baq {
+
+enum class QuantMethod { Rtn, Gptq };
+QuantMethod parse_method(const std::string& name);
+const char* method_name(QuantMethod method);
+
+// `nsamples` windows of `seqlen` tokens at random starts (seeded), as GPTQ samples its calibration set.
+std::vector<int> sample_calibration_windows(std::span<const int> tokens, int nsamples, int seqlen, uint64_t seed);
+
+struct LayerRecord {
+  std::string name;  // "blocks.3.mlp.down"
+  int64_t rows = 0, cols = 0;
+  double hessian_trace = 0.0;
+  double loss = 0.0;        // GPTQ's Σ_j ℓ_j (0 for RTN)
+  double proxy_loss = 0.0;  // tr((W−Q) H (W−Q)ᵀ) with the undamped H
+  double damp = 0.0;
+  int damp_retries = 0;
+  int n_groups = 1;
+  double seconds = 0.0;
+};
+
+struct QuantizeOptions {
+  QuantMethod method = QuantMethod::Gptq;
+  QuantSettings settings;
+  int batch_windows = 8;  // calibration windows per forward
+  std::function<void(const LayerRecord&, int done, int total)> on_layer;
+  std::function<void(const std::string&)> warn;
+};
+
+struct QuantizeRun {
+  std::vector<LayerRecord> layers;
+  int64_t quantized_weights = 0;
+  double code_bits = 0, scale_bits = 0, zero_bits = 0;
+  double bits_per_weight() const { return (code_bits + scale_bits + zero_bits) / static_cast<double>(quantized_weights); }
+  double seconds = 0.0;
+};
+
+// Quantizes `model`'s block linears in place (weights replaced by their dequantized values).
+// `calibration` holds nsamples·seqlen token ids, window after window.
+QuantizeRun quantize_model(Model& model, std::span<const int> calibration, int seqlen, const QuantizeOptions& options);
+
+}  // namespace baq

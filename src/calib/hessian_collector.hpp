@@ -1,0 +1,35 @@
+#pragma once
+#include <map>
+#include <string>
+#include <vector>
+
+#include "baq/model.hpp"
+
+namespace baq {
+
+// Accumulates H = 2·XᵀX/n for every linear of one block from the inputs the forward pass shows it.
+// Linears fed the very same input buffer one after the other (q/k/v, gate/up) share one Hessian.
+class HessianCollector final : public LinearObserver {
+ public:
+  explicit HessianCollector(int block) : block_(block) {}
+  void observe(int block, const Linear& linear, const float* x, int64_t rows) override;
+  // The finished Hessian of `linear_name` (cols × cols, row-major, symmetric).
+  const std::vector<double>& hessian(const std::string& linear_name);
+
+ private:
+  struct Accumulator {
+    int64_t cols = 0;
+    int64_t samples = 0;
+    std::vector<double> sum;  // upper triangle of Σ XᵀX
+    bool finished = false;
+  };
+  int block_;
+  std::map<std::string, Accumulator> acc_;
+  std::map<std::string, std::string> alias_;
+  const float* last_x_ = nullptr;
+  int64_t last_rows_ = 0;
+  std::string last_name_;
+  std::vector<float> batch_;
+};
+
+}  // namespace baq

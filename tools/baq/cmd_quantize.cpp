@@ -1,0 +1,87 @@
+#include <filesystem>
+
+#include <fmt/format.h>
+
+#include "baq/calibrate.hpp"
+#include "baq/error.hpp"
+#include "baq/io.hpp"
+#include "baq/report.hpp"
+#include "commands.hpp"
+#include "progress.hpp"
+
+namespace baq::cli {
+
+namespace {
+struct QuantizeArgs {
+  std::string model, tokenizer, out, method = "gptq";
+  std::string calib = "../shared/data/c4/c4-sample-200.jsonl";
+  int nsamples = 128, seqlen = 2048;
+  uint64_t seed = 0;
+  QuantSettings settings;
+};
+}  // namespace
+
+Command add_quantize_command(CLI::App& app) {
+  auto* sub = app.add_subcommand("quantize", "Quantize every linear layer of the transformer blocks (RTN or GPTQ)");
+  auto a = std::make_shared<QuantizeArgs>();
+  sub->add_option("MODEL", a->model, "Hugging Face folder, .safetensors file or llama2.c .bin")->required();
+  sub->add_option("--out", a->out, "Output folder: config.json, model.safetensors (dequantized), tokenizer, report.json")
+      ->required();
+  sub->add_option("--tokenizer", a->tokenizer, "Tokenizer file when the model does not carry one");
+  sub->add_option("--method", a->method, "rtn or gptq")->check(CLI::IsMember({"rtn", "gptq"}))->capture_default_str();
+  sub->add_option("--bits", a->settings.bits, "Bits per weight code (2..8)")->check(CLI::Range(2, 8))->capture_default_str();
+  sub->add_option("--group-size", a->settings.group_size,
+                  "Input columns per scale/zero group (0 = one grid per output row; a last partial group gets its own)")
+      ->check(CLI::NonNegativeNumber)->capture_default_str();
+  sub->add_flag("--sym", a->settings.sym, "Symmetric grid (no zero point stored)");
+  sub->add_option("--damp", a->settings.damp, "GPTQ damping, fraction of mean(diag H)")->check(CLI::Range(0.0, 10.0))->capture_default_str();
+  sub->add_option("--block-size", a->settings.block_size, "GPTQ lazy-batch width")->check(CLI::PositiveNumber)->capture_default_str();
+  sub->add_flag("--act-order", a->settings.act_order, "GPTQ: quantize columns by decreasing Hessian diagonal");
+  sub->add_option("--calib", a->calib, "Calibration text (plain text or .jsonl)")->capture_default_str();
+  sub->add_option("--nsamples", a->nsamples, "Calibration windows")->check(CLI::PositiveNumber)->capture_default_str();
+  sub->add_option("--seqlen", a->seqlen, "Calibration window length (capped at the model's context)")
+      ->check(CLI::Range(2, 1 << 20))->capture_default_str();
+  sub->add_option("--seed", a->seed, "Seed of the calibration window sampler")->capture_default_str();
+  return {sub, [a] {
+            LoadedModel m = load_model(a->model, a->tokenizer);
+            if (!std::filesystem::exists(a->calib))
+              fail("{}: calibration text not found; pass --calib FILE", a->calib);
+            const std::string text = read_text_file(a->calib);
+            const std::vector<int> tokens = m.tokenizer->encode(text, /*add_bos=*/true);
+            int seqlen = a->seqlen;
+            if (seqlen > m.config.max_seq_len) {
+              fmt::print(stderr, "note: --seqlen {} exceeds the model's context; using {}\n", seqlen, m.config.max_seq_len);
+              seqlen = m.config.max_seq_len;
+            }
+            const std::vector<int> calib = sample_calibration_windows(tokens, a->nsamples, seqlen, a->seed);
+
+            QuantizeOptions options;
+            options.method = parse_method(a->method);
+            options.settings = a->settings;
+            ProgressBar bar("quantize", "layers");
+            options.on_layer = [&bar](const LayerRecord&, int done, int total) { bar.update(done, total); };
+            options.warn = [&bar](const std::string& msg) {
+              bar.finish();
+              fmt::print(stderr, "warning: {}\n", msg);
+            };
+            fmt::print("quantizing {} with {} at {} bits{} on {} windows of {} tokens from {}\n", a->model, a->method,
+                       a->settings.bits,
+                       a->settings.group_size > 0 ? fmt::format(", groups of {}", a->settings.group_size) : "",
+                       a->nsamples, seqlen, a->calib);
+            const QuantizeRun run = quantize_model(*m.model, calib, seqlen, options);
+            bar.finish();
+
+            RunContext ctx{a->model, a->calib, a->nsamples, seqlen, a->seed, static_cast<int64_t>(tokens.size())};
+            write_model_folder(a->out, *m.model, m.tokenizer.get(),
+                               {{"report.json", quantize_report_json(run, options, ctx)}});
+            double loss = 0, proxy = 0;
+            for (const auto& r : run.layers) loss += r.loss, proxy += r.proxy_loss;
+            fmt::print("quantized {} layers, {} weights: {:.4f} bits per weight (codes {:.0f}, scales {:.0f}, zero points {:.0f} bits)\n",
+                       run.layers.size(), run.quantized_weights, run.bits_per_weight(), run.code_bits, run.scale_bits,
+                       run.zero_bits);
+            fmt::print("proxy loss {:.6g}  time {:.2f} s  peak memory {:.1f} MiB\n", proxy, run.seconds, peak_rss_mib());
+            fmt::print("wrote {} (dequantized checkpoint + report.json)\n", a->out);
+          }};
+}
+
+}  // namespace baq::cli
