@@ -51,6 +51,15 @@ struct PplResult {
   double perplexity() const;
 };
 
-PplResult evaluate_perplexity(const Model& model, std::span<const int> tokens, const PplOptions& options);
+// Quantized vs full-precision over the same windows (all per scored token; KL(FP‖QUANT) in nats).
+struct KldResult {
+  PplResult reference;  // the full-precision model's perplexity on the same windows
+  double kl_mean = 0, kl_median = 0, kl_p99 = 0, kl_max = 0;
+  double dp_mean = 0, dp_rms = 0;  // Δp = p_quant(correct) − p_fp(correct)
+  double top1_agreement = 0;       // fraction of positions whose argmax agrees
+};
+
+PplResult evaluate_perplexity(const Model& model, std::span<const int> tokens, const PplOptions& options,
+                              const Model* reference = nullptr, KldResult* kld = nullptr);
 
 }  // namespace baq

@@ -51,11 +51,45 @@ std::vector<EvalWindow> plan_windows(int64_t n, PplProtocol protocol, int seqlen
   return plan;
 }
 
-PplResult evaluate_perplexity(const Model& model, std::span<const int> tokens, const PplOptions& options) {
+namespace {
+
+// Per scored position: the NLL of the target, plus what the KL statistics need when a reference runs.
+struct TokenStats {
+  double nll = 0, ref_nll = 0, kl = 0, dp = 0;
+  bool agree = false;
+};
+
+// log Σ exp(l) and argmax of one row of logits.
+std::pair<double, int64_t> log_sum_exp(const float* l, int64_t n) {
+  int64_t arg = 0;
+  for (int64_t v = 1; v < n; ++v)
+    if (l[v] > l[arg]) arg = v;
+  const double mx = l[arg];
+  double sum = 0.0;
+  for (int64_t v = 0; v < n; ++v) sum += std::exp(static_cast<double>(l[v]) - mx);
+  return {mx + std::log(sum), arg};
+}
+
+double mean_of(const std::vector<double>& v) {
+  double s = 0;
+  for (double x : v) s += x;
+  return s / static_cast<double>(v.size());
+}
+
+}  // namespace
+
+PplResult evaluate_perplexity(const Model& model, std::span<const int> tokens, const PplOptions& options,
+                              const Model* reference, KldResult* kld) {
   const auto t0 = std::chrono::steady_clock::now();
   const ModelConfig& cfg = model.config();
   const int seqlen = options.seqlen;
   if (seqlen > cfg.max_seq_len) fail("seqlen {} exceeds the model's context of {} tokens", seqlen, cfg.max_seq_len);
+  if (reference != nullptr) {
+    const ModelConfig& rc = reference->config();
+    if (rc.vocab_size != cfg.vocab_size || rc.arch != cfg.arch || rc.dim != cfg.dim)
+      fail("the reference model differs in architecture or vocabulary from the evaluated model");
+    if (seqlen > rc.max_seq_len) fail("seqlen {} exceeds the reference model's context", seqlen);
+  }
   const auto plan = plan_windows(static_cast<int64_t>(tokens.size()), options.protocol, seqlen, options.max_windows,
                                  cfg.bos_id);
   PplResult result;
@@ -64,12 +98,14 @@ PplResult evaluate_perplexity(const Model& model, std::span<const int> tokens, c
   result.windows = static_cast<int64_t>(plan.size());
 
   // Batches of equal-length windows, about 4096 positions per forward; logits in 256-row chunks so the
-  // vocabulary-sized buffer stays small.
+  // vocabulary-sized buffers stay small (nothing grows with vocabulary × tokens).
   const int per_batch = std::max(1, 4096 / seqlen);
   const int64_t dim = cfg.dim, vocab = cfg.vocab_size;
   constexpr int kChunk = 256;
-  std::vector<float> logits(static_cast<size_t>(kChunk * vocab));
-  std::vector<double> nll;  // per scored token, summed in order at the end: same result for any thread count
+  std::vector<float> logits(static_cast<size_t>(kChunk * vocab)), ref_logits;
+  if (reference != nullptr) ref_logits.resize(logits.size());
+  std::vector<TokenStats> stats;  // per scored token, reduced in order at the end: same for any thread count
+  std::vector<float> hidden, ref_hidden;
   for (size_t w = 0; w < plan.size();) {
     size_t end = w + 1;
     while (end < plan.size() && end - w < static_cast<size_t>(per_batch) && plan[end].length == plan[w].length) ++end;
@@ -80,46 +116,90 @@ PplResult evaluate_perplexity(const Model& model, std::span<const int> tokens, c
       std::copy_n(tokens.begin() + win.start, win.length, batch_tokens.begin() + static_cast<int64_t>(i - w) * win.length);
       if (win.bos >= 0) batch_tokens[(i - w) * static_cast<size_t>(win.length)] = win.bos;
     }
-    std::vector<float> hidden(static_cast<size_t>(shape.rows() * dim));
+    hidden.resize(static_cast<size_t>(shape.rows() * dim));
     model.forward(batch_tokens, shape, hidden.data());
+    if (reference != nullptr) {
+      ref_hidden.resize(hidden.size());
+      reference->forward(batch_tokens, shape, ref_hidden.data());
+    }
     result.tokens_processed += shape.rows();
 
     for (size_t i = w; i < end; ++i) {
       const auto& win = plan[i];
       const int count = win.score_end - win.score_begin;
-      const size_t base = nll.size();
-      nll.resize(base + static_cast<size_t>(count));
+      const size_t base = stats.size();
+      stats.resize(base + static_cast<size_t>(count));
       for (int c0 = 0; c0 < count; c0 += kChunk) {
         const int rows = std::min(kChunk, count - c0);
         const int64_t row0 = static_cast<int64_t>(i - w) * win.length + win.score_begin + c0;
         model.logits(hidden.data() + row0 * dim, rows, logits.data());
+        if (reference != nullptr) reference->logits(ref_hidden.data() + row0 * dim, rows, ref_logits.data());
 #pragma omp parallel for schedule(static)
         for (int r = 0; r < rows; ++r) {
-          const float* lr = logits.data() + static_cast<int64_t>(r) * vocab;
+          const float* lq = logits.data() + static_cast<int64_t>(r) * vocab;
           const int target = tokens[static_cast<size_t>(win.start + win.score_begin + c0 + r + 1)];
-          float mx = lr[0];
-          for (int64_t v = 1; v < vocab; ++v) mx = std::max(mx, lr[v]);
-          double sum = 0.0;
-          for (int64_t v = 0; v < vocab; ++v) sum += std::exp(static_cast<double>(lr[v] - mx));
-          nll[base + static_cast<size_t>(c0 + r)] = std::log(sum) + mx - lr[target];
+          TokenStats& st = stats[base + static_cast<size_t>(c0 + r)];
+          const auto [lse_q, arg_q] = log_sum_exp(lq, vocab);
+          st.nll = lse_q - lq[target];
+          if (reference == nullptr) continue;
+          const float* lp = ref_logits.data() + static_cast<int64_t>(r) * vocab;
+          const auto [lse_p, arg_p] = log_sum_exp(lp, vocab);
+          st.ref_nll = lse_p - lp[target];
+          double kl = 0.0;
+          for (int64_t v = 0; v < vocab; ++v) {
+            const double logp = lp[v] - lse_p, logq = lq[v] - lse_q;
+            kl += std::exp(logp) * (logp - logq);
+          }
+          st.kl = std::max(kl, 0.0);
+          st.dp = std::exp(-st.nll) - std::exp(-st.ref_nll);
+          st.agree = arg_p == arg_q;
         }
       }
     }
     w = end;
     if (options.progress) options.progress(static_cast<int64_t>(w), result.windows);
   }
-  double sum = 0.0, sum_sq = 0.0;
-  for (double v : nll) {
-    sum += v;
-    sum_sq += v * v;
+  auto summarise = [&](auto field, PplResult& r) {
+    double sum = 0.0, sum_sq = 0.0;
+    for (const auto& st : stats) {
+      const double v = field(st);
+      sum += v;
+      sum_sq += v * v;
+    }
+    const double n = static_cast<double>(stats.size());
+    r.protocol = result.protocol;
+    r.seqlen = seqlen;
+    r.windows = result.windows;
+    r.predicted = static_cast<int64_t>(stats.size());
+    r.mean_nll = sum / n;
+    const double var = n > 1 ? std::max(0.0, (sum_sq - n * r.mean_nll * r.mean_nll) / (n - 1)) : 0.0;
+    r.stderr_nll = std::sqrt(var / n);
+    if (!std::isfinite(r.mean_nll)) fail("perplexity evaluation produced a non-finite NLL");
+  };
+  summarise([](const TokenStats& st) { return st.nll; }, result);
+  if (reference != nullptr && kld != nullptr) {
+    summarise([](const TokenStats& st) { return st.ref_nll; }, kld->reference);
+    std::vector<double> kl, dp;
+    double agree = 0;
+    for (const auto& st : stats) {
+      kl.push_back(st.kl);
+      dp.push_back(st.dp);
+      agree += st.agree;
+    }
+    kld->kl_mean = mean_of(kl);
+    double dp2 = 0;
+    for (double v : dp) dp2 += v * v;
+    kld->dp_mean = mean_of(dp);
+    kld->dp_rms = std::sqrt(dp2 / static_cast<double>(dp.size()));
+    kld->top1_agreement = agree / static_cast<double>(stats.size());
+    std::sort(kl.begin(), kl.end());
+    auto quantile = [&](double q) { return kl[static_cast<size_t>(q * static_cast<double>(kl.size() - 1) + 0.5)]; };
+    kld->kl_median = quantile(0.5);
+    kld->kl_p99 = quantile(0.99);
+    kld->kl_max = kl.back();
   }
-  const double n = static_cast<double>(nll.size());
-  result.predicted = static_cast<int64_t>(nll.size());
-  result.mean_nll = sum / n;
-  const double var = n > 1 ? std::max(0.0, (sum_sq - n * result.mean_nll * result.mean_nll) / (n - 1)) : 0.0;
-  result.stderr_nll = std::sqrt(var / n);
-  if (!std::isfinite(result.mean_nll)) fail("perplexity evaluation produced a non-finite NLL");
   result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  if (kld != nullptr) kld->reference.seconds = result.seconds;
   return result;
 }
 

@@ -13,7 +13,7 @@ namespace baq::cli {
 
 namespace {
 struct PplArgs {
-  std::string model, tokenizer, text, protocol = "windows";
+  std::string model, tokenizer, text, reference, protocol = "windows";
   int seqlen = 0;
   int64_t max_windows = 0;
 };
@@ -33,6 +33,8 @@ Command add_ppl_command(CLI::App& app) {
   sub->add_option("--protocol", a->protocol,
                   "windows (GPTQ papers), stream (llama2.c) or llamacpp (llama-perplexity)")
       ->check(CLI::IsMember({"windows", "stream", "llamacpp"}));
+  sub->add_option("--reference", a->reference,
+                  "Full-precision model to compare against over the same windows: KL divergence, Δp, top-1 agreement");
   return {sub, [a] {
             LoadedModel m = load_model(a->model, a->tokenizer);
             const std::string text = read_text_file(a->text);
@@ -43,13 +45,24 @@ Command add_ppl_command(CLI::App& app) {
             options.max_windows = a->max_windows;
             ProgressBar bar("ppl", "windows");
             options.progress = [&bar](int64_t done, int64_t total) { bar.update(done, total); };
-            const PplResult r = evaluate_perplexity(*m.model, tokens, options);
+            std::unique_ptr<LoadedModel> ref;
+            if (!a->reference.empty())
+              ref = std::make_unique<LoadedModel>(load_model(a->reference, "", /*need_tokenizer=*/false));
+            KldResult kld;
+            const PplResult r = evaluate_perplexity(*m.model, tokens, options, ref ? ref->model.get() : nullptr, &kld);
             bar.finish();
             fmt::print("protocol {}  seqlen {}  windows {}  text tokens {}  predicted tokens {}\n",
                        protocol_name(r.protocol), r.seqlen, r.windows, tokens.size(), r.predicted);
             fmt::print("mean nll {:.6f}  stderr {:.6f}\n", r.mean_nll, r.stderr_nll);
             fmt::print("ppl {:.6f}  (95% interval {:.4f} .. {:.4f})\n", r.perplexity(),
                        std::exp(r.mean_nll - 1.96 * r.stderr_nll), std::exp(r.mean_nll + 1.96 * r.stderr_nll));
+            if (ref) {
+              fmt::print("reference ppl {:.6f}  (mean nll {:.6f})\n", kld.reference.perplexity(), kld.reference.mean_nll);
+              fmt::print("kld mean {:.6f}  median {:.6f}  p99 {:.6f}  max {:.6f}\n", kld.kl_mean, kld.kl_median,
+                         kld.kl_p99, kld.kl_max);
+              fmt::print("delta-p mean {:+.6f}  rms {:.6f}\n", kld.dp_mean, kld.dp_rms);
+              fmt::print("top-1 agreement {:.3f}%\n", 100.0 * kld.top1_agreement);
+            }
             fmt::print("speed {:.0f} tokens/s  ({:.2f} s)  peak memory {:.1f} MiB\n",
                        static_cast<double>(r.tokens_processed) / r.seconds, r.seconds, peak_rss_mib());
           }};
