@@ -6,6 +6,9 @@
 #include <cmath>
 #include <regex>
 
+#include <fmt/format.h>
+
+#include "baq/calibrate.hpp"
 #include "baq/io.hpp"
 #include "baq/perplexity.hpp"
 #include "test_util.hpp"
@@ -117,6 +120,94 @@ TEST(Tokenizers, SentencePieceAndLlama2cAgreeOnEveryTextFile) {
       EXPECT_GT(a.size(), text.size() / 8) << t;
     }
   }
+}
+
+}  // namespace
+}  // namespace baq::test
+
+namespace baq::test {
+namespace {
+
+// Issue 8's end-to-end run on stories260K: RTN and GPTQ at 4 and 3 bits on 32 C4 windows of 256
+// tokens; every perplexity finite, GPTQ's layer proxy losses below RTN's, exact bits per weight.
+TEST(EndToEnd, Stories260KRtnVsGptq) {
+  REQUIRE_SHARED("models/stories260K/stories260K.bin");
+  REQUIRE_SHARED("data/c4/c4-sample-200.jsonl");
+  const std::string model = S("models/stories260K/stories260K.bin"), tok = S("models/stories260K/tok512.bin");
+  const LoadedModel fp = load_model(model, tok);
+  const auto calib_tokens = fp.tokenizer->encode(read_text_file(S("data/c4/c4-sample-200.jsonl")), true);
+  const auto calib = sample_calibration_windows(calib_tokens, 32, 256, 0);
+  const auto eval_tokens = fp.tokenizer->encode(read_text_file(S("data/tinystories/val.txt")), true);
+  PplOptions eval;
+  eval.seqlen = 512;
+  eval.max_windows = 48;
+  KldResult self;
+  const PplResult fp_ppl = evaluate_perplexity(*fp.model, eval_tokens, eval);
+  std::printf("\n%-6s %4s %8s %10s %10s %8s\n", "method", "bits", "bpw", "ppl", "kld", "top1%");
+  std::printf("%-6s %4s %8s %10.4f %10s %8s\n", "fp32", "32", "32", fp_ppl.perplexity(), "0", "100");
+  for (int bits : {4, 3}) {
+    std::vector<QuantizeRun> runs;
+    for (auto method : {QuantMethod::Rtn, QuantMethod::Gptq}) {
+      LoadedModel q = load_model(model, tok);
+      QuantizeOptions o;
+      o.method = method;
+      o.settings.bits = bits;
+      runs.push_back(quantize_model(*q.model, calib, 256, o));
+      KldResult k;
+      const PplResult r = evaluate_perplexity(*q.model, eval_tokens, eval, fp.model.get(), &k);
+      EXPECT_TRUE(std::isfinite(r.perplexity()));
+      EXPECT_GT(r.perplexity(), fp_ppl.perplexity() * 0.99);
+      const double bpw = runs.back().bits_per_weight();
+      // Per-row grids: bits per code + a 16-bit scale and a `bits`-bit zero point per row.
+      int64_t rows = 0;
+      for (const auto& l : runs.back().layers) rows += l.rows;
+      EXPECT_DOUBLE_EQ(bpw, bits + (16.0 + bits) * rows / runs.back().quantized_weights);
+      std::printf("%-6s %4d %8.4f %10.4f %10.6f %8.3f\n", method_name(method), bits, bpw, r.perplexity(), k.kl_mean,
+                  100 * k.top1_agreement);
+    }
+    const auto &rtn = runs[0], &gptq = runs[1];
+    ASSERT_EQ(rtn.layers.size(), gptq.layers.size());
+    for (size_t i = 0; i < rtn.layers.size(); ++i)
+      EXPECT_LT(gptq.layers[i].proxy_loss, rtn.layers[i].proxy_loss) << gptq.layers[i].name << " at " << bits << " bits";
+  }
+}
+
+// The same model, seed and settings give byte-identical outputs whatever the thread count.
+TEST(EndToEnd, QuantizeIsDeterministicAcrossThreadCounts) {
+  REQUIRE_SHARED("models/stories260K/stories260K.bin");
+  REQUIRE_SHARED("data/c4/c4-sample-200.jsonl");
+  TempDir dir;
+  for (int threads : {1, 2}) {
+    const auto r = run_command(fmt::format(
+        "{} --threads {} quantize {} --tokenizer {} --calib {} --method gptq --bits 3 --group-size 32 --nsamples 16 "
+        "--seqlen 128 --out {}",
+        BAQ_BINARY, threads, S("models/stories260K/stories260K.bin"), S("models/stories260K/tok512.bin"),
+        S("data/c4/c4-sample-200.jsonl"), dir.file(fmt::format("t{}", threads))));
+    ASSERT_EQ(r.status, 0) << r.output;
+  }
+  EXPECT_EQ(read_bytes(dir.file("t1/model.safetensors")), read_bytes(dir.file("t2/model.safetensors")));
+  EXPECT_EQ(read_bytes(dir.file("t1/tokenizer.bin")), read_bytes(S("models/stories260K/tok512.bin")));
+  // Timings are the one part of a report allowed to differ: drop every "seconds" value.
+  auto strip_seconds = [](const std::string& s) {
+    std::string out;
+    for (size_t pos = 0;;) {
+      const size_t key = s.find("\"seconds\": ", pos);
+      if (key == std::string::npos) return out + s.substr(pos);
+      out += s.substr(pos, key - pos);
+      pos = s.find_first_of(",\n}", key);
+    }
+  };
+  const std::string a = read_bytes(dir.file("t1/report.json")), b = read_bytes(dir.file("t2/report.json"));
+  EXPECT_NE(a.find("\"proxy_loss\""), std::string::npos);
+  EXPECT_EQ(strip_seconds(a), strip_seconds(b));
+  // The output folder is a model baq reads back (the llama2.c rotary layout survives).
+  const LoadedModel q = load_model(dir.file("t1"), "");
+  EXPECT_EQ(q.config.rope_style, RopeStyle::Interleaved);
+  const auto tokens = q.tokenizer->encode(read_text_file(S("data/tinystories/val.txt")), true);
+  PplOptions o;
+  o.seqlen = 512;
+  o.max_windows = 8;
+  EXPECT_LT(evaluate_perplexity(*q.model, tokens, o).perplexity(), 20.0);
 }
 
 }  // namespace
