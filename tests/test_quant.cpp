@@ -128,6 +128,25 @@ TEST(Rtn, MatchesRoundToNearestWithPartialLastGroup) {
   EXPECT_DOUBLE_EQ(storage_bits_per_weight(s, 5, 37), 3.0 + 19.0 * 3 / 37);
 }
 
+// stories260K's FFN width 172 = 5 groups of 32 + a partial group of 12, quantized with its own grid
+// and counted exactly; GPTQ handles the same layout.
+TEST(Gptq, PartialLastGroupOnWidth172) {
+  const Layer l = random_layer(8, 172, 14);
+  QuantSettings s;
+  s.bits = 4;
+  s.group_size = 32;
+  const auto g = quantize_gptq(l.w.data(), 8, 172, l.h.data(), s);
+  EXPECT_EQ(g.n_groups, 6);
+  EXPECT_EQ(g.group_of[171], 5);
+  EXPECT_EQ(g.group_of[160], 5);
+  EXPECT_EQ(g.group_of[159], 4);
+  for (int64_t r = 0; r < 8; ++r) {  // the partial group's values lie on its own 16-level grid
+    const GridParams& grid = g.grids[r * 6 + 5];
+    for (int64_t j = 160; j < 172; ++j) EXPECT_FLOAT_EQ(g.dequant[r * 172 + j], grid.value(g.codes[r * 172 + j]));
+  }
+  EXPECT_DOUBLE_EQ(storage_bits_per_weight(s, 8, 172), 4.0 + 20.0 * 6 / 172);
+}
+
 TEST(Gptq, IdentityHessianEqualsRtnExactly) {
   const Layer l = random_layer(16, 24, 2);
   std::vector<double> eye(24 * 24, 0.0);

@@ -136,6 +136,36 @@ TEST(ByteLevelBpe, Gpt2MatchesLlamaCppVectors) {
   check_vectors(*tok, "ggml-vocab-gpt-2.gguf");
 }
 
+// The same GPT-2 vocabulary as a Hugging Face tokenizer.json (merges in both of the format's
+// spellings, an added special token) must give the same ids.
+TEST(ByteLevelBpe, TokenizerJsonMatchesLlamaCppVectors) {
+  if (!shared_has("models/tokenizers/gpt2/vocab.json")) GTEST_SKIP() << "shared/models/tokenizers/gpt2 absent";
+  const std::string dir = shared_dir() + "/models/tokenizers/gpt2/";
+  nlohmann::json j;
+  j["model"]["type"] = "BPE";
+  j["model"]["vocab"] = nlohmann::json::parse(read_bytes(dir + "vocab.json"));
+  auto& merges = j["model"]["merges"] = nlohmann::json::array();
+  std::istringstream lines(read_bytes(dir + "merges.txt"));
+  std::string line;
+  for (int i = 0; std::getline(lines, line); ++i) {
+    if (line.empty() || line.starts_with("#version")) continue;
+    const size_t sp = line.find(' ');
+    if (i % 2) merges.push_back(line);
+    else merges.push_back({line.substr(0, sp), line.substr(sp + 1)});
+  }
+  j["pre_tokenizer"] = {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"use_regex", true}};
+  j["added_tokens"] = {{{"id", 50256}, {"content", "<|endoftext|>"}, {"special", true}}};
+  TempDir tmp;
+  write_bytes(tmp.file("tokenizer.json"), j.dump());
+  const auto tok = open_tokenizer("", tmp.path().string(), 50257, -1, 50256);
+  EXPECT_NE(tok->describe().find("tokenizer.json"), std::string::npos);
+  check_vectors(*tok, "ggml-vocab-gpt-2.gguf");
+  EXPECT_EQ(tok->encode("a<|endoftext|>", false), (std::vector<int>{64, 50256}));
+  j["model"]["byte_fallback"] = true;
+  write_bytes(tmp.file("tokenizer.json"), j.dump());
+  EXPECT_THROW(open_tokenizer("", tmp.path().string(), 50257, -1, 50256), Error);
+}
+
 TEST(ByteLevelBpe, OptMatchesLlamaCppVectorsAndPrependsEosAsBos) {
   if (!shared_has("models/tokenizers/opt/vocab.json")) GTEST_SKIP() << "shared/models/tokenizers/opt absent";
   const std::string dir = shared_dir() + "/models/tokenizers/opt/";
