@@ -14,18 +14,7 @@
 namespace baq::test {
 namespace {
 
-ModelConfig tiny() {
-  ModelConfig c;
-  c.dim = 16;
-  c.hidden_dim = 43;  // prime width
-  c.n_layers = 2;
-  c.n_heads = 4;
-  c.n_kv_heads = 2;
-  c.vocab_size = 37;
-  c.max_seq_len = 16;
-  c.tied_embeddings = false;
-  return c;
-}
+ModelConfig tiny() { return small_llama(16, 43, 2, 4, 2, 37, 16, false); }  // 43: a prime width
 
 std::vector<int> tokens_of(int n, int vocab) {
   std::vector<int> t(static_cast<size_t>(n));
@@ -57,12 +46,8 @@ struct InputRecorder : LinearObserver {
 
 TEST(Calibration, HessianEqualsTwoXtXOverN) {
   const ModelConfig c = tiny();
-  Weights w;
-  Shapes s;
-  random_weights(c, 31, w, s);
   TempDir dir;
-  write_hf_folder(dir.path(), c, w, s);
-  const LoadedModel m = load_model(dir.path().string(), "", false);
+  const LoadedModel m = random_hf_model(c, 31, dir.path());
   const auto tokens = tokens_of(3 * 12, c.vocab_size);
   std::vector<float> x(tokens.size() * c.dim), x2(x.size());
   m.model->embed(tokens, BatchShape{3, 12}, x.data());
@@ -89,11 +74,8 @@ TEST(Calibration, HessianEqualsTwoXtXOverN) {
 
 TEST(Calibration, SequentialGptqBeatsRtnAndIsDeterministic) {
   const ModelConfig c = tiny();
-  Weights w;
-  Shapes s;
-  random_weights(c, 32, w, s);
   TempDir dir;
-  write_hf_folder(dir.path(), c, w, s);
+  random_hf_model(c, 32, dir.path());
   const auto calib = sample_calibration_windows(tokens_of(400, c.vocab_size), 12, 16, 1);
   std::vector<QuantizeRun> runs;
   std::vector<std::vector<float>> weights;

@@ -17,37 +17,13 @@ int count_lines(const std::string& s) {
 class Cli : public ::testing::Test {
  protected:
   void SetUp() override {
-    c.dim = 16;
-    c.hidden_dim = 24;
-    c.n_layers = 2;
-    c.n_heads = 2;
-    c.n_kv_heads = 1;
-    c.vocab_size = 300;
-    c.max_seq_len = 32;
-    c.tied_embeddings = true;
+    c = small_llama(16, 24, 2, 2, 1, 300, 32, true);
     random_weights(c, 21, w, s);
     write_llama2c(dir.file("model.bin"), c, w);
-    // A tokenizer of 300 pieces: specials, bytes, " " and some letters.
-    std::string tok;
-    auto put_i = [&](int32_t v) { tok.append(reinterpret_cast<const char*>(&v), 4); };
-    auto put = [&](const std::string& p) {
-      const float score = 0;
-      tok.append(reinterpret_cast<const char*>(&score), 4);
-      put_i(static_cast<int32_t>(p.size()));
-      tok += p;
-    };
-    put_i(8);
-    put("<unk>");
-    put("<s>");
-    put("</s>");
-    for (int b = 0; b < 256; ++b) {
-      char buf[8];
-      std::snprintf(buf, sizeof buf, "<0x%02X>", b);
-      put(buf);
-    }
-    put(" ");
-    for (int i = 260; i < 300; ++i) put(std::string(1, static_cast<char>('A' + (i - 260))));
-    write_bytes(dir.file("tok.bin"), tok);
+    // A tokenizer of 300 pieces: specials, bytes, " " and some capital letters.
+    std::vector<std::pair<std::string, float>> extra = {{" ", 0.0f}};
+    for (int i = 260; i < 300; ++i) extra.emplace_back(std::string(1, static_cast<char>('A' + (i - 260))), 0.0f);
+    write_llama2c_tokenizer(dir.file("tok.bin"), extra);
     std::string text;
     for (int i = 0; i < 40; ++i) text += "The quick brown fox jumps over the lazy dog. ";
     write_bytes(dir.file("text.txt"), text);

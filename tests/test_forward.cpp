@@ -133,17 +133,9 @@ std::vector<Vec> naive_logits(const ModelConfig& c, const Weights& w, const std:
 }
 
 ModelConfig tiny_llama(RopeStyle style, bool tied) {
-  ModelConfig c;
-  c.arch = Architecture::Llama;
-  c.dim = 32;
-  c.hidden_dim = 72;  // not a multiple of 32: widths need not divide
-  c.n_layers = 2;
-  c.n_heads = 4;
-  c.n_kv_heads = 2;  // grouped-query attention
-  c.vocab_size = 53;
-  c.max_seq_len = 16;
+  // 72 is not a multiple of 32 (widths need not divide); 4 query heads share 2 KV heads.
+  ModelConfig c = small_llama(32, 72, 2, 4, 2, 53, 16, tied);
   c.rope_style = style;
-  c.tied_embeddings = tied;
   return c;
 }
 
@@ -185,12 +177,9 @@ void expect_matches_naive(const LoadedModel& m, const ModelConfig& c, const Weig
 TEST(Forward, LlamaSafetensorsRotateHalfMatchesNaive) {
   for (bool tied : {false, true}) {
     const ModelConfig c = tiny_llama(RopeStyle::RotateHalf, tied);
-    Weights w;
-    Shapes s;
-    random_weights(c, 1, w, s);
     TempDir dir;
-    write_hf_folder(dir.path(), c, w, s);
-    const LoadedModel m = load_model(dir.path().string(), "", false);
+    Weights w;
+    const LoadedModel m = random_hf_model(c, 1, dir.path(), &w);
     EXPECT_EQ(m.config.rope_style, RopeStyle::RotateHalf);
     EXPECT_EQ(m.config.tied_embeddings, tied);
     expect_matches_naive(m, c, w);
@@ -214,12 +203,9 @@ TEST(Forward, Llama2cInterleavedMatchesNaive) {
 
 TEST(Forward, OptMatchesNaive) {
   const ModelConfig c = tiny_opt();
-  Weights w;
-  Shapes s;
-  random_weights(c, 3, w, s);
   TempDir dir;
-  write_hf_folder(dir.path(), c, w, s);
-  const LoadedModel m = load_model(dir.path().string(), "", false);
+  Weights w;
+  const LoadedModel m = random_hf_model(c, 3, dir.path(), &w);
   EXPECT_EQ(m.config.arch, Architecture::Opt);
   expect_matches_naive(m, c, w);
 }
@@ -282,12 +268,8 @@ TEST(Forward, HuggingFacePermutationEqualsLlama2c) {
 // The observer sees every linear of every block once per forward, with its true input width.
 TEST(Forward, ObserverSeesEveryLinearInput) {
   const ModelConfig c = tiny_llama(RopeStyle::RotateHalf, true);
-  Weights w;
-  Shapes s;
-  random_weights(c, 6, w, s);
   TempDir dir;
-  write_hf_folder(dir.path(), c, w, s);
-  const LoadedModel m = load_model(dir.path().string(), "", false);
+  const LoadedModel m = random_hf_model(c, 6, dir.path());
   struct Recorder : LinearObserver {
     std::vector<std::string> seen;
     void observe(int block, const Linear& l, const float*, int64_t rows) override {

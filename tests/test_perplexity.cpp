@@ -39,18 +39,7 @@ TEST(PlanWindows, LlamaCppScoresTheSecondHalfAfterBos) {
   EXPECT_THROW(plan_windows(5, PplProtocol::Windows, 8, 0, 1), Error);
 }
 
-ModelConfig tiny() {
-  ModelConfig c;
-  c.dim = 16;
-  c.hidden_dim = 20;
-  c.n_layers = 1;
-  c.n_heads = 2;
-  c.n_kv_heads = 2;
-  c.vocab_size = 19;
-  c.max_seq_len = 8;
-  c.tied_embeddings = true;
-  return c;
-}
+ModelConfig tiny() { return small_llama(16, 20, 1, 2, 2, 19, 8, true); }
 
 // NLL of every scored position computed one window at a time, in double, from the model's logits.
 double direct_mean_nll(const Model& m, const std::vector<int>& tokens, const std::vector<EvalWindow>& plan) {
@@ -75,12 +64,8 @@ double direct_mean_nll(const Model& m, const std::vector<int>& tokens, const std
 
 TEST(EvaluatePerplexity, EveryProtocolMatchesDirectComputation) {
   const ModelConfig c = tiny();
-  Weights w;
-  Shapes s;
-  random_weights(c, 11, w, s);
   TempDir dir;
-  write_hf_folder(dir.path(), c, w, s);
-  const LoadedModel m = load_model(dir.path().string(), "", false);
+  const LoadedModel m = random_hf_model(c, 11, dir.path());
   std::vector<int> tokens(45);
   for (size_t i = 0; i < tokens.size(); ++i) tokens[i] = static_cast<int>((i * i + 3 * i) % c.vocab_size);
   for (auto protocol : {PplProtocol::Windows, PplProtocol::Stream, PplProtocol::LlamaCpp}) {

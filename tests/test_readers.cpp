@@ -87,15 +87,7 @@ TEST(Safetensors, MalformedFilesFailClearly) {
 class ModelFolder : public ::testing::Test {
  protected:
   void SetUp() override {
-    c.arch = Architecture::Llama;
-    c.dim = 16;
-    c.hidden_dim = 24;
-    c.n_layers = 1;
-    c.n_heads = 2;
-    c.n_kv_heads = 1;
-    c.vocab_size = 10;
-    c.max_seq_len = 8;
-    c.tied_embeddings = false;
+    c = small_llama(16, 24, 1, 2, 1, 10, 8, false);
     random_weights(c, 7, w, s);
   }
   ModelConfig c;

@@ -12,34 +12,12 @@
 namespace baq::test {
 namespace {
 
-// A llama2.c tokenizer.bin: the 3 specials, 256 byte pieces, then `extra` (piece, score) pairs.
-std::string llama2c_vocab(const std::vector<std::pair<std::string, float>>& extra) {
-  std::string out;
-  auto put_i = [&](int32_t v) { out.append(reinterpret_cast<const char*>(&v), 4); };
-  auto put_piece = [&](const std::string& s, float score) {
-    out.append(reinterpret_cast<const char*>(&score), 4);
-    put_i(static_cast<int32_t>(s.size()));
-    out += s;
-  };
-  put_i(16);
-  put_piece("<unk>", 0);
-  put_piece("\n<s>\n", 0);
-  put_piece("\n</s>\n", 0);
-  for (int b = 0; b < 256; ++b) {
-    char buf[8];
-    std::snprintf(buf, sizeof buf, "<0x%02X>", b);
-    put_piece(buf, 0);
-  }
-  for (const auto& [p, s] : extra) put_piece(p, s);
-  return out;
-}
-
 class Llama2cTokenizerTest : public ::testing::Test {
  protected:
   void SetUp() override {
     // ids:           259   260   261   262   263    264    265    266    267
-    write_bytes(dir.file("tok.bin"), llama2c_vocab({{" ", -10}, {"a", -5}, {"b", -5}, {"c", -5}, {"ab", 3},
-                                                    {"bc", 5}, {" a", 1}, {"ba", 3}, {"é", -5}}));
+    write_llama2c_tokenizer(dir.file("tok.bin"), {{" ", -10}, {"a", -5}, {"b", -5}, {"c", -5}, {"ab", 3},
+                                                  {"bc", 5}, {" a", 1}, {"ba", 3}, {"é", -5}});
     tok = std::make_unique<Llama2cTokenizer>(dir.file("tok.bin"), 0);
   }
   TempDir dir;

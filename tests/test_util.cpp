@@ -86,6 +86,50 @@ void random_weights(const ModelConfig& c, uint32_t seed, Weights& w, Shapes& sha
   }
 }
 
+ModelConfig small_llama(int dim, int hidden, int layers, int heads, int kv_heads, int vocab, int context, bool tied) {
+  ModelConfig c;
+  c.arch = Architecture::Llama;
+  c.dim = dim;
+  c.hidden_dim = hidden;
+  c.n_layers = layers;
+  c.n_heads = heads;
+  c.n_kv_heads = kv_heads;
+  c.vocab_size = vocab;
+  c.max_seq_len = context;
+  c.tied_embeddings = tied;
+  return c;
+}
+
+LoadedModel random_hf_model(const ModelConfig& c, uint32_t seed, const fs::path& dir, Weights* weights) {
+  Weights w;
+  Shapes s;
+  random_weights(c, seed, w, s);
+  write_hf_folder(dir, c, w, s);
+  if (weights != nullptr) *weights = w;
+  return load_model(dir.string(), "", false);
+}
+
+void write_llama2c_tokenizer(const std::string& path, const std::vector<std::pair<std::string, float>>& extra) {
+  std::string out;
+  auto put_i = [&](int32_t v) { out.append(reinterpret_cast<const char*>(&v), 4); };
+  auto put_piece = [&](const std::string& p, float score) {
+    out.append(reinterpret_cast<const char*>(&score), 4);
+    put_i(static_cast<int32_t>(p.size()));
+    out += p;
+  };
+  put_i(16);
+  put_piece("<unk>", 0);
+  put_piece("\n<s>\n", 0);
+  put_piece("\n</s>\n", 0);
+  for (int b = 0; b < 256; ++b) {
+    char buf[8];
+    std::snprintf(buf, sizeof buf, "<0x%02X>", b);
+    put_piece(buf, 0);
+  }
+  for (const auto& [p, score] : extra) put_piece(p, score);
+  write_bytes(path, out);
+}
+
 uint16_t f32_to_bf16(float f) {
   uint32_t bits;
   std::memcpy(&bits, &f, 4);

@@ -8,6 +8,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "baq/model.hpp"
 #include "baq/model_config.hpp"
 #include "baq/tensor.hpp"
 
@@ -30,6 +31,17 @@ using Shapes = std::map<std::string, std::vector<int64_t>>;
 
 // Random weights of a small model under Hugging Face names (N(0, scale²), norms near 1).
 void random_weights(const ModelConfig& c, uint32_t seed, Weights& w, Shapes& shapes);
+
+// A small Llama config: widths, layers, heads / KV heads, vocabulary, context, tied head.
+ModelConfig small_llama(int dim, int hidden, int layers, int heads, int kv_heads, int vocab, int context, bool tied);
+
+// Random weights of `c` (seeded) written as an F32 HF folder at `dir`, loaded back without a
+// tokenizer; `weights` receives the values when given.
+LoadedModel random_hf_model(const ModelConfig& c, uint32_t seed, const std::filesystem::path& dir,
+                            Weights* weights = nullptr);
+
+// A llama2.c tokenizer.bin: the 3 specials, 256 byte pieces "<0xXX>", then `extra` (piece, score).
+void write_llama2c_tokenizer(const std::string& path, const std::vector<std::pair<std::string, float>>& extra);
 
 // Writes an HF folder (config.json + model.safetensors in `dtype`: "F32", "F16" or "BF16").
 void write_hf_folder(const std::filesystem::path& dir, const ModelConfig& c, const Weights& w, const Shapes& shapes,
