@@ -6,6 +6,7 @@
 #include <cmath>
 #include <numeric>
 #include <random>
+#include <set>
 
 #include "baq/error.hpp"
 #include "baq/quant.hpp"
@@ -140,10 +141,11 @@ TEST(Gptq, PartialLastGroupOnWidth172) {
   EXPECT_EQ(g.group_of[171], 5);
   EXPECT_EQ(g.group_of[160], 5);
   EXPECT_EQ(g.group_of[159], 4);
-  for (int64_t r = 0; r < 8; ++r) {  // the partial group's values lie on its own 16-level grid
-    const GridParams& grid = g.grids[r * 6 + 5];
-    for (int64_t j = 160; j < 172; ++j) EXPECT_FLOAT_EQ(g.dequant[r * 172 + j], grid.value(g.codes[r * 172 + j]));
-  }
+  for (int64_t r = 0; r < 8; ++r)  // the partial group's values lie on its own 16-level grid
+    for (int64_t j = 160; j < 172; ++j) {
+      EXPECT_EQ(g.grid(r, j).maxq, 15);
+      EXPECT_FLOAT_EQ(g.dequant[r * 172 + j], g.grid(r, j).value(g.codes[r * 172 + j]));
+    }
   EXPECT_DOUBLE_EQ(storage_bits_per_weight(s, 8, 172), 4.0 + 20.0 * 6 / 172);
 }
 
@@ -238,6 +240,67 @@ TEST(Gptq, SingularHessiansRetryDamping) {
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("blk.0.attn.v"), std::string::npos);
   }
+}
+
+}  // namespace
+}  // namespace baq
+
+namespace baq {
+namespace {
+
+// BAQ at R̄ = 3 and 4 code bits against GPTQ at the same bits, on layers whose Hessians make the
+// columns' losses very uneven: the proxy loss must drop, and the budget must hold.
+TEST(Baq, ProxyLossBelowGptqAtTheSameBudget) {
+  for (int bits : {2, 3, 4}) {
+    const Layer l = random_layer(64, 96, 40 + bits);
+    QuantSettings s;
+    s.bits = bits;
+    const auto g = quantize_gptq(l.w.data(), 64, 96, l.h.data(), s);
+    const auto b = quantize_baq(l.w.data(), 64, 96, l.h.data(), s, bits);
+    double mean_bits = 0;
+    for (int L : b.levels) mean_bits += std::log2(static_cast<double>(L)) / 96;
+    EXPECT_LE(mean_bits, bits + 1e-12);
+    EXPECT_GT(mean_bits, bits - 1.0 / 96);
+    EXPECT_NEAR(b.loss_before, g.loss, 1e-6 * g.loss);  // pass 1 is GPTQ at 2^bits levels
+    const double pg = proxy_loss(l.w.data(), g.dequant.data(), 64, 96, l.h.data());
+    const double pb = proxy_loss(l.w.data(), b.quantized.dequant.data(), 64, 96, l.h.data());
+    EXPECT_LT(pb, pg) << bits << " bits";
+    EXPECT_LT(b.quantized.loss, b.loss_before) << bits << " bits";
+    EXPECT_LT(b.predicted_loss_ratio, 1.0);
+  }
+}
+
+// Per-column grids: every column's values lie on its own L_j-level grid; one-level columns hold
+// their mean; storage counts log2 L_j code bits per weight, min/max per row, a width per column.
+TEST(Baq, PerColumnGridsAndStorage) {
+  const Layer l = random_layer(16, 12, 50);
+  std::vector<int> levels = {1, 2, 3, 5, 6, 7, 9, 16, 1, 255, 256, 4};
+  QuantSettings s;
+  s.bits = 3;
+  const auto m = quantize_gptq(l.w.data(), 16, 12, l.h.data(), s, "t", &levels);
+  for (int64_t j = 0; j < 12; ++j) {
+    std::set<float> values;
+    for (int64_t r = 0; r < 16; ++r) {
+      const float v = m.dequant[r * 12 + j];
+      if (levels[j] == 1) {
+        EXPECT_EQ(v, m.column_mean[j]);
+      } else {
+        const GridParams g = m.grid(r, j);
+        EXPECT_EQ(g.maxq, levels[j] - 1);
+        EXPECT_LT(m.codes[r * 12 + j], levels[j]);
+        EXPECT_FLOAT_EQ(v, g.value(m.codes[r * 12 + j]));
+      }
+    }
+  }
+  const StorageBits b = storage_bits(m, s, true);
+  double code_bits = 0;
+  for (int L : levels) code_bits += 16 * std::log2(double(L));
+  EXPECT_DOUBLE_EQ(b.codes, code_bits);
+  EXPECT_DOUBLE_EQ(b.ranges, 16 * 32.0);
+  EXPECT_DOUBLE_EQ(b.widths, 12 * 8.0);
+  EXPECT_DOUBLE_EQ(b.means, 2 * 16.0);
+  levels[3] = 0;
+  EXPECT_THROW(quantize_gptq(l.w.data(), 16, 12, l.h.data(), s, "t", &levels), Error);
 }
 
 }  // namespace

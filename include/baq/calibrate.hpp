@@ -5,6 +5,7 @@
 // inputs. Peak memory is one block plus the activations.
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <span>
 #include <string>
 #include <vector>
@@ -14,7 +15,10 @@
 
 namespace baq {
 
-enum class QuantMethod { Rtn, Gptq };
+enum class QuantMethod { Rtn, Gptq, Baq };
+// Where BAQ's budget applies: each layer on its own, or pooled over every quantized layer.
+enum class Allocation { Layer, Model };
+Allocation parse_allocation(const std::string& name);
 QuantMethod parse_method(const std::string& name);
 const char* method_name(QuantMethod method);
 
@@ -30,12 +34,19 @@ struct LayerRecord {
   double damp = 0.0;
   int damp_retries = 0;
   int n_groups = 1;
+  double bits = 0.0;             // mean code bits per weight, Σ_j log2 L_j / cols
+  StorageBits storage;           // every stored bit of this layer
+  double loss_before = 0.0;      // BAQ: Σ ℓ_j of the uniform measurement pass
+  double predicted_loss_ratio = 1.0;  // BAQ: modelled loss after / before allocation
+  std::map<int, int> level_histogram;  // level count -> columns
   double seconds = 0.0;
 };
 
 struct QuantizeOptions {
   QuantMethod method = QuantMethod::Gptq;
-  QuantSettings settings;
+  QuantSettings settings;     // settings.bits: RTN/GPTQ code bits
+  double rate = 0.0;          // BAQ: mean code bits per weight (fractional allowed)
+  Allocation allocation = Allocation::Layer;
   int batch_windows = 8;  // calibration windows per forward
   std::function<void(const LayerRecord&, int done, int total)> on_layer;
   std::function<void(const std::string&)> warn;
@@ -44,8 +55,9 @@ struct QuantizeOptions {
 struct QuantizeRun {
   std::vector<LayerRecord> layers;
   int64_t quantized_weights = 0;
-  double code_bits = 0, scale_bits = 0, zero_bits = 0;
-  double bits_per_weight() const { return (code_bits + scale_bits + zero_bits) / static_cast<double>(quantized_weights); }
+  StorageBits bits;  // summed over layers
+  double bits_per_weight() const { return bits.total() / static_cast<double>(quantized_weights); }
+  double code_bits_per_weight() const { return bits.codes / static_cast<double>(quantized_weights); }
   double seconds = 0.0;
 };
 

@@ -29,15 +29,21 @@ struct GridParams {
 };
 GridParams fit_grid(float xmin, float xmax, int maxq, bool sym);
 
-// A quantized matrix: integer codes and the grid of every (row, group), dequantized values, and the
-// per-column losses GPTQ measures (ℓ_j = Σ_rows (w−q)² / U_jj², zero for RTN).
+// A quantized matrix: integer codes, the value range of every (row, group) and the level count of
+// every column — column j of row r uses the grid fit_grid(lo, hi, levels[j] − 1) of its group, and a
+// one-level column holds its mean — dequantized values, and the per-column losses GPTQ measures
+// (ℓ_j = Σ_rows (w−q)² / U_jj², zero for RTN).
 struct QuantizedMatrix {
   int64_t rows = 0, cols = 0;
+  bool sym = false;
   std::vector<float> dequant;       // rows × cols
-  std::vector<uint8_t> codes;       // rows × cols
-  std::vector<GridParams> grids;    // rows × n_groups
+  std::vector<uint8_t> codes;       // rows × cols (0 for one-level columns)
+  std::vector<float> lo, hi;        // rows × n_groups: min and max of the row's group
+  std::vector<int> levels;          // per column, ≥ 1
+  std::vector<float> column_mean;   // per column: the stored value of a one-level column
   std::vector<int32_t> group_of;    // per column: its group index (act-order may permute groups)
   int n_groups = 1;
+  GridParams grid(int64_t row, int64_t col) const;
   std::vector<double> column_loss;  // per column, original order
   double loss = 0.0;                // Σ column_loss
   double damp = 0.0;                // damping λ actually added to the Hessian
@@ -53,10 +59,42 @@ QuantizedMatrix quantize_rtn(const float* w, int64_t rows, int64_t cols, const Q
 // GPTQ (Frantar et al. 2022) with lazy batch updates. `h` is the undamped Hessian (cols × cols,
 // row-major, double); it is not modified. Throws baq::Error naming `name` if no damping up to the
 // retry bound makes it positive definite, or if W or H hold NaN/Inf.
+// `levels` (per column, ≥ 1, ≤ 256), when given, replaces the uniform 2^bits levels: BAQ's pass 2.
 QuantizedMatrix quantize_gptq(const float* w, int64_t rows, int64_t cols, const double* h, const QuantSettings& s,
-                              const std::string& name = "layer");
+                              const std::string& name = "layer", const std::vector<int>* levels = nullptr);
 
 // tr((W−Q) H (W−Q)ᵀ): the layer-output error the quantizers minimise.
 double proxy_loss(const float* w, const float* q, int64_t rows, int64_t cols, const double* h);
+
+}  // namespace baq
+
+namespace baq {
+
+// Every stored bit of a quantized matrix, by part.
+struct StorageBits {
+  double codes = 0;   // Σ_j rows·log2 L_j: mixed-radix packing of any level count
+  double ranges = 0;  // per (row, group): F16 scale + zero point (uniform), or F16 min and max (per-column grids)
+  double widths = 0;  // per column: its level count, 8 bits (per-column grids only)
+  double means = 0;   // per one-level column: its F16 value
+  double total() const { return codes + ranges + widths + means; }
+};
+// `per_column` = the matrix has per-column level counts (BAQ); else uniform 2^bits grids as GPTQ stores them.
+StorageBits storage_bits(const QuantizedMatrix& m, const QuantSettings& s, bool per_column);
+
+// BAQ's loss model fitted from a uniform pass: ℓ_j = c_j·2^(−2R) with R = log2 L, so c_j = ℓ_j·L².
+std::vector<double> loss_coefficients(const std::vector<double>& column_loss, int uniform_levels);
+// The uniform level count BAQ's first pass measures at: round(2^R̄), at least 2.
+int measurement_levels(double rate);
+
+struct BaqLayerResult {
+  QuantizedMatrix quantized;  // pass 2, per-column grids
+  std::vector<int> levels;
+  double loss_before = 0;     // pass 1 (uniform): Σ ℓ_j
+  double predicted_loss_ratio = 1;
+};
+// BAQ on one layer: GPTQ at the uniform rate, closed-form allocation at mean rate `rate` (bits per
+// weight of codes, fractional, at most 8), GPTQ again with the allocated grids.
+BaqLayerResult quantize_baq(const float* w, int64_t rows, int64_t cols, const double* h, const QuantSettings& s,
+                            double rate, const std::string& name = "layer");
 
 }  // namespace baq

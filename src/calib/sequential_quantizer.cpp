@@ -2,6 +2,7 @@
 #include <cmath>
 #include <cstring>
 
+#include "baq/bit_allocator.hpp"
 #include "baq/calibrate.hpp"
 #include "baq/error.hpp"
 #include "calib/hessian_collector.hpp"
@@ -11,10 +12,24 @@ namespace baq {
 QuantMethod parse_method(const std::string& name) {
   if (name == "rtn") return QuantMethod::Rtn;
   if (name == "gptq") return QuantMethod::Gptq;
-  fail("unknown quantization method '{}' (rtn or gptq)", name);
+  if (name == "baq") return QuantMethod::Baq;
+  fail("unknown quantization method '{}' (rtn, gptq or baq)", name);
 }
 
-const char* method_name(QuantMethod method) { return method == QuantMethod::Rtn ? "rtn" : "gptq"; }
+const char* method_name(QuantMethod method) {
+  switch (method) {
+    case QuantMethod::Rtn: return "rtn";
+    case QuantMethod::Gptq: return "gptq";
+    case QuantMethod::Baq: return "baq";
+  }
+  return "?";
+}
+
+Allocation parse_allocation(const std::string& name) {
+  if (name == "layer") return Allocation::Layer;
+  if (name == "model") return Allocation::Model;
+  fail("unknown allocation '{}' (layer or model)", name);
+}
 
 namespace {
 
@@ -22,24 +37,23 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
-}  // namespace
+// Quantizes one linear given its Hessian; fills the method-specific fields of the record.
+using LayerQuantizer =
+    std::function<QuantizedMatrix(size_t layer, const Linear& linear, const std::vector<double>& h, LayerRecord& rec)>;
 
-QuantizeRun quantize_model(Model& model, std::span<const int> calibration, int seqlen, const QuantizeOptions& options) {
+// The GPTQ protocol over every block: observe, quantize each linear with `quantize`, re-run the
+// quantized block for the next block's inputs. `progress_offset`/`progress_total` place this pass
+// in a multi-pass run for the progress callback.
+QuantizeRun run_sequential(Model& model, std::span<const int> calibration, int seqlen, const QuantizeOptions& options,
+                           const LayerQuantizer& quantize, bool per_column, int progress_offset, int progress_total) {
   const auto t_start = std::chrono::steady_clock::now();
-  const ModelConfig& cfg = model.config();
-  if (seqlen < 2 || calibration.size() % static_cast<size_t>(seqlen) != 0)
-    fail("calibration holds {} tokens, not whole windows of {}", calibration.size(), seqlen);
   const int nsamples = static_cast<int>(calibration.size() / static_cast<size_t>(seqlen));
-  const int64_t dim = cfg.dim;
-  const QuantSettings& s = options.settings;
-
+  const int64_t dim = model.config().dim;
   // The residual stream of every calibration window: the one activation buffer kept throughout.
   std::vector<float> x(calibration.size() * static_cast<size_t>(dim));
   model.embed(calibration, BatchShape{nsamples, seqlen}, x.data());
 
   QuantizeRun run;
-  int total_layers = 0;
-  for (int b = 0; b < model.n_blocks(); ++b) total_layers += static_cast<int>(model.block(b).linears().size());
   std::vector<float> scratch;
   const int per_batch = std::max(1, options.batch_windows);
   for (int b = 0; b < model.n_blocks(); ++b) {
@@ -60,32 +74,37 @@ QuantizeRun quantize_model(Model& model, std::span<const int> calibration, int s
       rec.cols = l->in_features();
       const std::vector<double>& h = collector.hessian(l->name);
       for (int64_t i = 0; i < rec.cols; ++i) rec.hessian_trace += h[i * rec.cols + i];
-      const QuantizedMatrix q = options.method == QuantMethod::Rtn
-                                    ? quantize_rtn(l->weight.data, rec.rows, rec.cols, s)
-                                    : quantize_gptq(l->weight.data, rec.rows, rec.cols, h.data(), s, rec.name);
+      const QuantizedMatrix q = quantize(run.layers.size(), *l, h, rec);
       rec.loss = q.loss;
       rec.damp = q.damp;
       rec.damp_retries = q.damp_retries;
       rec.n_groups = q.n_groups;
       rec.proxy_loss = proxy_loss(l->weight.data, q.dequant.data(), rec.rows, rec.cols, h.data());
+      for (int L : q.levels) {
+        rec.level_histogram[L]++;
+        rec.bits += std::log2(static_cast<double>(L)) / static_cast<double>(rec.cols);
+      }
+      rec.storage = storage_bits(q, options.settings, per_column);
       if (q.damp_retries > 0 && options.warn)
         options.warn(fmt::format("{}: Hessian not positive definite; damping raised to {:.3g} after {} retries",
                                  rec.name, q.damp, q.damp_retries));
       for (float v : q.dequant)
         if (!std::isfinite(v)) fail("{}: quantization produced a non-finite weight", rec.name);
-      // The quantized weights replace the layer's own (a fresh buffer: the old one may be a file view).
+      // The quantized weights replace the layer's own (a fresh buffer: the old one may be a file view,
+      // and BAQ's model-wide allocation restores the originals for its second pass).
       Tensor replaced = Tensor::zeros(l->weight.shape);
       std::memcpy(replaced.data, q.dequant.data(), q.dequant.size() * sizeof(float));
       l->weight = std::move(replaced);
 
-      const int64_t weights = rec.rows * rec.cols, grids = rec.rows * q.n_groups;
-      run.quantized_weights += weights;
-      run.code_bits += static_cast<double>(weights) * s.bits;
-      run.scale_bits += 16.0 * static_cast<double>(grids);
-      run.zero_bits += s.sym ? 0.0 : static_cast<double>(s.bits) * static_cast<double>(grids);
+      run.quantized_weights += rec.rows * rec.cols;
+      run.bits.codes += rec.storage.codes;
+      run.bits.ranges += rec.storage.ranges;
+      run.bits.widths += rec.storage.widths;
+      run.bits.means += rec.storage.means;
       rec.seconds = seconds_since(t0);
       run.layers.push_back(rec);
-      if (options.on_layer) options.on_layer(rec, static_cast<int>(run.layers.size()), total_layers);
+      if (options.on_layer)
+        options.on_layer(rec, progress_offset + static_cast<int>(run.layers.size()), progress_total);
     }
     // Pass 2: the quantized block produces the next block's inputs, in place.
     for (int w0 = 0; w0 < nsamples; w0 += per_batch) {
@@ -94,6 +113,109 @@ QuantizeRun quantize_model(Model& model, std::span<const int> calibration, int s
     }
   }
   run.seconds = seconds_since(t_start);
+  return run;
+}
+
+}  // namespace
+
+QuantizeRun quantize_model(Model& model, std::span<const int> calibration, int seqlen, const QuantizeOptions& options) {
+  const auto t_start = std::chrono::steady_clock::now();
+  if (seqlen < 2 || calibration.empty() || calibration.size() % static_cast<size_t>(seqlen) != 0)
+    fail("calibration holds {} tokens, not whole windows of {}", calibration.size(), seqlen);
+  const QuantSettings& s = options.settings;
+  int n_layers = 0;
+  for (int b = 0; b < model.n_blocks(); ++b) n_layers += static_cast<int>(model.block(b).linears().size());
+
+  switch (options.method) {
+    case QuantMethod::Rtn:
+      return run_sequential(
+          model, calibration, seqlen, options,
+          [&](size_t, const Linear& l, const std::vector<double>&, LayerRecord& rec) {
+            return quantize_rtn(l.weight.data, rec.rows, rec.cols, s);
+          },
+          false, 0, n_layers);
+    case QuantMethod::Gptq:
+      return run_sequential(
+          model, calibration, seqlen, options,
+          [&](size_t, const Linear& l, const std::vector<double>& h, LayerRecord& rec) {
+            return quantize_gptq(l.weight.data, rec.rows, rec.cols, h.data(), s, rec.name);
+          },
+          false, 0, n_layers);
+    case QuantMethod::Baq:
+      break;
+  }
+  if (!(options.rate > 0.0 && options.rate <= 8.0)) fail("BAQ rate {} outside (0, 8] bits", options.rate);
+  if (options.allocation == Allocation::Layer)
+    return run_sequential(
+        model, calibration, seqlen, options,
+        [&](size_t, const Linear& l, const std::vector<double>& h, LayerRecord& rec) {
+          BaqLayerResult r = quantize_baq(l.weight.data, rec.rows, rec.cols, h.data(), s, options.rate, rec.name);
+          rec.loss_before = r.loss_before;
+          rec.predicted_loss_ratio = r.predicted_loss_ratio;
+          return std::move(r.quantized);
+        },
+        true, 0, n_layers);
+
+  // Model-wide: a full sequential GPTQ pass at the uniform rate measures every layer's c_j; one
+  // closed form on the pooled columns, each weighted by its rows, sets every layer's levels; the
+  // original weights are restored and a second sequential pass quantizes with those levels.
+  std::vector<Tensor> originals;
+  for (int b = 0; b < model.n_blocks(); ++b)
+    for (Linear* l : model.block(b).linears()) originals.push_back(l->weight);
+  const int l0 = measurement_levels(options.rate);
+  std::vector<std::vector<double>> column_loss;
+  std::vector<double> loss_before;
+  run_sequential(
+      model, calibration, seqlen, options,
+      [&](size_t, const Linear& l, const std::vector<double>& h, LayerRecord& rec) {
+        const std::vector<int> uniform(static_cast<size_t>(rec.cols), l0);
+        QuantizedMatrix q = quantize_gptq(l.weight.data, rec.rows, rec.cols, h.data(), s, rec.name, &uniform);
+        // Proxy losses are in each layer's own output units; pooled, they are made relative to the
+        // layer's output energy tr(W H Wᵀ) (the proxy loss of quantizing everything to zero).
+        const std::vector<float> zeros(static_cast<size_t>(rec.rows * rec.cols), 0.0f);
+        const double energy = proxy_loss(l.weight.data, zeros.data(), rec.rows, rec.cols, h.data());
+        for (double& v : q.column_loss) v /= energy > 0.0 ? energy : 1.0;
+        column_loss.push_back(q.column_loss);
+        loss_before.push_back(q.loss);
+        return q;
+      },
+      true, 0, 2 * n_layers);
+  std::vector<double> c, weights;
+  std::vector<size_t> first_column;
+  {
+    size_t k = 0;
+    for (int b = 0; b < model.n_blocks(); ++b)
+      for (Linear* l : model.block(b).linears()) {
+        first_column.push_back(c.size());
+        const auto layer_c = loss_coefficients(column_loss[k++], l0);
+        c.insert(c.end(), layer_c.begin(), layer_c.end());
+        weights.insert(weights.end(), layer_c.size(), static_cast<double>(l->out_features()));
+      }
+    first_column.push_back(c.size());
+  }
+  const BitAllocation a = BitAllocator(8.0).allocate(c, options.rate, weights);
+  {
+    size_t k = 0;
+    for (int b = 0; b < model.n_blocks(); ++b)
+      for (Linear* l : model.block(b).linears()) l->weight = originals[k++];
+  }
+  QuantizeRun run = run_sequential(
+      model, calibration, seqlen, options,
+      [&](size_t layer, const Linear& l, const std::vector<double>& h, LayerRecord& rec) {
+        const auto begin = static_cast<std::ptrdiff_t>(first_column[layer]);
+        const auto end = static_cast<std::ptrdiff_t>(first_column[layer + 1]);
+        const std::vector<int> levels(a.levels.begin() + begin, a.levels.begin() + end);
+        rec.loss_before = loss_before[layer];
+        double uniform = 0, allocated = 0;
+        for (auto j = begin; j < end; ++j) {
+          uniform += c[static_cast<size_t>(j)] * std::exp2(-2.0 * options.rate);
+          allocated += c[static_cast<size_t>(j)] * std::exp2(-2.0 * a.rate[static_cast<size_t>(j)]);
+        }
+        rec.predicted_loss_ratio = uniform > 0 ? allocated / uniform : 1.0;
+        return quantize_gptq(l.weight.data, rec.rows, rec.cols, h.data(), s, rec.name, &levels);
+      },
+      true, n_layers, 2 * n_layers);
+  run.seconds = seconds_since(t_start);  // both passes
   return run;
 }
 

@@ -11,8 +11,13 @@
 namespace baq {
 
 QuantizedMatrix quantize_gptq(const float* w, int64_t rows, int64_t cols, const double* h, const QuantSettings& s,
-                              const std::string& name) {
+                              const std::string& name, const std::vector<int>* levels) {
   if (s.bits < 1 || s.bits > 8) fail("{}: bits {} outside 1..8", name, s.bits);
+  if (levels != nullptr) {
+    if (static_cast<int64_t>(levels->size()) != cols) fail("{}: {} level counts for {} columns", name, levels->size(), cols);
+    for (int L : *levels)
+      if (L < 1 || L > 256) fail("{}: level count {} outside 1..256", name, L);
+  }
   if (s.block_size < 1) fail("{}: block size must be positive", name);
   for (int64_t i = 0; i < rows * cols; ++i)
     if (!std::isfinite(w[i])) fail("{}: weight holds a non-finite value at ({}, {})", name, i / cols, i % cols);
@@ -44,12 +49,15 @@ QuantizedMatrix quantize_gptq(const float* w, int64_t rows, int64_t cols, const 
   m.damp_retries = f.retries;
   const int64_t gs = s.group_size > 0 ? s.group_size : cols;
   m.n_groups = static_cast<int>((cols + gs - 1) / gs);
-  m.grids.resize(static_cast<size_t>(rows * m.n_groups));
+  m.sym = s.sym;
+  m.lo.resize(static_cast<size_t>(rows * m.n_groups));
+  m.hi.resize(m.lo.size());
+  m.levels = levels != nullptr ? *levels : std::vector<int>(static_cast<size_t>(cols), 1 << s.bits);
+  m.column_mean.assign(static_cast<size_t>(cols), 0.0f);
   m.group_of.resize(static_cast<size_t>(cols));
   m.codes.resize(static_cast<size_t>(rows * cols));
   m.dequant.resize(m.codes.size());
   m.column_loss.assign(static_cast<size_t>(cols), 0.0);
-  const int maxq = (1 << s.bits) - 1;
 
   // Blocks never straddle a group start, so a group's grid is always fitted on fully updated columns
   // and the result does not depend on the block size (beyond rounding).
@@ -66,7 +74,8 @@ QuantizedMatrix quantize_gptq(const float* w, int64_t rows, int64_t cols, const 
           lo = std::min(lo, wt[c * rows + r]);
           hi = std::max(hi, wt[c * rows + r]);
         }
-        m.grids[r * m.n_groups + g] = fit_grid(lo, hi, maxq, s.sym);
+        m.lo[r * m.n_groups + g] = lo;
+        m.hi[r * m.n_groups + g] = hi;
       }
     }
     for (int64_t i = i1; i < i2; ++i) {
@@ -75,15 +84,28 @@ QuantizedMatrix quantize_gptq(const float* w, int64_t rows, int64_t cols, const 
       const float d = u[i * cols + i];
       float* col = wt.data() + i * rows;
       float* e = err.data() + (i - i1) * rows;
+      const int L = m.levels[perm[i]];
+      if (L == 1) {
+        // No code at all: the column is stored as one value, the mean of its (updated) weights.
+        double sum = 0.0;
+        for (int64_t r = 0; r < rows; ++r) sum += col[r];
+        const float mean = static_cast<float>(sum / static_cast<double>(rows));
+        m.column_mean[perm[i]] = mean;
+        for (int64_t r = 0; r < rows; ++r) {
+          m.codes[r * cols + perm[i]] = 0;
+          m.dequant[r * cols + perm[i]] = mean;
+          e[r] = (col[r] - mean) / d;
+        }
+      } else {
 #pragma omp parallel for schedule(static)
-      for (int64_t r = 0; r < rows; ++r) {
-        const GridParams& grid = m.grids[r * m.n_groups + g];
-        const int c = grid.code(col[r]);
-        const float q = grid.value(c);
-        m.codes[r * cols + perm[i]] = static_cast<uint8_t>(c);
-        m.dequant[r * cols + perm[i]] = q;
-        const float diff = col[r] - q;
-        e[r] = diff / d;
+        for (int64_t r = 0; r < rows; ++r) {
+          const GridParams grid = fit_grid(m.lo[r * m.n_groups + g], m.hi[r * m.n_groups + g], L - 1, s.sym);
+          const int c = grid.code(col[r]);
+          const float q = grid.value(c);
+          m.codes[r * cols + perm[i]] = static_cast<uint8_t>(c);
+          m.dequant[r * cols + perm[i]] = q;
+          e[r] = (col[r] - q) / d;
+        }
       }
       double col_loss = 0.0;  // summed in row order: the same for any thread count
       for (int64_t r = 0; r < rows; ++r) col_loss += static_cast<double>(e[r]) * e[r];

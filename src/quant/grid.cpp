@@ -31,6 +31,11 @@ int GridParams::code(float x) const {
   return static_cast<int>(std::clamp(c, 0.0f, static_cast<float>(maxq)));
 }
 
+GridParams QuantizedMatrix::grid(int64_t row, int64_t col) const {
+  const size_t k = static_cast<size_t>(row * n_groups + group_of[static_cast<size_t>(col)]);
+  return fit_grid(lo[k], hi[k], levels[static_cast<size_t>(col)] - 1, sym);
+}
+
 double storage_bits_per_weight(const QuantSettings& s, int64_t rows, int64_t cols) {
   const int64_t groups = s.group_size > 0 ? (cols + s.group_size - 1) / s.group_size : 1;
   const double per_grid = 16.0 + (s.sym ? 0.0 : s.bits);

@@ -14,7 +14,11 @@ QuantizedMatrix quantize_rtn(const float* w, int64_t rows, int64_t cols, const Q
   m.n_groups = static_cast<int>((cols + gs - 1) / gs);  // a last partial group gets its own grid
   m.dequant.resize(static_cast<size_t>(rows * cols));
   m.codes.resize(m.dequant.size());
-  m.grids.resize(static_cast<size_t>(rows * m.n_groups));
+  m.sym = s.sym;
+  m.lo.resize(static_cast<size_t>(rows * m.n_groups));
+  m.hi.resize(m.lo.size());
+  m.levels.assign(static_cast<size_t>(cols), 1 << s.bits);
+  m.column_mean.assign(static_cast<size_t>(cols), 0.0f);
   m.group_of.resize(static_cast<size_t>(cols));
   m.column_loss.assign(static_cast<size_t>(cols), 0.0);
   for (int64_t j = 0; j < cols; ++j) m.group_of[j] = static_cast<int32_t>(j / gs);
@@ -25,7 +29,8 @@ QuantizedMatrix quantize_rtn(const float* w, int64_t rows, int64_t cols, const Q
       const int64_t c0 = g * gs, c1 = std::min(cols, c0 + gs);
       const auto [lo, hi] = std::minmax_element(w + r * cols + c0, w + r * cols + c1);
       const GridParams grid = fit_grid(*lo, *hi, maxq, s.sym);
-      m.grids[r * m.n_groups + g] = grid;
+      m.lo[r * m.n_groups + g] = *lo;
+      m.hi[r * m.n_groups + g] = *hi;
       for (int64_t j = c0; j < c1; ++j) {
         const int c = grid.code(w[r * cols + j]);
         m.codes[r * cols + j] = static_cast<uint8_t>(c);

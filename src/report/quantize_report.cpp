@@ -9,31 +9,50 @@ std::string quantize_report_json(const QuantizeRun& run, const QuantizeOptions& 
   nlohmann::ordered_json j;
   j["tool"] = "baq 0.1.0";
   j["model"] = ctx.model;
+  const bool baq = options.method == QuantMethod::Baq;
   j["method"] = method_name(options.method);
-  j["settings"] = {{"bits", s.bits},           {"group_size", s.group_size}, {"sym", s.sym},
-                   {"damp", s.damp},           {"block_size", s.block_size}, {"act_order", s.act_order}};
+  j["settings"] = {{"group_size", s.group_size}, {"sym", s.sym},           {"damp", s.damp},
+                   {"block_size", s.block_size}, {"act_order", s.act_order}};
+  if (baq) {
+    j["settings"]["rate"] = options.rate;
+    j["settings"]["allocation"] = options.allocation == Allocation::Layer ? "layer" : "model";
+  } else {
+    j["settings"]["bits"] = s.bits;
+  }
   j["calibration"] = {{"file", ctx.calibration_file}, {"nsamples", ctx.nsamples}, {"seqlen", ctx.seqlen},
                       {"seed", ctx.seed},             {"text_tokens", ctx.calibration_text_tokens}};
   auto& layers = j["layers"] = nlohmann::ordered_json::array();
   double loss = 0, proxy = 0;
+  auto storage = [](const StorageBits& b) {
+    return nlohmann::ordered_json{{"codes", b.codes}, {"ranges", b.ranges}, {"widths", b.widths}, {"means", b.means}};
+  };
   for (const LayerRecord& r : run.layers) {
-    layers.push_back({{"name", r.name},
-                      {"rows", r.rows},
-                      {"cols", r.cols},
-                      {"groups_per_row", r.n_groups},
-                      {"hessian_trace", r.hessian_trace},
-                      {"gptq_loss", r.loss},
-                      {"proxy_loss", r.proxy_loss},
-                      {"damp", r.damp},
-                      {"damp_retries", r.damp_retries},
-                      {"seconds", r.seconds}});
+    nlohmann::ordered_json l = {{"name", r.name},
+                                {"rows", r.rows},
+                                {"cols", r.cols},
+                                {"groups_per_row", r.n_groups},
+                                {"hessian_trace", r.hessian_trace},
+                                {"code_bits_per_weight", r.bits},
+                                {"bits_per_weight", r.storage.total() / static_cast<double>(r.rows * r.cols)},
+                                {"storage_bits", storage(r.storage)},
+                                {"gptq_loss", r.loss},
+                                {"proxy_loss", r.proxy_loss},
+                                {"damp", r.damp},
+                                {"damp_retries", r.damp_retries}};
+    if (baq) {
+      l["gptq_loss_uniform"] = r.loss_before;
+      l["predicted_loss_ratio"] = r.predicted_loss_ratio;
+      auto& hist = l["levels_histogram"] = nlohmann::ordered_json::object();
+      for (const auto& [levels, count] : r.level_histogram) hist[std::to_string(levels)] = count;
+    }
+    l["seconds"] = r.seconds;
+    layers.push_back(std::move(l));
     loss += r.loss;
     proxy += r.proxy_loss;
   }
   j["totals"] = {{"quantized_weights", run.quantized_weights},
-                 {"code_bits", run.code_bits},
-                 {"scale_bits", run.scale_bits},
-                 {"zero_point_bits", run.zero_bits},
+                 {"storage_bits", storage(run.bits)},
+                 {"code_bits_per_weight", run.code_bits_per_weight()},
                  {"bits_per_weight", run.bits_per_weight()},
                  {"gptq_loss", loss},
                  {"proxy_loss", proxy},

@@ -1,3 +1,4 @@
+#include <cmath>
 #include <filesystem>
 
 #include <fmt/format.h>
@@ -17,19 +18,27 @@ struct QuantizeArgs {
   std::string calib = "../shared/data/c4/c4-sample-200.jsonl";
   int nsamples = 128, seqlen = 2048;
   uint64_t seed = 0;
+  double bits = 4;
+  std::string alloc = "layer";
   QuantSettings settings;
 };
 }  // namespace
 
 Command add_quantize_command(CLI::App& app) {
-  auto* sub = app.add_subcommand("quantize", "Quantize every linear layer of the transformer blocks (RTN or GPTQ)");
+  auto* sub = app.add_subcommand("quantize", "Quantize every linear layer of the transformer blocks (RTN, GPTQ or BAQ)");
   auto a = std::make_shared<QuantizeArgs>();
   sub->add_option("MODEL", a->model, "Hugging Face folder, .safetensors file or llama2.c .bin")->required();
   sub->add_option("--out", a->out, "Output folder: config.json, model.safetensors (dequantized), tokenizer, report.json")
       ->required();
   sub->add_option("--tokenizer", a->tokenizer, "Tokenizer file when the model does not carry one");
-  sub->add_option("--method", a->method, "rtn or gptq")->check(CLI::IsMember({"rtn", "gptq"}))->capture_default_str();
-  sub->add_option("--bits", a->settings.bits, "Bits per weight code (2..8)")->check(CLI::Range(2, 8))->capture_default_str();
+  sub->add_option("--method", a->method, "rtn, gptq or baq (GPTQ with closed-form per-column bit allocation)")
+      ->check(CLI::IsMember({"rtn", "gptq", "baq"}))->capture_default_str();
+  sub->add_option("--bits", a->bits,
+                  "Code bits per weight: an integer 2..8 for rtn/gptq; for baq the mean over columns, fractional "
+                  "allowed (e.g. 2.5), met to within 1/columns")
+      ->check(CLI::Range(0.25, 8.0))->capture_default_str();
+  sub->add_option("--alloc", a->alloc, "baq: budget per layer, or pooled over the whole model (sensitive layers get more)")
+      ->check(CLI::IsMember({"layer", "model"}))->capture_default_str();
   sub->add_option("--group-size", a->settings.group_size,
                   "Input columns per scale/zero group (0 = one grid per output row; a last partial group gets its own)")
       ->check(CLI::NonNegativeNumber)->capture_default_str();
@@ -58,14 +67,23 @@ Command add_quantize_command(CLI::App& app) {
             QuantizeOptions options;
             options.method = parse_method(a->method);
             options.settings = a->settings;
+            if (options.method == QuantMethod::Baq) {
+              options.rate = a->bits;
+              options.allocation = parse_allocation(a->alloc);
+            } else {
+              if (a->bits != std::floor(a->bits) || a->bits < 2)
+                fail("--bits {} must be an integer 2..8 for --method {} (fractional budgets need --method baq)", a->bits,
+                     a->method);
+              options.settings.bits = static_cast<int>(a->bits);
+            }
             ProgressBar bar("quantize", "layers");
             options.on_layer = [&bar](const LayerRecord&, int done, int total) { bar.update(done, total); };
             options.warn = [&bar](const std::string& msg) {
               bar.finish();
               fmt::print(stderr, "warning: {}\n", msg);
             };
-            fmt::print("quantizing {} with {} at {} bits{} on {} windows of {} tokens from {}\n", a->model, a->method,
-                       a->settings.bits,
+            fmt::print("quantizing {} with {} at {} bits{}{} on {} windows of {} tokens from {}\n", a->model, a->method,
+                       a->bits, options.method == QuantMethod::Baq ? fmt::format(" ({} allocation)", a->alloc) : "",
                        a->settings.group_size > 0 ? fmt::format(", groups of {}", a->settings.group_size) : "",
                        a->nsamples, seqlen, a->calib);
             const QuantizeRun run = quantize_model(*m.model, calib, seqlen, options);
@@ -76,9 +94,10 @@ Command add_quantize_command(CLI::App& app) {
                                {{"report.json", quantize_report_json(run, options, ctx)}});
             double loss = 0, proxy = 0;
             for (const auto& r : run.layers) loss += r.loss, proxy += r.proxy_loss;
-            fmt::print("quantized {} layers, {} weights: {:.4f} bits per weight (codes {:.0f}, scales {:.0f}, zero points {:.0f} bits)\n",
-                       run.layers.size(), run.quantized_weights, run.bits_per_weight(), run.code_bits, run.scale_bits,
-                       run.zero_bits);
+            fmt::print("quantized {} layers, {} weights: {:.4f} bits per weight, {:.4f} in codes "
+                       "(bits: codes {:.0f}, scales/zeros {:.0f}, widths {:.0f}, one-level means {:.0f})\n",
+                       run.layers.size(), run.quantized_weights, run.bits_per_weight(), run.code_bits_per_weight(),
+                       run.bits.codes, run.bits.ranges, run.bits.widths, run.bits.means);
             fmt::print("proxy loss {:.6g}  time {:.2f} s  peak memory {:.1f} MiB\n", proxy, run.seconds, peak_rss_mib());
             fmt::print("wrote {} (dequantized checkpoint + report.json)\n", a->out);
           }};
