@@ -128,8 +128,9 @@ TEST(Tokenizers, SentencePieceAndLlama2cAgreeOnEveryTextFile) {
 namespace baq::test {
 namespace {
 
-// Issue 8's end-to-end run on stories260K: RTN and GPTQ at 4 and 3 bits on 32 C4 windows of 256
-// tokens; every perplexity finite, GPTQ's layer proxy losses below RTN's, exact bits per weight.
+// Issue 8's end-to-end run on stories260K: RTN, GPTQ and BAQ at 4 and 3 bits on 32 C4 windows of
+// 256 tokens; every perplexity finite, GPTQ's layer proxy losses below RTN's, BAQ's summed proxy
+// loss below GPTQ's at the same code budget, exact bits per weight.
 TEST(EndToEnd, Stories260KRtnVsGptq) {
   REQUIRE_SHARED("models/stories260K/stories260K.bin");
   REQUIRE_SHARED("data/c4/c4-sample-200.jsonl");
@@ -165,10 +166,31 @@ TEST(EndToEnd, Stories260KRtnVsGptq) {
       std::printf("%-6s %4d %8.4f %10.4f %10.6f %8.3f\n", method_name(method), bits, bpw, r.perplexity(), k.kl_mean,
                   100 * k.top1_agreement);
     }
-    const auto &rtn = runs[0], &gptq = runs[1];
+    {  // BAQ at the same code budget, allocation per layer
+      LoadedModel q = load_model(model, tok);
+      QuantizeOptions o;
+      o.method = QuantMethod::Baq;
+      o.rate = bits;
+      runs.push_back(quantize_model(*q.model, calib, 256, o));
+      KldResult k;
+      const PplResult r = evaluate_perplexity(*q.model, eval_tokens, eval, fp.model.get(), &k);
+      EXPECT_TRUE(std::isfinite(r.perplexity()));
+      for (const auto& l : runs.back().layers) {  // the budget, to within 1/columns per layer
+        EXPECT_LE(l.bits, bits + 1e-12) << l.name;
+        EXPECT_GT(l.bits, bits - 1.0 / l.cols) << l.name;
+      }
+      std::printf("%-6s %4d %8.4f %10.4f %10.6f %8.3f   (code bits %.4f)\n", "baq", bits, runs.back().bits_per_weight(),
+                  r.perplexity(), k.kl_mean, 100 * k.top1_agreement, runs.back().code_bits_per_weight());
+    }
+    const auto &rtn = runs[0], &gptq = runs[1], &baq = runs[2];
     ASSERT_EQ(rtn.layers.size(), gptq.layers.size());
-    for (size_t i = 0; i < rtn.layers.size(); ++i)
+    double gptq_sum = 0, baq_sum = 0;
+    for (size_t i = 0; i < rtn.layers.size(); ++i) {
       EXPECT_LT(gptq.layers[i].proxy_loss, rtn.layers[i].proxy_loss) << gptq.layers[i].name << " at " << bits << " bits";
+      gptq_sum += gptq.layers[i].proxy_loss;
+      baq_sum += baq.layers[i].proxy_loss;
+    }
+    EXPECT_LT(baq_sum, gptq_sum) << bits << " bits";
   }
 }
 
