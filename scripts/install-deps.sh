@@ -6,6 +6,7 @@ packages=(
   libopenblas-pthread-dev liblapacke-dev   # OpenBLAS itself (pthread flavour) + LAPACKE
   libomp-dev nlohmann-json3-dev libcli11-dev libfmt-dev libpcre2-dev
   libsentencepiece-dev libgtest-dev libbenchmark-dev
+  chromium                                  # renders the HTML report in a test
 )
 missing=()
 for p in "${packages[@]}"; do

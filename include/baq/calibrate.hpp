@@ -39,6 +39,7 @@ struct LayerRecord {
   double loss_before = 0.0;      // BAQ: Σ ℓ_j of the uniform measurement pass
   double predicted_loss_ratio = 1.0;  // BAQ: modelled loss after / before allocation
   std::map<int, int> level_histogram;  // level count -> columns
+  std::vector<int> levels;             // per column (BAQ's allocation; uniform for RTN/GPTQ)
   double seconds = 0.0;
 };
 

@@ -80,6 +80,7 @@ QuantizeRun run_sequential(Model& model, std::span<const int> calibration, int s
       rec.damp_retries = q.damp_retries;
       rec.n_groups = q.n_groups;
       rec.proxy_loss = proxy_loss(l->weight.data, q.dequant.data(), rec.rows, rec.cols, h.data());
+      rec.levels = q.levels;
       for (int L : q.levels) {
         rec.level_histogram[L]++;
         rec.bits += std::log2(static_cast<double>(L)) / static_cast<double>(rec.cols);

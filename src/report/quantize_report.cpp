@@ -44,6 +44,7 @@ std::string quantize_report_json(const QuantizeRun& run, const QuantizeOptions& 
       l["predicted_loss_ratio"] = r.predicted_loss_ratio;
       auto& hist = l["levels_histogram"] = nlohmann::ordered_json::object();
       for (const auto& [levels, count] : r.level_histogram) hist[std::to_string(levels)] = count;
+      l["levels"] = r.levels;
     }
     l["seconds"] = r.seconds;
     layers.push_back(std::move(l));
@@ -57,6 +58,11 @@ std::string quantize_report_json(const QuantizeRun& run, const QuantizeOptions& 
                  {"gptq_loss", loss},
                  {"proxy_loss", proxy},
                  {"seconds", run.seconds}};
+  if (ctx.evaluated)
+    j["evaluation"] = {{"text", ctx.eval_text},         {"protocol", ctx.eval_protocol},
+                       {"seqlen", ctx.eval_seqlen},     {"predicted_tokens", ctx.eval_tokens},
+                       {"ppl", ctx.ppl},                {"reference_ppl", ctx.reference_ppl},
+                       {"kld_mean", ctx.kld_mean},      {"top1_agreement", ctx.top1_agreement}};
   return j.dump(2) + "\n";
 }
 

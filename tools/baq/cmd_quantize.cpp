@@ -6,6 +6,7 @@
 #include "baq/calibrate.hpp"
 #include "baq/error.hpp"
 #include "baq/io.hpp"
+#include "baq/perplexity.hpp"
 #include "baq/report.hpp"
 #include "commands.hpp"
 #include "progress.hpp"
@@ -19,6 +20,8 @@ struct QuantizeArgs {
   int nsamples = 128, seqlen = 2048;
   uint64_t seed = 0;
   double bits = 4;
+  std::string eval;
+  int64_t eval_max_windows = 0;
   std::string alloc = "layer";
   QuantSettings settings;
 };
@@ -51,6 +54,11 @@ Command add_quantize_command(CLI::App& app) {
   sub->add_option("--seqlen", a->seqlen, "Calibration window length (capped at the model's context)")
       ->check(CLI::Range(2, 1 << 20))->capture_default_str();
   sub->add_option("--seed", a->seed, "Seed of the calibration window sampler")->capture_default_str();
+  sub->add_option("--eval", a->eval,
+                  "After quantizing, measure perplexity (windows protocol, the model's context capped at 2048) and "
+                  "KLD against the original model on this text; recorded in report.json");
+  sub->add_option("--eval-max-windows", a->eval_max_windows, "Evaluate only the first K windows")
+      ->check(CLI::NonNegativeNumber);
   return {sub, [a] {
             LoadedModel m = load_model(a->model, a->tokenizer);
             if (!std::filesystem::exists(a->calib))
@@ -89,7 +97,36 @@ Command add_quantize_command(CLI::App& app) {
             const QuantizeRun run = quantize_model(*m.model, calib, seqlen, options);
             bar.finish();
 
-            RunContext ctx{a->model, a->calib, a->nsamples, seqlen, a->seed, static_cast<int64_t>(tokens.size())};
+            RunContext ctx;
+            ctx.model = a->model;
+            ctx.calibration_file = a->calib;
+            ctx.nsamples = a->nsamples;
+            ctx.seqlen = seqlen;
+            ctx.seed = a->seed;
+            ctx.calibration_text_tokens = static_cast<int64_t>(tokens.size());
+            if (!a->eval.empty()) {
+              const LoadedModel original = load_model(a->model, a->tokenizer, /*need_tokenizer=*/false);
+              const std::vector<int> eval_tokens = m.tokenizer->encode(read_text_file(a->eval), /*add_bos=*/true);
+              PplOptions eval;
+              eval.seqlen = std::min(m.config.max_seq_len, 2048);
+              eval.max_windows = a->eval_max_windows;
+              ProgressBar eval_bar("eval", "windows");
+              eval.progress = [&eval_bar](int64_t done, int64_t total) { eval_bar.update(done, total); };
+              KldResult kld;
+              const PplResult r = evaluate_perplexity(*m.model, eval_tokens, eval, original.model.get(), &kld);
+              eval_bar.finish();
+              ctx.evaluated = true;
+              ctx.eval_text = a->eval;
+              ctx.eval_protocol = protocol_name(r.protocol);
+              ctx.eval_seqlen = r.seqlen;
+              ctx.eval_tokens = r.predicted;
+              ctx.ppl = r.perplexity();
+              ctx.reference_ppl = kld.reference.perplexity();
+              ctx.kld_mean = kld.kl_mean;
+              ctx.top1_agreement = kld.top1_agreement;
+              fmt::print("eval ppl {:.6f} (original {:.6f}), kld mean {:.6f}, top-1 agreement {:.2f}%\n", ctx.ppl,
+                         ctx.reference_ppl, ctx.kld_mean, 100 * ctx.top1_agreement);
+            }
             write_model_folder(a->out, *m.model, m.tokenizer.get(),
                                {{"report.json", quantize_report_json(run, options, ctx)}});
             double loss = 0, proxy = 0;

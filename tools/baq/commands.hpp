@@ -14,5 +14,6 @@ struct Command {
 Command add_info_command(CLI::App& app);
 Command add_ppl_command(CLI::App& app);
 Command add_quantize_command(CLI::App& app);
+Command add_report_command(CLI::App& app);
 
 }  // namespace baq::cli
