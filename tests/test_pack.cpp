@@ -1,0 +1,74 @@
+// Code packing: exact round trips for every level count 1..256 (so every width 1..8) and odd column
+// lengths, word counts from the closed forms, and the space mixed radix saves over fixed width.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <random>
+
+#include "baq/error.hpp"
+#include "baq/pack.hpp"
+
+namespace baq {
+namespace {
+
+TEST(CodePacking, RoundTripsEveryLevelCountAndOddLengths) {
+  std::mt19937 rng(7);
+  for (const CodePacking* p : {&fixed_width_packing(), &mixed_radix_packing()})
+    for (int levels = 1; levels <= 256; ++levels)
+      for (int64_t n : {1, 7, 63, 64, 65, 171, 173}) {
+        std::vector<uint8_t> codes(static_cast<size_t>(n));
+        std::uniform_int_distribution<int> d(0, levels - 1);
+        for (auto& c : codes) c = static_cast<uint8_t>(d(rng));
+        if (n > 2) codes[0] = static_cast<uint8_t>(levels - 1), codes[1] = 0;  // both extremes present
+        std::vector<uint64_t> words(static_cast<size_t>(p->words(n, levels)));
+        p->pack(codes, levels, words.data());
+        std::vector<uint8_t> back(codes.size(), 0xAB);
+        p->unpack(words.data(), levels, back);
+        ASSERT_EQ(back, codes) << p->name << " levels " << levels << " n " << n;
+      }
+}
+
+TEST(CodePacking, WordCountsAndBitsPerCode) {
+  // Closed forms: k = ⌊64 / ceil(log2 L)⌋ (fixed) and max k with L^k ≤ 2^64 (mixed radix).
+  EXPECT_EQ(fixed_width_codes_per_word(2), 64);
+  EXPECT_EQ(fixed_width_codes_per_word(3), 32);
+  EXPECT_EQ(fixed_width_codes_per_word(8), 21);
+  EXPECT_EQ(fixed_width_codes_per_word(256), 8);
+  EXPECT_EQ(mixed_radix_codes_per_word(2), 64);
+  EXPECT_EQ(mixed_radix_codes_per_word(3), 40);   // 3^40 < 2^64 < 3^41
+  EXPECT_EQ(mixed_radix_codes_per_word(5), 27);   // 5^27 < 2^64 < 5^28
+  EXPECT_EQ(mixed_radix_codes_per_word(6), 24);
+  EXPECT_EQ(mixed_radix_codes_per_word(16), 16);
+  EXPECT_EQ(mixed_radix_codes_per_word(256), 8);
+  for (int L = 2; L <= 256; ++L) {
+    const int k = mixed_radix_codes_per_word(L);
+    EXPECT_LE(k * std::log2(double(L)), 64.0 + 1e-9) << L;
+    EXPECT_GT((k + 1) * std::log2(double(L)), 64.0 - 1e-9) << L;
+    EXPECT_GE(k, fixed_width_codes_per_word(L)) << L;  // never worse than fixed width
+  }
+  EXPECT_EQ(mixed_radix_packing().words(173, 3), 5);  // ⌈173 / 40⌉
+  EXPECT_EQ(fixed_width_packing().words(173, 3), 6);  // ⌈173 / 32⌉
+  EXPECT_EQ(mixed_radix_packing().words(173, 1), 0);
+  EXPECT_THROW(mixed_radix_packing().words(4, 0), Error);
+  EXPECT_THROW(packing_by_name("zip"), Error);
+}
+
+// The measurement behind the choice: mean bits per code over non-power-of-two level counts.
+TEST(CodePacking, MixedRadixSavesOverFixedWidth) {
+  double fixed = 0, radix = 0, ideal = 0;
+  int n = 0;
+  for (int L = 3; L <= 15; ++L) {
+    if ((L & (L - 1)) == 0) continue;
+    fixed += 64.0 / fixed_width_codes_per_word(L);
+    radix += 64.0 / mixed_radix_codes_per_word(L);
+    ideal += std::log2(double(L));
+    ++n;
+  }
+  std::printf("mean bits per code over L = 3..15 (non powers of two): ideal %.3f, mixed radix %.3f, fixed %.3f\n",
+              ideal / n, radix / n, fixed / n);
+  EXPECT_LT(radix, 0.9 * fixed);
+  EXPECT_LT(radix / n - ideal / n, 0.1);
+}
+
+}  // namespace
+}  // namespace baq
