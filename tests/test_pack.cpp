@@ -6,6 +6,7 @@
 #include <random>
 
 #include "baq/error.hpp"
+#include "baq/half.hpp"
 #include "baq/pack.hpp"
 
 namespace baq {
@@ -51,6 +52,43 @@ TEST(CodePacking, WordCountsAndBitsPerCode) {
   EXPECT_EQ(mixed_radix_packing().words(173, 1), 0);
   EXPECT_THROW(mixed_radix_packing().words(4, 0), Error);
   EXPECT_THROW(packing_by_name("zip"), Error);
+}
+
+TEST(RowRadixLayout, SegmentsAndRoundTrips) {
+  EXPECT_EQ(RowRadixLayout(std::vector<int>(200, 3)).words_per_row(), 5);  // 40 ternary digits per word
+  std::vector<int> levels(8, 256);
+  levels.push_back(3);
+  EXPECT_EQ(RowRadixLayout(levels).words_per_row(), 2);  // 256^8 = 2^64 fills a word exactly
+  EXPECT_EQ(RowRadixLayout(std::vector<int>(9, 1)).words_per_row(), 0);
+  EXPECT_THROW(RowRadixLayout({2, 257}), Error);
+
+  std::mt19937 rng(3);
+  std::uniform_int_distribution<int> pick(1, 256);
+  for (int trial = 0; trial < 50; ++trial) {
+    std::vector<int> lv(static_cast<size_t>(1 + trial * 7));
+    for (auto& L : lv) L = trial % 3 == 0 ? pick(rng) : 1 + pick(rng) % 9;  // wide and narrow mixes
+    const RowRadixLayout layout(lv);
+    std::vector<uint8_t> codes(lv.size()), back(lv.size(), 0xEE);
+    for (size_t j = 0; j < lv.size(); ++j) codes[j] = static_cast<uint8_t>(std::uniform_int_distribution<int>(0, lv[j] - 1)(rng));
+    std::vector<uint64_t> words(static_cast<size_t>(layout.words_per_row()));
+    layout.pack_row(codes.data(), words.data());
+    layout.unpack_row(words.data(), back.data());
+    ASSERT_EQ(back, codes) << "trial " << trial;
+    double ideal = 0;
+    for (int L : lv) ideal += std::log2(double(L));
+    EXPECT_LT(64.0 * layout.words_per_row(), ideal + 64.0 + 8.0 * layout.words_per_row()) << "trial " << trial;
+  }
+}
+
+TEST(Half, RoundsToNearestEvenAndSaturates) {
+  EXPECT_EQ(f32_to_f16(1.0f), 0x3C00);
+  EXPECT_EQ(f32_to_f16(-2.0f), 0xC000);
+  EXPECT_EQ(f32_to_f16(65504.0f), 0x7BFF);
+  EXPECT_EQ(f32_to_f16(1e6f), 0x7BFF);                    // saturates, stays finite
+  EXPECT_EQ(f32_to_f16(std::ldexp(1.0f, -24)), 0x0001);  // smallest subnormal
+  EXPECT_EQ(f32_to_f16(1.0f + std::ldexp(1.0f, -11)), 0x3C00);  // tie to even (down)
+  EXPECT_EQ(f32_to_f16(1.0f + 3 * std::ldexp(1.0f, -11)), 0x3C02);  // tie to even (up)
+  for (uint32_t h = 0; h < 0x7C00; ++h) ASSERT_EQ(f32_to_f16(f16_to_f32(static_cast<uint16_t>(h))), h) << h;
 }
 
 // The measurement behind the choice: mean bits per code over non-power-of-two level counts.

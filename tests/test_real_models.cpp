@@ -159,10 +159,10 @@ TEST(EndToEnd, Stories260KRtnVsGptq) {
       EXPECT_TRUE(std::isfinite(r.perplexity()));
       EXPECT_GT(r.perplexity(), fp_ppl.perplexity() * 0.99);
       const double bpw = runs.back().bits_per_weight();
-      // Per-row grids: bits per code + a 16-bit scale and a `bits`-bit zero point per row.
-      int64_t rows = 0;
-      for (const auto& l : runs.back().layers) rows += l.rows;
-      EXPECT_DOUBLE_EQ(bpw, bits + (16.0 + bits) * rows / runs.back().quantized_weights);
+      // Per-row grids: rows of codes in 64-bit words of ⌊64/bits⌋ codes, F16 min and max per row.
+      double stored = 0;
+      for (const auto& l : runs.back().layers) stored += l.rows * ((l.cols + 64 / bits - 1) / (64 / bits)) * 64.0 + 32.0 * l.rows;
+      EXPECT_DOUBLE_EQ(bpw, stored / runs.back().quantized_weights);
       std::printf("%-6s %4d %8.4f %10.4f %10.6f %8.3f\n", method_name(method), bits, bpw, r.perplexity(), k.kl_mean,
                   100 * k.top1_agreement);
     }

@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "baq/half.hpp"
 #include "baq/model_config.hpp"
 #include "baq/tensor.hpp"
 
@@ -128,8 +129,6 @@ void write_safetensors(const std::string& path, const std::vector<std::pair<std:
 // never leaves a partial output behind.
 void write_file_atomically(const std::string& path, const std::string& bytes);
 
-float f16_to_f32(uint16_t h);
-float bf16_to_f32(uint16_t h);
 
 }  // namespace baq
 

@@ -20,6 +20,23 @@ struct CodePacking {
   void (*unpack)(const uint64_t* words, int levels, std::span<uint8_t> codes);
 };
 
+// Mixed radix along a row, the layout baq stores: consecutive columns share a 64-bit word while the
+// product of their level counts fits in 64 bits, one base-L_j digit each (one-level columns take no
+// space). The segmentation depends only on the levels, so every row of a tensor shares it; a row
+// costs about Σ_j log2 L_j bits whatever its length, and decoding walks the row as a matmul does.
+class RowRadixLayout {
+ public:
+  explicit RowRadixLayout(std::vector<int> levels);
+  int64_t words_per_row() const { return static_cast<int64_t>(starts_.size()) - 1; }
+  int64_t cols() const { return static_cast<int64_t>(levels_.size()); }
+  void pack_row(const uint8_t* codes, uint64_t* words) const;
+  void unpack_row(const uint64_t* words, uint8_t* codes) const;
+
+ private:
+  std::vector<int> levels_;
+  std::vector<int64_t> starts_;  // column where each word starts, then cols()
+};
+
 const CodePacking& fixed_width_packing();
 const CodePacking& mixed_radix_packing();
 const CodePacking& packing_by_name(const std::string& name);

@@ -50,9 +50,6 @@ struct QuantizedMatrix {
   int damp_retries = 0;
 };
 
-// Bits per weight of a grid layout: code bits + per (row, group) an F16 scale and, for asymmetric
-// grids, a zero point stored with the code width.
-double storage_bits_per_weight(const QuantSettings& s, int64_t rows, int64_t cols);
 
 QuantizedMatrix quantize_rtn(const float* w, int64_t rows, int64_t cols, const QuantSettings& s);
 
@@ -70,16 +67,15 @@ double proxy_loss(const float* w, const float* q, int64_t rows, int64_t cols, co
 
 namespace baq {
 
-// Every stored bit of a quantized matrix, by part.
+// Every stored bit of a quantized matrix, by part, as the packed format stores it.
 struct StorageBits {
-  double codes = 0;   // Σ_j rows·log2 L_j: mixed-radix packing of any level count
-  double ranges = 0;  // per (row, group): F16 scale + zero point (uniform), or F16 min and max (per-column grids)
-  double widths = 0;  // per column: its level count, 8 bits (per-column grids only)
+  double codes = 0;   // rows × 64-bit words of the row-wise mixed-radix layout (pack.hpp)
+  double ranges = 0;  // per (row, group): F16 min and max
+  double widths = 0;  // per column when levels differ: its level count (8 bits); with act-order groups, its group (32)
   double means = 0;   // per one-level column: its F16 value
   double total() const { return codes + ranges + widths + means; }
 };
-// `per_column` = the matrix has per-column level counts (BAQ); else uniform 2^bits grids as GPTQ stores them.
-StorageBits storage_bits(const QuantizedMatrix& m, const QuantSettings& s, bool per_column);
+StorageBits storage_bits(const QuantizedMatrix& m, bool act_order);
 
 // BAQ's loss model fitted from a uniform pass: ℓ_j = c_j·2^(−2R) with R = log2 L, so c_j = ℓ_j·L².
 std::vector<double> loss_coefficients(const std::vector<double>& column_loss, int uniform_levels);

@@ -45,7 +45,7 @@ using LayerQuantizer =
 // quantized block for the next block's inputs. `progress_offset`/`progress_total` place this pass
 // in a multi-pass run for the progress callback.
 QuantizeRun run_sequential(Model& model, std::span<const int> calibration, int seqlen, const QuantizeOptions& options,
-                           const LayerQuantizer& quantize, bool per_column, int progress_offset, int progress_total) {
+                           const LayerQuantizer& quantize, int progress_offset, int progress_total) {
   const auto t_start = std::chrono::steady_clock::now();
   const int nsamples = static_cast<int>(calibration.size() / static_cast<size_t>(seqlen));
   const int64_t dim = model.config().dim;
@@ -85,7 +85,7 @@ QuantizeRun run_sequential(Model& model, std::span<const int> calibration, int s
         rec.level_histogram[L]++;
         rec.bits += std::log2(static_cast<double>(L)) / static_cast<double>(rec.cols);
       }
-      rec.storage = storage_bits(q, options.settings, per_column);
+      rec.storage = storage_bits(q, options.settings.act_order);
       if (q.damp_retries > 0 && options.warn)
         options.warn(fmt::format("{}: Hessian not positive definite; damping raised to {:.3g} after {} retries",
                                  rec.name, q.damp, q.damp_retries));
@@ -134,14 +134,14 @@ QuantizeRun quantize_model(Model& model, std::span<const int> calibration, int s
           [&](size_t, const Linear& l, const std::vector<double>&, LayerRecord& rec) {
             return quantize_rtn(l.weight.data, rec.rows, rec.cols, s);
           },
-          false, 0, n_layers);
+          0, n_layers);
     case QuantMethod::Gptq:
       return run_sequential(
           model, calibration, seqlen, options,
           [&](size_t, const Linear& l, const std::vector<double>& h, LayerRecord& rec) {
             return quantize_gptq(l.weight.data, rec.rows, rec.cols, h.data(), s, rec.name);
           },
-          false, 0, n_layers);
+          0, n_layers);
     case QuantMethod::Baq:
       break;
   }
@@ -155,7 +155,7 @@ QuantizeRun quantize_model(Model& model, std::span<const int> calibration, int s
           rec.predicted_loss_ratio = r.predicted_loss_ratio;
           return std::move(r.quantized);
         },
-        true, 0, n_layers);
+        0, n_layers);
 
   // Model-wide: a full sequential GPTQ pass at the uniform rate measures every layer's c_j; one
   // closed form on the pooled columns, each weighted by its rows, sets every layer's levels; the
@@ -180,7 +180,7 @@ QuantizeRun quantize_model(Model& model, std::span<const int> calibration, int s
         loss_before.push_back(q.loss);
         return q;
       },
-      true, 0, 2 * n_layers);
+      0, 2 * n_layers);
   std::vector<double> c, weights;
   std::vector<size_t> first_column;
   {
@@ -215,7 +215,7 @@ QuantizeRun quantize_model(Model& model, std::span<const int> calibration, int s
         rec.predicted_loss_ratio = uniform > 0 ? allocated / uniform : 1.0;
         return quantize_gptq(l.weight.data, rec.rows, rec.cols, h.data(), s, rec.name, &levels);
       },
-      true, n_layers, 2 * n_layers);
+      n_layers, 2 * n_layers);
   run.seconds = seconds_since(t_start);  // both passes
   return run;
 }

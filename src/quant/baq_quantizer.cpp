@@ -3,24 +3,22 @@
 
 #include "baq/bit_allocator.hpp"
 #include "baq/error.hpp"
+#include "baq/pack.hpp"
 #include "baq/quant.hpp"
 
 namespace baq {
 
-StorageBits storage_bits(const QuantizedMatrix& m, const QuantSettings& s, bool per_column) {
+StorageBits storage_bits(const QuantizedMatrix& m, bool act_order) {
   StorageBits b;
-  const double grids = static_cast<double>(m.rows) * m.n_groups;
-  if (!per_column) {
-    b.codes = static_cast<double>(m.rows * m.cols) * s.bits;
-    b.ranges = grids * (16.0 + (s.sym ? 0.0 : s.bits));
-    return b;
-  }
+  b.codes = static_cast<double>(m.rows) * 64.0 * static_cast<double>(RowRadixLayout(m.levels).words_per_row());
+  b.ranges = 32.0 * static_cast<double>(m.rows) * m.n_groups;  // F16 min and max
+  bool uniform = true;
   for (int L : m.levels) {
-    b.codes += static_cast<double>(m.rows) * std::log2(static_cast<double>(L));
+    uniform = uniform && L == m.levels.front();
     if (L == 1) b.means += 16.0;
   }
-  b.ranges = grids * (s.sym ? 16.0 : 32.0);
-  b.widths = 8.0 * static_cast<double>(m.cols);
+  if (!uniform) b.widths += 8.0 * static_cast<double>(m.cols);
+  if (act_order && m.n_groups > 1) b.widths += 32.0 * static_cast<double>(m.cols);  // permuted group of each column
   return b;
 }
 

@@ -5,6 +5,7 @@
 #include <numeric>
 
 #include "baq/error.hpp"
+#include "baq/half.hpp"
 #include "baq/quant.hpp"
 #include "quant/inverse_hessian.hpp"
 
@@ -74,8 +75,8 @@ QuantizedMatrix quantize_gptq(const float* w, int64_t rows, int64_t cols, const 
           lo = std::min(lo, wt[c * rows + r]);
           hi = std::max(hi, wt[c * rows + r]);
         }
-        m.lo[r * m.n_groups + g] = lo;
-        m.hi[r * m.n_groups + g] = hi;
+        m.lo[r * m.n_groups + g] = round_to_f16(lo);  // stored as F16: quantize with what a file holds
+        m.hi[r * m.n_groups + g] = round_to_f16(hi);
       }
     }
     for (int64_t i = i1; i < i2; ++i) {
@@ -89,7 +90,7 @@ QuantizedMatrix quantize_gptq(const float* w, int64_t rows, int64_t cols, const 
         // No code at all: the column is stored as one value, the mean of its (updated) weights.
         double sum = 0.0;
         for (int64_t r = 0; r < rows; ++r) sum += col[r];
-        const float mean = static_cast<float>(sum / static_cast<double>(rows));
+        const float mean = round_to_f16(static_cast<float>(sum / static_cast<double>(rows)));
         m.column_mean[perm[i]] = mean;
         for (int64_t r = 0; r < rows; ++r) {
           m.codes[r * cols + perm[i]] = 0;

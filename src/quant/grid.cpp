@@ -36,12 +36,6 @@ GridParams QuantizedMatrix::grid(int64_t row, int64_t col) const {
   return fit_grid(lo[k], hi[k], levels[static_cast<size_t>(col)] - 1, sym);
 }
 
-double storage_bits_per_weight(const QuantSettings& s, int64_t rows, int64_t cols) {
-  const int64_t groups = s.group_size > 0 ? (cols + s.group_size - 1) / s.group_size : 1;
-  const double per_grid = 16.0 + (s.sym ? 0.0 : s.bits);
-  return static_cast<double>(s.bits) + per_grid * static_cast<double>(groups * rows) / static_cast<double>(rows * cols);
-}
-
 double proxy_loss(const float* w, const float* q, int64_t rows, int64_t cols, const double* h) {
   // Σ_r d_r H d_rᵀ with D = W − Q, as one dgemm (D·H) and an elementwise product.
   std::vector<double> d(static_cast<size_t>(rows * cols)), dh(d.size());

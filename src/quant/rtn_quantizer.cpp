@@ -1,6 +1,7 @@
 #include <algorithm>
 
 #include "baq/error.hpp"
+#include "baq/half.hpp"
 #include "baq/quant.hpp"
 
 namespace baq {
@@ -28,9 +29,11 @@ QuantizedMatrix quantize_rtn(const float* w, int64_t rows, int64_t cols, const Q
     for (int g = 0; g < m.n_groups; ++g) {
       const int64_t c0 = g * gs, c1 = std::min(cols, c0 + gs);
       const auto [lo, hi] = std::minmax_element(w + r * cols + c0, w + r * cols + c1);
-      const GridParams grid = fit_grid(*lo, *hi, maxq, s.sym);
-      m.lo[r * m.n_groups + g] = *lo;
-      m.hi[r * m.n_groups + g] = *hi;
+      // Grid bounds are stored as F16: quantize with exactly what a packed file will hold.
+      const float lo16 = round_to_f16(*lo), hi16 = round_to_f16(*hi);
+      const GridParams grid = fit_grid(lo16, hi16, maxq, s.sym);
+      m.lo[r * m.n_groups + g] = lo16;
+      m.hi[r * m.n_groups + g] = hi16;
       for (int64_t j = c0; j < c1; ++j) {
         const int c = grid.code(w[r * cols + j]);
         m.codes[r * cols + j] = static_cast<uint8_t>(c);
