@@ -10,6 +10,7 @@
 
 #include "baq/error.hpp"
 #include "baq/half.hpp"
+#include "baq/pack.hpp"
 #include "baq/quant.hpp"
 #include "test_util.hpp"
 
@@ -138,7 +139,7 @@ TEST(Rtn, MatchesRoundToNearestWithPartialLastGroup) {
     }
   // Stored: 8 levels = 21 codes per 64-bit word, so 2 words per row of 37; F16 min and max per
   // (row, group); no per-column widths for uniform levels.
-  const StorageBits b = storage_bits(m, false);
+  const StorageBits b = storage_bits(pack_linear(m, s));
   EXPECT_DOUBLE_EQ(b.codes, 5 * 2 * 64.0);
   EXPECT_DOUBLE_EQ(b.ranges, 5 * 3 * 32.0);
   EXPECT_DOUBLE_EQ(b.widths + b.means, 0.0);
@@ -161,7 +162,7 @@ TEST(Gptq, PartialLastGroupOnWidth172) {
       EXPECT_EQ(g.grid(r, j).maxq, 15);
       EXPECT_FLOAT_EQ(g.dequant[r * 172 + j], g.grid(r, j).value(g.codes[r * 172 + j]));
     }
-  EXPECT_DOUBLE_EQ(storage_bits(g, false).total(), 8 * 11 * 64.0 + 8 * 6 * 32.0);  // ⌈172/16⌉ words per row
+  EXPECT_DOUBLE_EQ(storage_bits(pack_linear(g, s)).total(), 8 * 11 * 64.0 + 8 * 6 * 32.0);  // ⌈172/16⌉ words per row
 }
 
 TEST(Gptq, IdentityHessianEqualsRtnExactly) {
@@ -307,7 +308,7 @@ TEST(Baq, PerColumnGridsAndStorage) {
       }
     }
   }
-  const StorageBits b = storage_bits(m, false);
+  const StorageBits b = storage_bits(pack_linear(m, s));
   // The product of all level counts is about 2^35.5 < 2^64: one word per row (one-level columns are free).
   EXPECT_DOUBLE_EQ(b.codes, 16 * 64.0);
   EXPECT_DOUBLE_EQ(b.ranges, 16 * 32.0);

@@ -6,11 +6,14 @@
 #include <cstdint>
 #include <functional>
 #include <map>
+
+#include <nlohmann/json.hpp>
 #include <span>
 #include <string>
 #include <vector>
 
 #include "baq/model.hpp"
+#include "baq/pack.hpp"
 #include "baq/quant.hpp"
 
 namespace baq {
@@ -57,10 +60,16 @@ struct QuantizeRun {
   std::vector<LayerRecord> layers;
   int64_t quantized_weights = 0;
   StorageBits bits;  // summed over layers
+  std::vector<PackedLinear> packed;  // per layer, as a .baq file stores it
   double bits_per_weight() const { return bits.total() / static_cast<double>(quantized_weights); }
   double code_bits_per_weight() const { return bits.codes / static_cast<double>(quantized_weights); }
   double seconds = 0.0;
 };
+
+// Writes a quantized model as one .baq file: every quantized linear packed, every other tensor F32,
+// the tokenizer files embedded, `metadata` (quantization settings, report summary) beside the config.
+void save_baq(const std::string& path, const Model& model, const QuantizeRun& run, const Tokenizer* tokenizer,
+              const nlohmann::json& metadata);
 
 // Quantizes `model`'s block linears in place (weights replaced by their dequantized values).
 // `calibration` holds nsamples·seqlen token ids, window after window.

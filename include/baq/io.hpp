@@ -7,6 +7,8 @@
 #include <string>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 #include "baq/half.hpp"
 #include "baq/model_config.hpp"
 #include "baq/tensor.hpp"
@@ -32,7 +34,7 @@ class MappedFile {
   uint64_t size_ = 0;
 };
 
-enum class DType { F32, F16, BF16 };
+enum class DType { F32, F16, BF16, Packed };  // Packed: a .baq quantized linear
 const char* dtype_name(DType dtype);
 size_t dtype_size(DType dtype);
 
@@ -114,6 +116,8 @@ class Llama2cReader final : public TensorSource {
 
 // Reads a Hugging Face `config.json` into a ModelConfig (Llama family and OPT).
 ModelConfig read_hf_config(const std::string& path);
+// The same from an already parsed object; `source` names it in errors.
+ModelConfig parse_hf_config(const nlohmann::json& config, const std::string& source);
 // The config.json text of `config` (what read_hf_config reads back).
 std::string hf_config_json(const ModelConfig& config);
 

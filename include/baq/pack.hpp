@@ -46,3 +46,41 @@ int mixed_radix_codes_per_word(int levels);
 int fixed_width_codes_per_word(int levels);
 
 }  // namespace baq
+
+#include "baq/quant.hpp"
+#include "baq/tensor.hpp"
+
+namespace baq {
+
+// A quantized linear as stored: per-column level counts (L−1, omitted when uniform), F16 min and max
+// per (row, group), F16 values of one-level columns, each column's group when act-order permuted
+// them, and the row-wise mixed-radix code words.
+struct PackedLinear {
+  int64_t rows = 0, cols = 0;
+  int n_groups = 1;
+  int64_t group_size = 0;  // columns per group in natural order (when group_of is empty)
+  bool sym = false;
+  std::vector<int> levels;             // per column (kept expanded in memory)
+  bool uniform = true;                 // every column has the same level count
+  std::vector<uint16_t> lo, hi;        // rows × n_groups, F16 bits
+  std::vector<uint16_t> means;         // F16 bits, one per one-level column, in column order
+  std::vector<uint32_t> group_of;      // per column, only for act-order with groups
+  std::vector<uint64_t> codes;         // rows × words_per_row
+  int64_t group(int64_t col) const;
+};
+
+PackedLinear pack_linear(const QuantizedMatrix& m, const QuantSettings& s);
+
+// Every stored bit of a packed linear, by part: exactly its .baq record less section padding.
+struct StorageBits {
+  double codes = 0;   // rows × 64-bit words of the row-wise mixed-radix layout
+  double ranges = 0;  // per (row, group): F16 min and max
+  double widths = 0;  // per column when levels differ: its level count (8 bits); act-order groups: its group (32)
+  double means = 0;   // per one-level column: its F16 value
+  double total() const { return codes + ranges + widths + means; }
+};
+StorageBits storage_bits(const PackedLinear& p);
+// The F32 weights a packed linear stands for: bit-identical to the quantizer's dequantized values.
+Tensor dequantize(const PackedLinear& p);
+
+}  // namespace baq

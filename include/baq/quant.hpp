@@ -67,15 +67,6 @@ double proxy_loss(const float* w, const float* q, int64_t rows, int64_t cols, co
 
 namespace baq {
 
-// Every stored bit of a quantized matrix, by part, as the packed format stores it.
-struct StorageBits {
-  double codes = 0;   // rows × 64-bit words of the row-wise mixed-radix layout (pack.hpp)
-  double ranges = 0;  // per (row, group): F16 min and max
-  double widths = 0;  // per column when levels differ: its level count (8 bits); with act-order groups, its group (32)
-  double means = 0;   // per one-level column: its F16 value
-  double total() const { return codes + ranges + widths + means; }
-};
-StorageBits storage_bits(const QuantizedMatrix& m, bool act_order);
 
 // BAQ's loss model fitted from a uniform pass: ℓ_j = c_j·2^(−2R) with R = log2 L, so c_j = ℓ_j·L².
 std::vector<double> loss_coefficients(const std::vector<double>& column_loss, int uniform_levels);

@@ -85,7 +85,8 @@ QuantizeRun run_sequential(Model& model, std::span<const int> calibration, int s
         rec.level_histogram[L]++;
         rec.bits += std::log2(static_cast<double>(L)) / static_cast<double>(rec.cols);
       }
-      rec.storage = storage_bits(q, options.settings.act_order);
+      run.packed.push_back(pack_linear(q, options.settings));
+      rec.storage = storage_bits(run.packed.back());
       if (q.damp_retries > 0 && options.warn)
         options.warn(fmt::format("{}: Hessian not positive definite; damping raised to {:.3g} after {} retries",
                                  rec.name, q.damp, q.damp_retries));

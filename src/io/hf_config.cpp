@@ -23,8 +23,9 @@ int get_int(const nlohmann::json& j, const char* key, const std::string& path) {
 
 }  // namespace
 
-ModelConfig read_hf_config(const std::string& path) {
-  const nlohmann::json j = parse_json_file(path);
+ModelConfig read_hf_config(const std::string& path) { return parse_hf_config(parse_json_file(path), path); }
+
+ModelConfig parse_hf_config(const nlohmann::json& j, const std::string& path) {
   if (!j.is_object()) fail("{}: config is not a JSON object", path);
   std::string arch_name;
   if (j.contains("architectures") && j["architectures"].is_array() && !j["architectures"].empty() &&

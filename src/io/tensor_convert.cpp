@@ -33,6 +33,8 @@ Tensor convert_to_f32(const std::shared_ptr<MappedFile>& file, uint64_t offset, 
         }
         break;
       }
+      case DType::Packed:
+        fail("{}: tensor '{}' is packed; only a .baq reader decodes it", file->path(), name);
     }
   }
   int64_t bad = -1;

@@ -1,5 +1,8 @@
 #include <filesystem>
 
+#include <unistd.h>
+
+#include "baq/baq_file.hpp"
 #include "baq/error.hpp"
 #include "baq/model.hpp"
 
@@ -37,6 +40,28 @@ LoadedModel load_model(const std::string& path, const std::string& tokenizer_pat
     m.config = read_hf_config(config.string());
     m.source = std::make_unique<SafetensorsReader>(path);
     m.format = "Hugging Face safetensors";
+  } else if (is_baq_file(path)) {
+    folder = fs::path(path).parent_path().string();
+    auto reader = std::make_unique<BaqFileReader>(path);
+    if (!reader->metadata().contains("config")) fail("{}: .baq metadata has no model config", path);
+    m.config = parse_hf_config(reader->metadata()["config"], path);
+    if (reader->metadata().value("rope_style", "") == "interleaved") m.config.rope_style = RopeStyle::Interleaved;
+    m.format = "baq packed";
+    if (need_tokenizer && tokenizer_path.empty() && reader->metadata().contains("tokenizer_files")) {
+      // Tokenizer libraries read files: unpack the embedded copy into a private folder for the load.
+      const fs::path tmp = fs::temp_directory_path() / fmt::format("baq-tok-{}-{}", ::getpid(), reinterpret_cast<uintptr_t>(reader.get()));
+      fs::create_directories(tmp);
+      try {
+        for (const auto& name : reader->metadata()["tokenizer_files"])
+          write_file_atomically((tmp / name.get<std::string>()).string(), reader->file("tokenizer/" + name.get<std::string>()));
+        m.tokenizer = open_tokenizer("", tmp.string(), m.config.vocab_size, m.config.bos_id, m.config.eos_id);
+      } catch (...) {
+        fs::remove_all(tmp);
+        throw;
+      }
+      fs::remove_all(tmp);
+    }
+    m.source = std::move(reader);
   } else if (Llama2cReader::looks_like(path)) {
     folder = fs::path(path).parent_path().string();
     auto reader = std::make_unique<Llama2cReader>(path);
@@ -44,10 +69,11 @@ LoadedModel load_model(const std::string& path, const std::string& tokenizer_pat
     m.source = std::move(reader);
     m.format = "llama2.c";
   } else {
-    fail("{}: unknown model format (expected a Hugging Face folder, a .safetensors file or a llama2.c .bin)", path);
+    fail("{}: unknown model format (expected a Hugging Face folder, a .safetensors file, a .baq file or a llama2.c .bin)",
+         path);
   }
   m.model = build_model(m.config, *m.source);
-  if (need_tokenizer || !tokenizer_path.empty())
+  if ((need_tokenizer || !tokenizer_path.empty()) && !m.tokenizer)
     m.tokenizer = open_tokenizer(tokenizer_path, folder.empty() ? "." : folder, m.config.vocab_size, m.config.bos_id,
                                  m.config.eos_id);
   return m;

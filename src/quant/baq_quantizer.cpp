@@ -3,24 +3,9 @@
 
 #include "baq/bit_allocator.hpp"
 #include "baq/error.hpp"
-#include "baq/pack.hpp"
 #include "baq/quant.hpp"
 
 namespace baq {
-
-StorageBits storage_bits(const QuantizedMatrix& m, bool act_order) {
-  StorageBits b;
-  b.codes = static_cast<double>(m.rows) * 64.0 * static_cast<double>(RowRadixLayout(m.levels).words_per_row());
-  b.ranges = 32.0 * static_cast<double>(m.rows) * m.n_groups;  // F16 min and max
-  bool uniform = true;
-  for (int L : m.levels) {
-    uniform = uniform && L == m.levels.front();
-    if (L == 1) b.means += 16.0;
-  }
-  if (!uniform) b.widths += 8.0 * static_cast<double>(m.cols);
-  if (act_order && m.n_groups > 1) b.widths += 32.0 * static_cast<double>(m.cols);  // permuted group of each column
-  return b;
-}
 
 std::vector<double> loss_coefficients(const std::vector<double>& column_loss, int uniform_levels) {
   std::vector<double> c(column_loss.size());

@@ -1,5 +1,8 @@
 #include <fmt/format.h>
 
+#include <algorithm>
+
+#include "baq/baq_file.hpp"
 #include "baq/model.hpp"
 #include "commands.hpp"
 
@@ -32,6 +35,30 @@ Command add_info_command(CLI::App& app) {
               fmt::print("tokenizer    {}\n", m.tokenizer->describe());
             else
               fmt::print("tokenizer    (not loaded; --tokenizer FILE names one)\n");
+            if (const auto* baq = dynamic_cast<const BaqFileReader*>(m.source.get())) {
+              // Size on disk, bits per weight as stored, and each packed layer's widths.
+              uint64_t packed_bytes = 0, fp_bytes = 0;
+              int64_t weights = 0;
+              fmt::print("size on disk {} bytes\n", baq->file_size());
+              fmt::print("{:<40} {:>12} {:>10} {:>10} {:>8}\n", "packed layer", "shape", "bits/wt", "levels", "");
+              for (const auto& r : baq->records()) {
+                if (r.kind == "f32") fp_bytes += r.bytes;
+                if (r.kind != "packed") continue;
+                const PackedLinear p = baq->packed(r.name);
+                const auto [lo, hi] = std::minmax_element(p.levels.begin(), p.levels.end());
+                packed_bytes += r.bytes;
+                weights += p.rows * p.cols;
+                fmt::print("{:<40} {:>12} {:>10.4f} {:>10}\n", r.name, fmt::format("{}x{}", p.rows, p.cols),
+                           8.0 * static_cast<double>(r.bytes) / static_cast<double>(p.rows * p.cols),
+                           *lo == *hi ? fmt::format("{}", *lo) : fmt::format("{}..{}", *lo, *hi));
+              }
+              fmt::print("quantized weights {}: {:.4f} bits per weight as stored ({} bytes); full-precision tensors {} bytes; "
+                         "header and padding {} bytes\n",
+                         weights, 8.0 * static_cast<double>(packed_bytes) / static_cast<double>(weights), packed_bytes,
+                         fp_bytes, baq->file_size() - packed_bytes - fp_bytes);
+              if (baq->metadata().contains("quantization"))
+                fmt::print("quantization {}\n", baq->metadata()["quantization"].dump());
+            }
             fmt::print("linear layers of block 0 (all {} blocks alike):\n", c.n_layers);
             for (const Linear* l : m.model->block(0).linears())
               fmt::print("  {:<10} [{} x {}]{}\n", l->name, l->out_features(), l->in_features(), l->bias.empty() ? "" : " + bias");

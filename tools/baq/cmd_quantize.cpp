@@ -2,6 +2,7 @@
 #include <filesystem>
 
 #include <fmt/format.h>
+#include <nlohmann/json.hpp>
 
 #include "baq/calibrate.hpp"
 #include "baq/error.hpp"
@@ -31,7 +32,9 @@ Command add_quantize_command(CLI::App& app) {
   auto* sub = app.add_subcommand("quantize", "Quantize every linear layer of the transformer blocks (RTN, GPTQ or BAQ)");
   auto a = std::make_shared<QuantizeArgs>();
   sub->add_option("MODEL", a->model, "Hugging Face folder, .safetensors file or llama2.c .bin")->required();
-  sub->add_option("--out", a->out, "Output folder: config.json, model.safetensors (dequantized), tokenizer, report.json")
+  sub->add_option("--out", a->out,
+                  "Output: a .baq file (packed, with the tokenizer and report summary inside; report.json beside it), "
+                  "or a folder with config.json, model.safetensors (dequantized), tokenizer and report.json")
       ->required();
   sub->add_option("--tokenizer", a->tokenizer, "Tokenizer file when the model does not carry one");
   sub->add_option("--method", a->method, "rtn, gptq or baq (GPTQ with closed-form per-column bit allocation)")
@@ -127,8 +130,17 @@ Command add_quantize_command(CLI::App& app) {
               fmt::print("eval ppl {:.6f} (original {:.6f}), kld mean {:.6f}, top-1 agreement {:.2f}%\n", ctx.ppl,
                          ctx.reference_ppl, ctx.kld_mean, 100 * ctx.top1_agreement);
             }
-            write_model_folder(a->out, *m.model, m.tokenizer.get(),
-                               {{"report.json", quantize_report_json(run, options, ctx)}});
+            const std::string report = quantize_report_json(run, options, ctx);
+            if (a->out.ends_with(".baq")) {
+              const auto full = nlohmann::json::parse(report);
+              const nlohmann::json summary = {{"tool", full["tool"]},         {"method", full["method"]},
+                                              {"settings", full["settings"]}, {"calibration", full["calibration"]},
+                                              {"totals", full["totals"]}};
+              save_baq(a->out, *m.model, run, m.tokenizer.get(), {{"quantization", summary}});
+              write_file_atomically(a->out.substr(0, a->out.size() - 4) + ".report.json", report);
+            } else {
+              write_model_folder(a->out, *m.model, m.tokenizer.get(), {{"report.json", report}});
+            }
             double loss = 0, proxy = 0;
             for (const auto& r : run.layers) loss += r.loss, proxy += r.proxy_loss;
             fmt::print("quantized {} layers, {} weights: {:.4f} bits per weight, {:.4f} in codes "
@@ -136,7 +148,11 @@ Command add_quantize_command(CLI::App& app) {
                        run.layers.size(), run.quantized_weights, run.bits_per_weight(), run.code_bits_per_weight(),
                        run.bits.codes, run.bits.ranges, run.bits.widths, run.bits.means);
             fmt::print("proxy loss {:.6g}  time {:.2f} s  peak memory {:.1f} MiB\n", proxy, run.seconds, peak_rss_mib());
-            fmt::print("wrote {} (dequantized checkpoint + report.json)\n", a->out);
+            if (a->out.ends_with(".baq"))
+              fmt::print("wrote {} ({} bytes) and {}.report.json\n", a->out, std::filesystem::file_size(a->out),
+                         a->out.substr(0, a->out.size() - 4));
+            else
+              fmt::print("wrote {} (dequantized checkpoint + report.json)\n", a->out);
           }};
 }
 

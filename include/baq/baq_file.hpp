@@ -1,0 +1,76 @@
+#pragma once
+// The .baq container: a quantized model in one file, small on disk and read without a second copy.
+//
+//   0   "BAQFILE\0"                    magic
+//   8   u32 version (1)
+//   12  u32 CRC32 of the JSON header
+//   16  u64 length of the JSON header
+//   24  JSON: {"metadata": {...}, "records": [{name, kind, offset, bytes, crc32, ...}]}
+//   ... records, each at a 64-byte aligned offset, each with its own CRC32:
+//       "f32"    a full-precision tensor, little-endian F32
+//       "packed" a quantized linear: [levels u8 × cols, when they differ] [min F16 × rows·groups]
+//                [max F16 × rows·groups] [one-level column values F16] [group u32 × cols, act-order]
+//                [row-wise mixed-radix code words u64 × rows·words_per_row], sections 8-aligned
+//       "file"   an embedded file (the tokenizer)
+// Every size and offset is checked against the file and against the sizes the record's own fields
+// imply; every CRC is verified before a record is used.
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "baq/io.hpp"
+#include "baq/pack.hpp"
+
+namespace baq {
+
+inline constexpr uint32_t kBaqFileVersion = 1;
+
+struct BaqFileContents {
+  nlohmann::json metadata = nlohmann::json::object();
+  std::vector<std::pair<std::string, const Tensor*>> tensors;         // stored as F32
+  std::vector<std::pair<std::string, const PackedLinear*>> quantized;  // stored packed
+  std::vector<std::pair<std::string, std::string>> files;             // name -> bytes
+};
+
+// Writes atomically (temporary file + rename).
+void write_baq_file(const std::string& path, const BaqFileContents& contents);
+
+// True when the file starts with the .baq magic.
+bool is_baq_file(const std::string& path);
+
+class BaqFileReader final : public TensorSource {
+ public:
+  struct Record {
+    std::string name, kind;
+    uint64_t offset = 0, bytes = 0;
+    uint32_t crc = 0;
+    nlohmann::json fields;
+  };
+  explicit BaqFileReader(const std::string& path);
+  const nlohmann::json& metadata() const { return metadata_; }
+  const std::vector<Record>& records() const { return records_; }
+  uint64_t file_size() const { return file_->size(); }
+
+  const std::vector<TensorInfo>& tensors() const override { return infos_; }
+  bool contains(const std::string& name) const override;
+  // F32 tensors as stored; packed linears dequantized.
+  Tensor load(const std::string& name) const override;
+  std::string describe() const override;
+
+  PackedLinear packed(const std::string& name) const;
+  std::string file(const std::string& name) const;
+
+ private:
+  const Record& record(const std::string& name, const char* kind) const;
+  const uint8_t* verified(const Record& r) const;  // the record's bytes after its CRC check
+
+  std::shared_ptr<MappedFile> file_;
+  nlohmann::json metadata_;
+  std::vector<Record> records_;
+  std::vector<TensorInfo> infos_;
+};
+
+}  // namespace baq

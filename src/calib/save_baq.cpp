@@ -1,0 +1,45 @@
+#include <filesystem>
+#include <map>
+
+#include "baq/baq_file.hpp"
+#include "baq/calibrate.hpp"
+#include "baq/error.hpp"
+
+namespace baq {
+
+void save_baq(const std::string& path, const Model& model, const QuantizeRun& run, const Tokenizer* tokenizer,
+              const nlohmann::json& metadata) {
+  // The run's layers follow the blocks' linears in order; match each to its tensor name by identity.
+  std::map<const Tensor*, const PackedLinear*> packed;
+  size_t k = 0;
+  for (int b = 0; b < model.n_blocks(); ++b)
+    for (Linear* l : const_cast<Model&>(model).block(b).linears()) {
+      if (k >= run.packed.size()) fail("{}: the quantization run has fewer layers than the model", path);
+      packed[&l->weight] = &run.packed[k++];
+    }
+  BaqFileContents c;
+  c.metadata = metadata;
+  c.metadata["config"] = nlohmann::json::parse(hf_config_json(model.config()));
+  c.metadata["rope_style"] = model.config().rope_style == RopeStyle::Interleaved ? "interleaved" : "rotate-half";
+  for (const auto& [name, t] : model.tensors()) {
+    auto it = packed.find(t);
+    if (it != packed.end())
+      c.quantized.emplace_back(name, it->second);
+    else
+      c.tensors.emplace_back(name, t);
+  }
+  if (c.quantized.size() != run.packed.size()) fail("{}: not every quantized layer maps to a model tensor", path);
+  if (tokenizer != nullptr) {
+    auto& names = c.metadata["tokenizer_files"] = nlohmann::json::array();
+    for (const std::string& f : tokenizer->source_files()) {
+      std::string name = std::filesystem::path(f).filename().string();
+      if (name.ends_with(".bin")) name = "tokenizer.bin";
+      MappedFile mf(f);
+      c.files.emplace_back("tokenizer/" + name, std::string(reinterpret_cast<const char*>(mf.data()), mf.size()));
+      names.push_back(name);
+    }
+  }
+  write_baq_file(path, c);
+}
+
+}  // namespace baq

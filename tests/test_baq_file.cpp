@@ -1,0 +1,161 @@
+// The .baq container: packed layers decode to exactly the quantizer's weights, a model read from the
+// file computes exactly what the quantized model computed, the size on disk is the reported bits,
+// and every kind of corruption fails with a clear error.
+#include <gtest/gtest.h>
+#include <zlib.h>
+
+#include <cmath>
+#include <cstring>
+#include <functional>
+
+#include "baq/baq_file.hpp"
+#include "baq/calibrate.hpp"
+#include "baq/error.hpp"
+#include "baq/perplexity.hpp"
+#include "test_util.hpp"
+
+namespace baq::test {
+namespace {
+
+class BaqFile : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    c = small_llama(16, 43, 2, 4, 2, 37, 16, false);  // 43: prime FFN width
+    random_hf_model(c, 51, dir.path());
+    std::vector<int> t(400);
+    for (size_t i = 0; i < t.size(); ++i) t[i] = static_cast<int>((i * 7 + i / 3) % c.vocab_size);
+    tokens = t;
+    calib = sample_calibration_windows(t, 12, 16, 4);
+  }
+  // Quantizes a fresh copy of the model and saves it; returns the in-memory quantized model.
+  LoadedModel quantize_and_save(QuantMethod method, const std::string& path, QuantizeRun* run_out = nullptr) {
+    LoadedModel m = load_model(dir.path().string(), "", false);
+    QuantizeOptions o;
+    o.method = method;
+    o.settings.bits = 3;
+    o.settings.group_size = 8;  // 43 = 5 groups of 8 + 3
+    o.settings.act_order = true;
+    o.rate = 2.5;
+    QuantizeRun run = quantize_model(*m.model, calib, 16, o);
+    save_baq(path, *m.model, run, nullptr, {{"note", "test"}});
+    if (run_out != nullptr) *run_out = std::move(run);
+    return m;
+  }
+  ModelConfig c;
+  TempDir dir, out;
+  std::vector<int> tokens, calib;
+};
+
+TEST_F(BaqFile, RoundTripIsExactForEveryMethod) {
+  for (auto method : {QuantMethod::Rtn, QuantMethod::Gptq, QuantMethod::Baq}) {
+    const std::string path = out.file(std::string(method_name(method)) + ".baq");
+    QuantizeRun run;
+    const LoadedModel q = quantize_and_save(method, path, &run);
+    const LoadedModel back = load_model(path, "", false);
+    EXPECT_EQ(back.format, "baq packed");
+    EXPECT_EQ(back.config.hidden_dim, 43);
+    // Every tensor, packed or not, equals the quantized model's own values bit for bit.
+    const auto a = q.model->tensors(), b = back.model->tensors();
+    ASSERT_EQ(a.size(), b.size());
+    for (size_t i = 0; i < a.size(); ++i) {
+      ASSERT_EQ(a[i].first, b[i].first);
+      ASSERT_EQ(a[i].second->shape, b[i].second->shape) << a[i].first;
+      EXPECT_EQ(0, std::memcmp(a[i].second->data, b[i].second->data, a[i].second->numel() * 4)) << a[i].first;
+    }
+    PplOptions o;
+    o.seqlen = 16;
+    EXPECT_EQ(evaluate_perplexity(*q.model, tokens, o).mean_nll, evaluate_perplexity(*back.model, tokens, o).mean_nll);
+    // The packed records are the reported bits; what remains is F32 tensors, the header and padding.
+    const BaqFileReader reader(path);
+    uint64_t packed = 0, fp = 0, records = 0;
+    for (const auto& r : reader.records()) {
+      (r.kind == "packed" ? packed : fp) += r.bytes;
+      ++records;
+    }
+    EXPECT_LE(run.bits.total() / 8, static_cast<double>(packed));
+    EXPECT_LE(static_cast<double>(packed), run.bits.total() / 8 + 14.0 * 7);  // ≤ 7 bytes of section padding each
+    EXPECT_LE(reader.file_size(), packed + fp + 64 * records + 24 + 8192);
+    EXPECT_EQ(reader.metadata()["note"], "test");
+  }
+}
+
+// Flips, truncations, versions and lying sizes: a clear one-line error naming the file.
+TEST_F(BaqFile, CorruptFilesFailClearly) {
+  const std::string path = out.file("m.baq");
+  quantize_and_save(QuantMethod::Baq, path);
+  const std::string good = read_bytes(path);
+  auto expect_error = [&](const std::string& bytes, const std::string& fragment) {
+    const std::string bad = out.file("bad.baq");
+    write_bytes(bad, bytes);
+    try {
+      const LoadedModel m = load_model(bad, "", false);
+      ADD_FAILURE() << "accepted: " << fragment;
+    } catch (const Error& e) {
+      const std::string msg = e.what();
+      EXPECT_NE(msg.find("bad.baq"), std::string::npos) << msg;
+      EXPECT_NE(msg.find(fragment), std::string::npos) << msg;
+      EXPECT_EQ(msg.find('\n'), std::string::npos);
+    }
+  };
+  uint64_t header_len;
+  std::memcpy(&header_len, good.data() + 16, 8);
+  auto header = nlohmann::json::parse(good.substr(24, header_len));
+  const auto& first_packed = [&]() -> nlohmann::json& {
+    for (auto& r : header["records"])
+      if (r["kind"] == "packed") return r;
+    throw std::runtime_error("no packed record");
+  }();
+  // A flipped byte inside a packed record.
+  std::string flipped = good;
+  flipped[first_packed["offset"].get<size_t>() + 3] ^= 0x40;
+  expect_error(flipped, "checksum mismatch");
+  // A flipped byte in the JSON header.
+  flipped = good;
+  flipped[30] ^= 0x01;
+  expect_error(flipped, "header checksum mismatch");
+  expect_error(good.substr(0, good.size() - 100), "outside the file");
+  expect_error(good.substr(0, 20), "truncated");
+  std::string version = good;
+  version[8] = 9;
+  expect_error(version, "version 9 is not supported");
+  expect_error("NOTABAQ!" + good.substr(8), "unknown model format");
+  // A header that lies about a record's size or offset, with a valid header checksum. The lies keep
+  // or shrink the header's length; JSON whitespace pads it back so every record stays in place.
+  auto rewrite = [&](const std::function<void(nlohmann::json&)>& edit) {
+    nlohmann::json h = header;
+    edit(h);
+    std::string text = h.dump();
+    EXPECT_LE(text.size(), header_len);
+    text.resize(header_len, ' ');
+    std::string bytes = good;
+    const uint32_t crc = static_cast<uint32_t>(crc32(0L, reinterpret_cast<const Bytef*>(text.data()), static_cast<uInt>(text.size())));
+    std::memcpy(bytes.data() + 12, &crc, 4);
+    std::memcpy(bytes.data() + 24, text.data(), text.size());
+    return bytes;
+  };
+  expect_error(rewrite([](nlohmann::json& h) {
+                 for (auto& r : h["records"])
+                   if (r["kind"] == "packed") {
+                     r["bytes"] = r["bytes"].get<uint64_t>() - 8;
+                     break;
+                   }
+               }),
+               "but its fields need");
+  expect_error(rewrite([](nlohmann::json& h) {
+                 for (auto& r : h["records"])
+                   if (r["kind"] == "packed") {
+                     r["offset"] = r["offset"].get<uint64_t>() - 8;
+                     break;
+                   }
+               }),
+               "misaligned");
+  expect_error(rewrite([&](nlohmann::json& h) {
+                 auto& last = h["records"].back();
+                 last["bytes"] = good.size() - last["offset"].get<uint64_t>() + 1;  // one byte past the end
+               }),
+               "outside the file");
+  expect_error(rewrite([](nlohmann::json& h) { h["records"][0]["kind"] = "f64"; }), "unknown kind 'f64'");
+}
+
+}  // namespace
+}  // namespace baq::test
