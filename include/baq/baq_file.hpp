@@ -61,6 +61,7 @@ class BaqFileReader final : public TensorSource {
   std::string describe() const override;
 
   PackedLinear packed(const std::string& name) const;
+  std::shared_ptr<const PackedLinear> load_packed(const std::string& name) const override;
   std::string file(const std::string& name) const;
 
  private:

@@ -45,6 +45,8 @@ struct TensorInfo {
   std::string file;
 };
 
+struct PackedLinear;
+
 class TensorSource {
  public:
   virtual ~TensorSource() = default;
@@ -53,6 +55,8 @@ class TensorSource {
   // The tensor as F32: a view into the mapped file when it is F32 and aligned, else a converted copy.
   virtual Tensor load(const std::string& name) const = 0;
   virtual std::string describe() const = 0;
+  // A quantized linear kept packed, when the source stores `name` that way (a .baq file); else null.
+  virtual std::shared_ptr<const PackedLinear> load_packed(const std::string& /*name*/) const { return nullptr; }
 };
 
 class SafetensorsReader final : public TensorSource {

@@ -10,6 +10,7 @@
 
 #include "baq/io.hpp"
 #include "baq/model_config.hpp"
+#include "baq/pack.hpp"
 #include "baq/tensor.hpp"
 #include "baq/tokenizer.hpp"
 
@@ -17,8 +18,9 @@ namespace baq {
 
 struct Linear {
   std::string name;  // "attn.q", "mlp.down", ...
-  Tensor weight;     // [out, in], row-major
+  Tensor weight;     // [out, in], row-major; shape only (no data) when the layer runs packed
   Tensor bias;       // [out] or empty
+  std::shared_ptr<const PackedLinear> packed;  // set when run from a .baq file without expanding
   int64_t out_features() const { return weight.rows(); }
   int64_t in_features() const { return weight.cols(); }
 };

@@ -26,6 +26,7 @@ struct CodePacking {
 // costs about Σ_j log2 L_j bits whatever its length, and decoding walks the row as a matmul does.
 class RowRadixLayout {
  public:
+  RowRadixLayout() : starts_{0} {}
   explicit RowRadixLayout(std::vector<int> levels);
   int64_t words_per_row() const { return static_cast<int64_t>(starts_.size()) - 1; }
   int64_t cols() const { return static_cast<int64_t>(levels_.size()); }
@@ -67,7 +68,27 @@ struct PackedLinear {
   std::vector<uint32_t> group_of;      // per column, only for act-order with groups
   std::vector<uint64_t> codes;         // rows × words_per_row
   int64_t group(int64_t col) const;
+
+  // Decoding state derived from the above by prepare(): the row layout, and each column's index into
+  // the distinct level counts (so a row's grids are fitted once per (group, level count)).
+  RowRadixLayout layout;
+  std::vector<int> distinct_levels;
+  std::vector<uint16_t> level_index;
+  std::vector<float> column_value;  // one-level columns: their value; others 0
+  void prepare();
 };
+
+// Decodes output rows [r0, r1) of a packed linear into `out` ((r1−r0) × cols floats), exactly the
+// values dequantize() gives. The AVX2 and scalar variants give identical results; decode_rows picks
+// AVX2 when the CPU has it.
+void decode_rows(const PackedLinear& p, int64_t r0, int64_t r1, float* out);
+void decode_rows_scalar(const PackedLinear& p, int64_t r0, int64_t r1, float* out);
+void decode_rows_avx2(const PackedLinear& p, int64_t r0, int64_t r1, float* out);
+bool cpu_has_avx2();
+
+// out (rows_x × p.rows) = x (rows_x × p.cols) · Wᵀ with W decoded a tile of rows at a time: the
+// weights are never expanded whole.
+void packed_matmul(const float* x, int64_t rows_x, const PackedLinear& p, float* out);
 
 PackedLinear pack_linear(const QuantizedMatrix& m, const QuantSettings& s);
 

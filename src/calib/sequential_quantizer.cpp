@@ -125,6 +125,9 @@ QuantizeRun quantize_model(Model& model, std::span<const int> calibration, int s
   if (seqlen < 2 || calibration.empty() || calibration.size() % static_cast<size_t>(seqlen) != 0)
     fail("calibration holds {} tokens, not whole windows of {}", calibration.size(), seqlen);
   const QuantSettings& s = options.settings;
+  for (int b = 0; b < model.n_blocks(); ++b)
+    for (Linear* l : model.block(b).linears())
+      if (l->packed != nullptr) fail("blocks.{}.{}: the model is already quantized (read from a .baq file)", b, l->name);
   int n_layers = 0;
   for (int b = 0; b < model.n_blocks(); ++b) n_layers += static_cast<int>(model.block(b).linears().size());
 

@@ -35,6 +35,7 @@ void write_safetensors(const std::string& path, const std::vector<std::pair<std:
   if (!metadata.empty()) header["__metadata__"] = metadata;
   uint64_t offset = 0;
   for (const auto& [name, t] : tensors) {
+    if (t->data == nullptr) fail("{}: tensor '{}' is packed and cannot be written as F32", path, name);
     for (float v : t->span())
       if (!std::isfinite(v)) fail("{}: refusing to write tensor '{}' with a non-finite value", path, name);
     const uint64_t bytes = static_cast<uint64_t>(t->numel()) * 4;

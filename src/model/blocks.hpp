@@ -37,5 +37,8 @@ class OptBlock final : public Block {
 
 // Loads `name` from `source` and checks its shape, naming the tensor on mismatch.
 Tensor load_checked(const TensorSource& source, const std::string& name, std::vector<int64_t> shape);
+// A linear's weight: kept packed when the source stores it packed, else loaded as F32.
+Linear load_linear(const TensorSource& source, const std::string& linear_name, const std::string& tensor,
+                   int64_t out, int64_t in);
 
 }  // namespace baq

@@ -17,7 +17,10 @@ float* Scratch::get(int slot, size_t n) {
 
 void linear(const float* x, int64_t rows, const Linear& l, float* out) {
   const int64_t n = l.out_features(), k = l.in_features();
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(rows), static_cast<int>(n),
+  if (l.packed != nullptr)
+    packed_matmul(x, rows, *l.packed, out);
+  else
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(rows), static_cast<int>(n),
               static_cast<int>(k), 1.0f, x, static_cast<int>(k), l.weight.data, static_cast<int>(k), 0.0f, out,
               static_cast<int>(n));
   if (!l.bias.empty()) {

@@ -14,7 +14,7 @@ LlamaBlock::LlamaBlock(int index, const ModelConfig& c, const TensorSource& src,
     : Block(index), config_(c), rope_(std::move(rope)) {
   const int64_t dim = c.dim, kv = c.kv_dim(), hidden = c.hidden_dim;
   auto linear = [&](const char* name, const char* suffix, int64_t out, int64_t in) {
-    return Linear{name, load_checked(src, layer_name(index, suffix), {out, in}), {}};
+    return load_linear(src, name, layer_name(index, suffix), out, in);
   };
   attn_norm_ = load_checked(src, layer_name(index, "input_layernorm.weight"), {dim});
   mlp_norm_ = load_checked(src, layer_name(index, "post_attention_layernorm.weight"), {dim});

@@ -18,6 +18,16 @@ Tensor load_checked(const TensorSource& source, const std::string& name, std::ve
   return t;
 }
 
+Linear load_linear(const TensorSource& source, const std::string& linear_name, const std::string& tensor, int64_t out,
+                   int64_t in) {
+  if (auto packed = source.load_packed(tensor)) {
+    if (packed->rows != out || packed->cols != in)
+      fail("{}: packed tensor '{}' is {}x{}, expected {}x{}", source.describe(), tensor, packed->rows, packed->cols, out, in);
+    return Linear{linear_name, Tensor::view({out, in}, nullptr, nullptr), {}, std::move(packed)};
+  }
+  return Linear{linear_name, load_checked(source, tensor, {out, in}), {}, nullptr};
+}
+
 Model::Model(ModelConfig config, std::vector<std::unique_ptr<Block>> blocks, Tensor embeddings, Tensor positions,
              Tensor final_norm, Tensor final_norm_bias, Tensor head)
     : config_(std::move(config)),

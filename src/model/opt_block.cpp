@@ -10,8 +10,9 @@ OptBlock::OptBlock(int index, const ModelConfig& c, const TensorSource& src, con
   const int64_t dim = c.dim, hidden = c.hidden_dim;
   auto name = [&](const char* suffix) { return prefix_ + suffix; };
   auto linear = [&](const char* lname, const char* module, int64_t out, int64_t in) {
-    return Linear{lname, load_checked(src, name(module) + std::string(".weight"), {out, in}),
-                  load_checked(src, name(module) + std::string(".bias"), {out})};
+    Linear l = load_linear(src, lname, name(module) + std::string(".weight"), out, in);
+    l.bias = load_checked(src, name(module) + std::string(".bias"), {out});
+    return l;
   };
   attn_norm_ = load_checked(src, name("self_attn_layer_norm.weight"), {dim});
   attn_norm_bias_ = load_checked(src, name("self_attn_layer_norm.bias"), {dim});

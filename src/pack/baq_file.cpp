@@ -95,6 +95,7 @@ void write_baq_file(const std::string& path, const BaqFileContents& c) {
   };
   std::vector<Pending> pending;
   for (const auto& [name, t] : c.tensors) {
+    if (t->data == nullptr) fail("{}: tensor '{}' has no F32 data (already packed)", path, name);
     for (float v : t->span())
       if (!std::isfinite(v)) fail("{}: refusing to write tensor '{}' with a non-finite value", path, name);
     Pending p{name, "f32", std::string(reinterpret_cast<const char*>(t->data), static_cast<size_t>(t->numel()) * 4), {}};
@@ -305,7 +306,14 @@ PackedLinear BaqFileReader::packed(const std::string& name) const {
       if (!std::isfinite(f16_to_f32(h))) fail("{}: record '{}' holds a non-finite grid value", file_->path(), name);
   p.codes.resize(static_cast<size_t>(p.rows * words));
   std::memcpy(p.codes.data(), d + off[5], p.codes.size() * 8);
+  p.prepare();
   return p;
+}
+
+std::shared_ptr<const PackedLinear> BaqFileReader::load_packed(const std::string& name) const {
+  for (const auto& r : records_)
+    if (r.name == name && r.kind == "packed") return std::make_shared<const PackedLinear>(packed(name));
+  return nullptr;
 }
 
 Tensor BaqFileReader::load(const std::string& name) const {

@@ -29,6 +29,7 @@ PackedLinear pack_linear(const QuantizedMatrix& m, const QuantSettings& s) {
   const int64_t words = layout.words_per_row();
   p.codes.resize(static_cast<size_t>(m.rows * words));
   for (int64_t r = 0; r < m.rows; ++r) layout.pack_row(m.codes.data() + r * m.cols, p.codes.data() + r * words);
+  p.prepare();
   return p;
 }
 
@@ -41,7 +42,25 @@ StorageBits storage_bits(const PackedLinear& p) {
   return b;
 }
 
+void PackedLinear::prepare() {
+  layout = RowRadixLayout(levels);
+  distinct_levels.clear();
+  level_index.assign(levels.size(), 0);
+  column_value.assign(levels.size(), 0.0f);
+  std::vector<int> index_of(257, -1);
+  for (size_t j = 0, k = 0; j < levels.size(); ++j) {
+    const int L = levels[j];
+    if (index_of[static_cast<size_t>(L)] < 0) {
+      index_of[static_cast<size_t>(L)] = static_cast<int>(distinct_levels.size());
+      distinct_levels.push_back(L);
+    }
+    level_index[j] = static_cast<uint16_t>(index_of[static_cast<size_t>(L)]);
+    if (L == 1) column_value[j] = f16_to_f32(means[k++]);
+  }
+}
+
 Tensor dequantize(const PackedLinear& p) {
+  // The reference decoder: one grid fit per weight, straight from the stored fields.
   Tensor t = Tensor::zeros({p.rows, p.cols});
   const RowRadixLayout layout(p.levels);
   const int64_t words = layout.words_per_row();
