@@ -8,6 +8,7 @@
 //   24  JSON: {"metadata": {...}, "records": [{name, kind, offset, bytes, crc32, ...}]}
 //   ... records, each at a 64-byte aligned offset, each with its own CRC32:
 //       "f32"    a full-precision tensor, little-endian F32
+//       "bf16"   the same when every value is a BF16 number (lossless, half the bytes)
 //       "packed" a quantized linear: [levels u8 × cols, when they differ] [min F16 × rows·groups]
 //                [max F16 × rows·groups] [one-level column values F16] [group u32 × cols, act-order]
 //                [row-wise mixed-radix code words u64 × rows·words_per_row], sections 8-aligned

@@ -16,6 +16,13 @@ class Tokenizer {
   // Ids of `text`, with the tokenizer's BOS first when `add_bos` and the format has one.
   virtual std::vector<int> encode(std::string_view text, bool add_bos) const = 0;
   virtual std::string decode(int id) const = 0;
+  // Text of a whole id sequence (SentencePiece drops the leading space of a lone piece; a sequence
+  // keeps the spaces between pieces).
+  virtual std::string decode(const std::vector<int>& ids) const {
+    std::string s;
+    for (int id : ids) s += decode(id);
+    return s;
+  }
   virtual int vocab_size() const = 0;
   virtual int bos_id() const = 0;  // -1 when the format has none
   virtual int eos_id() const = 0;
@@ -30,6 +37,7 @@ class Llama2cTokenizer final : public Tokenizer {
  public:
   Llama2cTokenizer(const std::string& path, int vocab_size);
   std::vector<int> encode(std::string_view text, bool add_bos) const override;
+  using Tokenizer::decode;
   std::string decode(int id) const override;
   int vocab_size() const override { return static_cast<int>(pieces_.size()); }
   int bos_id() const override { return 1; }
@@ -51,6 +59,7 @@ class SentencePieceTokenizer final : public Tokenizer {
   ~SentencePieceTokenizer() override;
   std::vector<int> encode(std::string_view text, bool add_bos) const override;
   std::string decode(int id) const override;
+  std::string decode(const std::vector<int>& ids) const override;
   int vocab_size() const override;
   int bos_id() const override;
   int eos_id() const override;
@@ -85,6 +94,7 @@ class ByteLevelBpeTokenizer final : public Tokenizer {
                                                                   const std::string& merges_txt, int bos_id,
                                                                   int eos_id);
   std::vector<int> encode(std::string_view text, bool add_bos) const override;
+  using Tokenizer::decode;
   std::string decode(int id) const override;
   int vocab_size() const override { return static_cast<int>(id_to_token_.size()); }
   int bos_id() const override { return spec_.bos_id; }

@@ -98,7 +98,26 @@ void write_baq_file(const std::string& path, const BaqFileContents& c) {
     if (t->data == nullptr) fail("{}: tensor '{}' has no F32 data (already packed)", path, name);
     for (float v : t->span())
       if (!std::isfinite(v)) fail("{}: refusing to write tensor '{}' with a non-finite value", path, name);
-    Pending p{name, "f32", std::string(reinterpret_cast<const char*>(t->data), static_cast<size_t>(t->numel()) * 4), {}};
+    // Tensors whose every value is a BF16 number (a BF16 checkpoint's) are stored in half the bytes,
+    // losslessly.
+    bool bf16 = true;
+    for (float v : t->span()) {
+      uint32_t bits;
+      std::memcpy(&bits, &v, 4);
+      bf16 = bf16 && (bits & 0xffff) == 0;
+    }
+    Pending p{name, bf16 ? "bf16" : "f32", {}, {}};
+    if (bf16) {
+      p.bytes.resize(static_cast<size_t>(t->numel()) * 2);
+      for (int64_t i = 0; i < t->numel(); ++i) {
+        uint32_t bits;
+        std::memcpy(&bits, t->data + i, 4);
+        const auto h = static_cast<uint16_t>(bits >> 16);
+        std::memcpy(p.bytes.data() + 2 * i, &h, 2);
+      }
+    } else {
+      p.bytes.assign(reinterpret_cast<const char*>(t->data), static_cast<size_t>(t->numel()) * 4);
+    }
     p.fields["shape"] = t->shape;
     pending.push_back(std::move(p));
   }
@@ -203,7 +222,7 @@ BaqFileReader::BaqFileReader(const std::string& path) : file_(std::make_shared<M
     TensorInfo info;
     info.name = rec.name;
     info.file = path;
-    if (rec.kind == "f32") {
+    if (rec.kind == "f32" || rec.kind == "bf16") {
       if (!r.contains("shape") || !r["shape"].is_array()) fail("{}: record '{}' has no shape", path, rec.name);
       uint64_t n = 1;
       for (const auto& dim : r["shape"]) {
@@ -211,7 +230,10 @@ BaqFileReader::BaqFileReader(const std::string& path) : file_(std::make_shared<M
         n *= dim.get<uint64_t>();
         info.shape.push_back(dim.get<int64_t>());
       }
-      if (n * 4 != rec.bytes) fail("{}: record '{}' holds {} bytes but its shape needs {}", path, rec.name, rec.bytes, n * 4);
+      const uint64_t width = rec.kind == "f32" ? 4 : 2;
+      if (n * width != rec.bytes)
+        fail("{}: record '{}' holds {} bytes but its shape needs {}", path, rec.name, rec.bytes, n * width);
+      info.dtype = rec.kind == "f32" ? DType::F32 : DType::BF16;
       infos_.push_back(info);
     } else if (rec.kind == "packed") {
       int64_t rows, cols, groups, means, words;
@@ -323,7 +345,15 @@ Tensor BaqFileReader::load(const std::string& name) const {
   std::vector<int64_t> shape;
   for (const auto& dim : r.fields["shape"]) shape.push_back(dim.get<int64_t>());
   Tensor t = Tensor::zeros(shape);
-  std::memcpy(t.data, d, r.bytes);
+  if (r.kind == "bf16") {
+    for (int64_t i = 0; i < t.numel(); ++i) {
+      uint16_t h;
+      std::memcpy(&h, d + 2 * i, 2);
+      t.data[i] = bf16_to_f32(h);
+    }
+  } else {
+    std::memcpy(t.data, d, r.bytes);
+  }
   for (float v : t.span())
     if (!std::isfinite(v)) fail("{}: tensor '{}' holds a non-finite value", file_->path(), name);
   return t;

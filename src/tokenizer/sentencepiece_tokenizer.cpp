@@ -32,6 +32,13 @@ std::string SentencePieceTokenizer::decode(int id) const {
   return impl_->processor.DecodeIds({id});
 }
 
+std::string SentencePieceTokenizer::decode(const std::vector<int>& ids) const {
+  std::vector<int> valid;
+  for (int id : ids)
+    if (id >= 0 && id < vocab_size()) valid.push_back(id);
+  return impl_->processor.DecodeIds(valid);
+}
+
 int SentencePieceTokenizer::vocab_size() const { return impl_->processor.GetPieceSize(); }
 int SentencePieceTokenizer::bos_id() const { return impl_->processor.bos_id(); }
 int SentencePieceTokenizer::eos_id() const { return impl_->processor.eos_id(); }

@@ -42,7 +42,7 @@ Command add_info_command(CLI::App& app) {
               fmt::print("size on disk {} bytes\n", baq->file_size());
               fmt::print("{:<40} {:>12} {:>10} {:>10} {:>8}\n", "packed layer", "shape", "bits/wt", "levels", "");
               for (const auto& r : baq->records()) {
-                if (r.kind == "f32") fp_bytes += r.bytes;
+                if (r.kind == "f32" || r.kind == "bf16") fp_bytes += r.bytes;
                 if (r.kind != "packed") continue;
                 const PackedLinear p = baq->packed(r.name);
                 const auto [lo, hi] = std::minmax_element(p.levels.begin(), p.levels.end());
