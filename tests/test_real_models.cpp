@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstring>
 #include <regex>
 
 #include <fmt/format.h>
@@ -230,6 +231,41 @@ TEST(EndToEnd, QuantizeIsDeterministicAcrossThreadCounts) {
   o.seqlen = 512;
   o.max_windows = 8;
   EXPECT_LT(evaluate_perplexity(*q.model, tokens, o).perplexity(), 20.0);
+}
+
+
+// stories260K.gguf: the same weights, token ids (from its embedded vocabulary) and perplexity as the
+// llama2.c files of the same model.
+TEST(Gguf, Stories260KMatchesTheLlama2cFiles) {
+  if (!shared_has("models/stories260K/stories260K.gguf")) GTEST_SKIP() << "../shared stories260K.gguf is absent";
+  const std::string dir = shared_dir() + "/models/stories260K/";
+  const LoadedModel g = load_model(dir + "stories260K.gguf", "");
+  const LoadedModel b = load_model(dir + "stories260K.bin", dir + "tok512.bin");
+  EXPECT_EQ(g.format, "GGUF");
+  // Same weights, tensor by tensor (the GGUF stores the tied head separately).
+  for (const auto& [name, t] : b.model->tensors()) {
+    const Tensor gt = g.source->load(name);
+    ASSERT_EQ(gt.shape, t->shape) << name;
+    EXPECT_EQ(0, std::memcmp(gt.data, t->data, static_cast<size_t>(t->numel()) * 4)) << name;
+  }
+  const Tensor head = g.source->load("lm_head.weight");
+  EXPECT_EQ(0, std::memcmp(head.data, b.source->load("model.embed_tokens.weight").data, static_cast<size_t>(head.numel()) * 4));
+  // Same ids from the embedded vocabulary as from tok512.bin, and the same perplexity.
+  const std::string text = read_text_file(shared_dir() + "/data/tinystories/val.txt");
+  const auto ids = g.tokenizer->encode(text, true);
+  EXPECT_EQ(ids, b.tokenizer->encode(text, true));
+  PplOptions o;
+  o.seqlen = 512;
+  o.max_windows = 128;
+  EXPECT_NEAR(evaluate_perplexity(*g.model, ids, o).perplexity(), 4.004450, 4.004450 * 1e-5);
+  // A quantized GGUF model carries its tokenizer as a llama2.c file that reads back to the same ids.
+  const auto files = g.tokenizer->files();
+  ASSERT_EQ(files.size(), 1u);
+  EXPECT_EQ(files[0].first, "tokenizer.bin");
+  TempDir tmp;
+  write_bytes(tmp.file("tokenizer.bin"), files[0].second);
+  Llama2cTokenizer back(tmp.file("tokenizer.bin"), 512);
+  EXPECT_EQ(back.encode(text.substr(0, 20000), true), std::vector<int>(b.tokenizer->encode(text.substr(0, 20000), true)));
 }
 
 }  // namespace

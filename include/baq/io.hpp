@@ -118,6 +118,38 @@ class Llama2cReader final : public TensorSource {
   std::map<std::string, uint64_t> offsets_;
 };
 
+// GGUF v2/v3 (llama.cpp) for the Llama architecture: F32, F16, BF16 and Q8_0 tensors read into F32
+// under Hugging Face names, rotary pairs interleaved (llama.cpp's layout), the config from the
+// metadata, and the embedded tokenizer's vocabulary.
+class GgufReader final : public TensorSource {
+ public:
+  explicit GgufReader(const std::string& path);
+  const ModelConfig& config() const { return config_; }
+  const std::vector<TensorInfo>& tensors() const override { return infos_; }
+  bool contains(const std::string& name) const override { return entries_.count(name) != 0; }
+  Tensor load(const std::string& name) const override;
+  std::string describe() const override;
+  static bool looks_like(const std::string& path);
+
+  // tokenizer.ggml.*: the model ("llama" or "gpt2"), pieces, scores (may be empty), merges (may be empty).
+  std::string tokenizer_model;
+  std::vector<std::string> tokenizer_tokens;
+  std::vector<float> tokenizer_scores;
+  std::vector<std::string> tokenizer_merges;
+
+ private:
+  struct Entry {
+    size_t info;
+    uint32_t type;
+    uint64_t offset, bytes;
+  };
+  std::shared_ptr<MappedFile> file_;
+  ModelConfig config_;
+  uint32_t version_ = 0;
+  std::vector<TensorInfo> infos_;
+  std::map<std::string, Entry> entries_;
+};
+
 // Reads a Hugging Face `config.json` into a ModelConfig (Llama family and OPT).
 ModelConfig read_hf_config(const std::string& path);
 // The same from an already parsed object; `source` names it in errors.

@@ -29,6 +29,9 @@ class Tokenizer {
   virtual std::string describe() const = 0;
   // The files it was read from, so a quantized model folder can carry a copy.
   virtual std::vector<std::string> source_files() const = 0;
+  // (file name, bytes) to store beside a quantized model so the tokenizer reads back: the source files
+  // (llama2.c tokenizers under the name tokenizer.bin), or a serialization when it came from memory.
+  virtual std::vector<std::pair<std::string, std::string>> files() const;
 };
 
 // llama2.c `tokenizer.bin`: pieces with scores; encoding = dummy-prefix space, code points (byte
@@ -36,6 +39,8 @@ class Tokenizer {
 class Llama2cTokenizer final : public Tokenizer {
  public:
   Llama2cTokenizer(const std::string& path, int vocab_size);
+  // From pieces (spaces as ' ') and scores already in memory, e.g. a GGUF file's vocabulary.
+  Llama2cTokenizer(std::vector<std::string> pieces, std::vector<float> scores, std::string source);
   std::vector<int> encode(std::string_view text, bool add_bos) const override;
   using Tokenizer::decode;
   std::string decode(int id) const override;
@@ -43,9 +48,11 @@ class Llama2cTokenizer final : public Tokenizer {
   int bos_id() const override { return 1; }
   int eos_id() const override { return 2; }
   std::string describe() const override;
-  std::vector<std::string> source_files() const override { return {path_}; }
+  std::vector<std::string> source_files() const override { return from_memory_ ? std::vector<std::string>{} : std::vector<std::string>{path_}; }
+  std::vector<std::pair<std::string, std::string>> files() const override;
 
  private:
+  bool from_memory_ = false;
   std::string path_;
   std::vector<std::string> pieces_;
   std::vector<float> scores_;

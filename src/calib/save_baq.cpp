@@ -31,11 +31,8 @@ void save_baq(const std::string& path, const Model& model, const QuantizeRun& ru
   if (c.quantized.size() != run.packed.size()) fail("{}: not every quantized layer maps to a model tensor", path);
   if (tokenizer != nullptr) {
     auto& names = c.metadata["tokenizer_files"] = nlohmann::json::array();
-    for (const std::string& f : tokenizer->source_files()) {
-      std::string name = std::filesystem::path(f).filename().string();
-      if (name.ends_with(".bin")) name = "tokenizer.bin";
-      MappedFile mf(f);
-      c.files.emplace_back("tokenizer/" + name, std::string(reinterpret_cast<const char*>(mf.data()), mf.size()));
+    for (const auto& [name, bytes] : tokenizer->files()) {
+      c.files.emplace_back("tokenizer/" + name, bytes);
       names.push_back(name);
     }
   }

@@ -10,6 +10,51 @@ namespace baq {
 
 namespace fs = std::filesystem;
 
+namespace {
+
+// The vocabulary a GGUF file embeds: SentencePiece-style ("llama": pieces with ▁ for spaces and
+// scores, encoded by llama2.c's greedy merges) or byte-level BPE ("gpt2": tokens and merges).
+std::unique_ptr<Tokenizer> gguf_tokenizer(const GgufReader& g, const std::string& path) {
+  if (g.tokenizer_tokens.empty()) fail("{}: no embedded tokenizer; name one with --tokenizer", path);
+  const std::string source = fs::path(path).filename().string() + " (embedded)";
+  if (g.tokenizer_model == "llama") {
+    std::vector<std::string> pieces;
+    static const std::string kSpace = "\xE2\x96\x81";  // U+2581, SentencePiece's visible space
+    for (const std::string& p : g.tokenizer_tokens) {
+      std::string piece;
+      for (size_t i = 0; i < p.size();) {
+        if (p.compare(i, kSpace.size(), kSpace) == 0) {
+          piece.push_back(' ');
+          i += kSpace.size();
+        } else {
+          piece.push_back(p[i++]);
+        }
+      }
+      pieces.push_back(std::move(piece));
+    }
+    std::vector<float> scores = g.tokenizer_scores;
+    scores.resize(pieces.size(), 0.0f);
+    return std::make_unique<Llama2cTokenizer>(std::move(pieces), std::move(scores), source);
+  }
+  if (g.tokenizer_model == "gpt2") {
+    ByteLevelBpeTokenizer::Spec spec;
+    spec.source = source;
+    for (size_t i = 0; i < g.tokenizer_tokens.size(); ++i) spec.vocab.emplace(g.tokenizer_tokens[i], static_cast<int>(i));
+    for (const std::string& m : g.tokenizer_merges) {
+      const size_t sp = m.find(' ');
+      if (sp == std::string::npos) fail("{}: merge '{}' has no space", path, m);
+      spec.merges.emplace_back(m.substr(0, sp), m.substr(sp + 1));
+    }
+    spec.pattern = ByteLevelBpeTokenizer::gpt2_pattern();
+    spec.bos_id = g.config().bos_id;
+    spec.eos_id = g.config().eos_id;
+    return std::make_unique<ByteLevelBpeTokenizer>(std::move(spec));
+  }
+  fail("{}: embedded tokenizer model '{}' is not supported (llama, gpt2)", path, g.tokenizer_model);
+}
+
+}  // namespace
+
 LoadedModel load_model(const std::string& path, const std::string& tokenizer_path, bool need_tokenizer) {
   LoadedModel m;
   m.path = path;
@@ -62,6 +107,13 @@ LoadedModel load_model(const std::string& path, const std::string& tokenizer_pat
       fs::remove_all(tmp);
     }
     m.source = std::move(reader);
+  } else if (GgufReader::looks_like(path)) {
+    folder = fs::path(path).parent_path().string();
+    auto reader = std::make_unique<GgufReader>(path);
+    m.config = reader->config();
+    m.format = "GGUF";
+    if (need_tokenizer && tokenizer_path.empty()) m.tokenizer = gguf_tokenizer(*reader, path);
+    m.source = std::move(reader);
   } else if (Llama2cReader::looks_like(path)) {
     folder = fs::path(path).parent_path().string();
     auto reader = std::make_unique<Llama2cReader>(path);
@@ -69,7 +121,7 @@ LoadedModel load_model(const std::string& path, const std::string& tokenizer_pat
     m.source = std::move(reader);
     m.format = "llama2.c";
   } else {
-    fail("{}: unknown model format (expected a Hugging Face folder, a .safetensors file, a .baq file or a llama2.c .bin)",
+    fail("{}: unknown model format (expected a Hugging Face folder, a .safetensors file, a .baq or GGUF file, or a llama2.c .bin)",
          path);
   }
   m.model = build_model(m.config, *m.source);

@@ -23,11 +23,7 @@ void write_model_folder(const std::string& dir, const Model& model, const Tokeni
       metadata[kRopeStyleMetadataKey] = "interleaved";
     write_safetensors((tmp / "model.safetensors").string(), model.tensors(), metadata);
     if (tokenizer != nullptr)
-      for (const std::string& f : tokenizer->source_files()) {
-        std::string name = fs::path(f).filename().string();
-        if (name.ends_with(".bin")) name = "tokenizer.bin";  // llama2.c tokenizers go by many names
-        fs::copy_file(f, tmp / name, fs::copy_options::overwrite_existing);
-      }
+      for (const auto& [name, bytes] : tokenizer->files()) write_file_atomically((tmp / name).string(), bytes);
     for (const auto& [name, contents] : extra_files) write_file_atomically((tmp / name).string(), contents);
     if (fs::exists(target)) {
       if (!fs::is_directory(target)) fail("{}: exists and is not a folder", target.string());

@@ -1,3 +1,4 @@
+#include <algorithm>
 #include <cstring>
 #include <filesystem>
 #include <queue>
@@ -35,6 +36,13 @@ Llama2cTokenizer::Llama2cTokenizer(const std::string& path, int vocab_size) : pa
     scores_.push_back(score);
   }
   if (pieces_.size() < 259) fail("{}: {} pieces cannot hold the 3 specials + 256 byte tokens", path, pieces_.size());
+}
+
+Llama2cTokenizer::Llama2cTokenizer(std::vector<std::string> pieces, std::vector<float> scores, std::string source)
+    : from_memory_(true), path_(std::move(source)), pieces_(std::move(pieces)), scores_(std::move(scores)) {
+  if (scores_.size() != pieces_.size()) fail("{}: {} scores for {} pieces", path_, scores_.size(), pieces_.size());
+  if (pieces_.size() < 259) fail("{}: {} pieces cannot hold the 3 specials + 256 byte tokens", path_, pieces_.size());
+  for (size_t i = 0; i < pieces_.size(); ++i) ids_.emplace(pieces_[i], static_cast<int>(i));
 }
 
 std::vector<int> Llama2cTokenizer::encode(std::string_view text, bool add_bos) const {
@@ -106,6 +114,22 @@ std::vector<int> Llama2cTokenizer::encode(std::string_view text, bool add_bos) c
   tokens.resize(first);
   for (int i = 0; i >= 0 && n > 0; i = next[i]) tokens.push_back(tok[i]);
   return tokens;
+}
+
+std::vector<std::pair<std::string, std::string>> Llama2cTokenizer::files() const {
+  // Always the llama2.c format under one name, whether read from a file or from memory.
+  std::string out;
+  auto put = [&](const void* p, size_t n) { out.append(static_cast<const char*>(p), n); };
+  int32_t max_len = 1;
+  for (const auto& p : pieces_) max_len = std::max(max_len, static_cast<int32_t>(p.size()));
+  put(&max_len, 4);
+  for (size_t i = 0; i < pieces_.size(); ++i) {
+    const auto len = static_cast<int32_t>(pieces_[i].size());
+    put(&scores_[i], 4);
+    put(&len, 4);
+    put(pieces_[i].data(), pieces_[i].size());
+  }
+  return {{"tokenizer.bin", out}};
 }
 
 std::string Llama2cTokenizer::decode(int id) const {

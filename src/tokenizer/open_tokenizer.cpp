@@ -1,11 +1,21 @@
 #include <filesystem>
 
 #include "baq/error.hpp"
+#include "baq/io.hpp"
 #include "baq/tokenizer.hpp"
 
 namespace baq {
 
 namespace fs = std::filesystem;
+
+std::vector<std::pair<std::string, std::string>> Tokenizer::files() const {
+  std::vector<std::pair<std::string, std::string>> out;
+  for (const std::string& f : source_files()) {
+    MappedFile mf(f);
+    out.emplace_back(fs::path(f).filename().string(), std::string(reinterpret_cast<const char*>(mf.data()), mf.size()));
+  }
+  return out;
+}
 
 std::unique_ptr<Tokenizer> open_tokenizer(const std::string& explicit_path, const std::string& model_folder,
                                           int vocab_size, int bos_id, int eos_id) {
