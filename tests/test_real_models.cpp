@@ -270,3 +270,31 @@ TEST(Gguf, Stories260KMatchesTheLlama2cFiles) {
 
 }  // namespace
 }  // namespace baq::test
+
+namespace baq::test {
+namespace {
+
+// The Llama-2 vocabulary as a Hugging Face tokenizer.json (merges by rank, byte fallback, added chat
+// tokens) gives SentencePiece's ids on every shared text file; added tokens are single tokens.
+TEST(Tokenizers, LlamaTokenizerJsonAgreesWithSentencePiece) {
+  REQUIRE_SHARED("models/tokenizers/llama-hf/tokenizer.json");
+  REQUIRE_SHARED("models/llama2-tokenizer.model");
+  const auto json = open_tokenizer(S("models/tokenizers/llama-hf/tokenizer.json"), "", 0, 1, 2);
+  SentencePieceTokenizer sp(S("models/llama2-tokenizer.model"));
+  const std::string mixed = "Hello, World! Ça va? naïve café — 😀🚀 digits 12345,\n\n  two spaces,\tand a tab.   end";
+  EXPECT_EQ(json->encode(mixed, true), sp.encode(mixed, true));
+  for (const std::string t : {"data/wikitext2-raw/test.txt", "data/ptb/valid.txt", "data/tinystories/val.txt",
+                              "data/kdoc/val.txt", "data/tinyshakespeare.txt", "data/c4/c4-sample-200.jsonl"}) {
+    REQUIRE_SHARED(t);
+    const std::string text = read_bytes(S(t));
+    EXPECT_EQ(json->encode(text, true), sp.encode(text, true)) << t;
+  }
+  const auto ids = json->encode("<|user|>\nHi<|end|>", true);
+  ASSERT_GE(ids.size(), 4u);
+  EXPECT_EQ(ids[1], 32010);
+  EXPECT_EQ(ids.back(), 32007);
+  EXPECT_EQ(json->decode(32010), "<|user|>");
+}
+
+}  // namespace
+}  // namespace baq::test

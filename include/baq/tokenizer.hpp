@@ -41,6 +41,9 @@ class Llama2cTokenizer final : public Tokenizer {
   Llama2cTokenizer(const std::string& path, int vocab_size);
   // From pieces (spaces as ' ') and scores already in memory, e.g. a GGUF file's vocabulary.
   Llama2cTokenizer(std::vector<std::string> pieces, std::vector<float> scores, std::string source);
+  // A Hugging Face tokenizer.json of a SentencePiece BPE vocabulary (byte_fallback, ▁ for spaces):
+  // merges by rank instead of score, added tokens matched whole before encoding.
+  static std::unique_ptr<Llama2cTokenizer> from_sentencepiece_json(const std::string& path);
   std::vector<int> encode(std::string_view text, bool add_bos) const override;
   using Tokenizer::decode;
   std::string decode(int id) const override;
@@ -57,6 +60,11 @@ class Llama2cTokenizer final : public Tokenizer {
   std::vector<std::string> pieces_;
   std::vector<float> scores_;
   std::unordered_map<std::string, int> ids_;
+  std::unordered_map<std::string, float> pair_score_;       // left + '\x01' + right -> −rank (tokenizer.json)
+  std::vector<std::pair<std::string, int>> added_tokens_;   // longest first
+  int byte_ids_[256];                                       // the "<0xXX>" pieces
+  void index_pieces();
+  void encode_segment(std::string_view text, bool dummy_prefix, std::vector<int>& tokens) const;
 };
 
 // SentencePiece `tokenizer.model` through libsentencepiece.

@@ -3,6 +3,8 @@
 #include <filesystem>
 #include <queue>
 
+#include <nlohmann/json.hpp>
+
 #include "baq/error.hpp"
 #include "baq/io.hpp"
 #include "baq/tokenizer.hpp"
@@ -31,26 +33,119 @@ Llama2cTokenizer::Llama2cTokenizer(const std::string& path, int vocab_size) : pa
     if (len < 0 || len > max_len) fail("{}: piece {} has length {} (max {})", path, pieces_.size(), len, max_len);
     std::string piece(static_cast<size_t>(len), '\0');
     read(piece.data(), static_cast<uint64_t>(len), "a piece");
-    ids_.emplace(piece, static_cast<int>(pieces_.size()));  // first id wins on duplicates
     pieces_.push_back(std::move(piece));
     scores_.push_back(score);
   }
   if (pieces_.size() < 259) fail("{}: {} pieces cannot hold the 3 specials + 256 byte tokens", path, pieces_.size());
+  index_pieces();
+}
+
+void Llama2cTokenizer::index_pieces() {
+  for (size_t i = 0; i < pieces_.size(); ++i) ids_.emplace(pieces_[i], static_cast<int>(i));  // first id wins
+  for (int b = 0; b < 256; ++b) {
+    auto it = ids_.find(fmt::format("<0x{:02X}>", b));
+    byte_ids_[b] = it != ids_.end() ? it->second : b + 3;
+  }
+}
+
+std::unique_ptr<Llama2cTokenizer> Llama2cTokenizer::from_sentencepiece_json(const std::string& path) {
+  MappedFile f(path);
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(f.data(), f.data() + f.size());
+  } catch (const nlohmann::json::exception& e) {
+    fail("{}: not valid JSON ({})", path, e.what());
+  }
+  const auto& model = j.at("model");
+  if (!model.contains("vocab") || !model["vocab"].is_object() || !model.contains("merges") || !model["merges"].is_array())
+    fail("{}: model.vocab or model.merges missing", path);
+  static const std::string kSpace = "\xE2\x96\x81";  // U+2581
+  auto spaced = [&](const std::string& p) {
+    std::string out;
+    for (size_t i = 0; i < p.size();) {
+      if (p.compare(i, kSpace.size(), kSpace) == 0) {
+        out.push_back(' ');
+        i += kSpace.size();
+      } else {
+        out.push_back(p[i++]);
+      }
+    }
+    return out;
+  };
+  int max_id = -1;
+  for (const auto& [tok, id] : model["vocab"].items()) max_id = std::max(max_id, id.get<int>());
+  std::vector<std::string> pieces(static_cast<size_t>(max_id) + 1);
+  for (const auto& [tok, id] : model["vocab"].items()) pieces[static_cast<size_t>(id.get<int>())] = spaced(tok);
+  auto t = std::make_unique<Llama2cTokenizer>(std::move(pieces), std::vector<float>(static_cast<size_t>(max_id) + 1, 0.0f),
+                                              path);
+  t->from_memory_ = false;
+  int rank = 0;
+  for (const auto& m : model["merges"]) {
+    std::string a, b;
+    if (m.is_string()) {
+      const std::string s = m.get<std::string>();
+      const size_t sp = s.find(' ');
+      if (sp == std::string::npos) fail("{}: merge '{}' has no space", path, s);
+      a = s.substr(0, sp), b = s.substr(sp + 1);
+    } else {
+      a = m.at(0).get<std::string>(), b = m.at(1).get<std::string>();
+    }
+    t->pair_score_.emplace(spaced(a) + '\x01' + spaced(b), -static_cast<float>(rank++));
+  }
+  if (j.contains("added_tokens") && j["added_tokens"].is_array())
+    for (const auto& a : j["added_tokens"]) {
+      const std::string content = a.value("content", "");
+      const int id = a.value("id", -1);
+      // Only tokens added beyond the vocabulary are matched literally: SentencePiece spells a literal
+      // "<unk>" or "<s>" in text as ordinary pieces, and so must we.
+      if (content.empty() || id <= max_id) continue;
+      if (static_cast<size_t>(id) >= t->pieces_.size()) {
+        t->pieces_.resize(static_cast<size_t>(id) + 1);
+        t->scores_.resize(t->pieces_.size(), 0.0f);
+      }
+      t->pieces_[static_cast<size_t>(id)] = content;
+      t->added_tokens_.emplace_back(content, id);
+    }
+  std::stable_sort(t->added_tokens_.begin(), t->added_tokens_.end(),
+                   [](const auto& x, const auto& y) { return x.first.size() > y.first.size(); });
+  return t;
 }
 
 Llama2cTokenizer::Llama2cTokenizer(std::vector<std::string> pieces, std::vector<float> scores, std::string source)
     : from_memory_(true), path_(std::move(source)), pieces_(std::move(pieces)), scores_(std::move(scores)) {
   if (scores_.size() != pieces_.size()) fail("{}: {} scores for {} pieces", path_, scores_.size(), pieces_.size());
   if (pieces_.size() < 259) fail("{}: {} pieces cannot hold the 3 specials + 256 byte tokens", path_, pieces_.size());
-  for (size_t i = 0; i < pieces_.size(); ++i) ids_.emplace(pieces_[i], static_cast<int>(i));
+  index_pieces();
 }
 
 std::vector<int> Llama2cTokenizer::encode(std::string_view text, bool add_bos) const {
   std::vector<int> tokens;
   if (add_bos) tokens.push_back(bos_id());
-  if (text.empty()) return tokens;
+  // Added tokens split the text; only its start gets the dummy-prefix space.
+  size_t plain = 0;
+  bool first = true;
+  for (size_t i = 0; i < text.size() && !added_tokens_.empty();) {
+    bool matched = false;
+    for (const auto& [tok, id] : added_tokens_)
+      if (text.compare(i, tok.size(), tok) == 0) {
+        encode_segment(text.substr(plain, i - plain), first, tokens);
+        tokens.push_back(id);
+        i += tok.size();
+        plain = i;
+        first = false;
+        matched = true;
+        break;
+      }
+    if (!matched) ++i;
+  }
+  encode_segment(text.substr(plain), first, tokens);
+  return tokens;
+}
+
+void Llama2cTokenizer::encode_segment(std::string_view text, bool dummy_prefix, std::vector<int>& tokens) const {
+  if (text.empty()) return;
   const size_t first = tokens.size();
-  if (auto it = ids_.find(" "); it != ids_.end()) tokens.push_back(it->second);  // the dummy prefix
+  if (auto it = ids_.find(" "); dummy_prefix && it != ids_.end()) tokens.push_back(it->second);
 
   // Code points (up to 4 bytes, continuation bytes glued on) looked up whole; unknown ones fall
   // back to one token per byte, exactly as llama2.c's run.c does, malformed UTF-8 included.
@@ -63,7 +158,7 @@ std::vector<int> Llama2cTokenizer::encode(std::string_view text, bool add_bos) c
     if (auto it = ids_.find(buf); it != ids_.end()) {
       tokens.push_back(it->second);
     } else {
-      for (unsigned char b : buf) tokens.push_back(static_cast<int>(b) + 3);
+      for (unsigned char b : buf) tokens.push_back(byte_ids_[b]);
     }
     buf.clear();
   }
@@ -93,8 +188,15 @@ std::vector<int> Llama2cTokenizer::encode(std::string_view text, bool add_bos) c
     key.assign(pieces_[tok[left]]);
     key += pieces_[tok[right]];
     auto it = ids_.find(key);
-    if (it == ids_.end() || !(scores_[it->second] > -1e10f)) return;
-    heap.push({scores_[it->second], left, tok[left], tok[right], it->second});
+    if (it == ids_.end()) return;
+    float score = scores_[it->second];
+    if (!pair_score_.empty()) {  // tokenizer.json: only listed merges, by rank
+      auto pit = pair_score_.find(pieces_[tok[left]] + '\x01' + pieces_[tok[right]]);
+      if (pit == pair_score_.end()) return;
+      score = pit->second;
+    }
+    if (!(score > -1e10f)) return;
+    heap.push({score, left, tok[left], tok[right], it->second});
   };
   for (int i = 0; i + 1 < n; ++i) consider(i);
   std::vector<char> alive(n, 1);
@@ -113,7 +215,6 @@ std::vector<int> Llama2cTokenizer::encode(std::string_view text, bool add_bos) c
   }
   tokens.resize(first);
   for (int i = 0; i >= 0 && n > 0; i = next[i]) tokens.push_back(tok[i]);
-  return tokens;
 }
 
 std::vector<std::pair<std::string, std::string>> Llama2cTokenizer::files() const {

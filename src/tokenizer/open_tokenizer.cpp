@@ -2,6 +2,8 @@
 
 #include "baq/error.hpp"
 #include "baq/io.hpp"
+
+#include <nlohmann/json.hpp>
 #include "baq/tokenizer.hpp"
 
 namespace baq {
@@ -22,7 +24,24 @@ std::unique_ptr<Tokenizer> open_tokenizer(const std::string& explicit_path, cons
   std::unique_ptr<Tokenizer> tok;
   auto by_extension = [&](const std::string& path) -> std::unique_ptr<Tokenizer> {
     const std::string name = fs::path(path).filename().string();
-    if (name.ends_with(".json")) return ByteLevelBpeTokenizer::from_tokenizer_json(path, bos_id, eos_id);
+    if (name.ends_with(".json")) {
+      // SentencePiece-style BPE (byte fallback and ▁ for spaces, in the normalizer or a Metaspace
+      // pre-tokenizer) or byte-level BPE (the GPT-2 family).
+      MappedFile f(path);
+      nlohmann::json j;
+      try {
+        j = nlohmann::json::parse(f.data(), f.data() + f.size());
+      } catch (const nlohmann::json::exception& e) {
+        fail("{}: not valid JSON ({})", path, e.what());
+      }
+      const bool byte_fallback = j.contains("model") && j["model"].is_object() && j["model"].value("byte_fallback", false);
+      const std::string spaces = (j.contains("normalizer") ? j["normalizer"].dump() : "") +
+                                 (j.contains("pre_tokenizer") ? j["pre_tokenizer"].dump() : "");
+      if (byte_fallback && (spaces.find("\u2581") != std::string::npos || spaces.find("\xE2\x96\x81") != std::string::npos ||
+                            spaces.find("Metaspace") != std::string::npos))
+        return Llama2cTokenizer::from_sentencepiece_json(path);
+      return ByteLevelBpeTokenizer::from_tokenizer_json(path, bos_id, eos_id);
+    }
     if (name.ends_with(".model")) return std::make_unique<SentencePieceTokenizer>(path);
     if (name.ends_with(".bin")) return std::make_unique<Llama2cTokenizer>(path, vocab_size);
     fail("{}: unknown tokenizer format (expected tokenizer.json, *.model or llama2.c tokenizer.bin)", path);
