@@ -2,6 +2,8 @@
 // Readers turn checkpoint bytes into named F32 tensors. Every size and offset is validated against
 // the file before it is trusted; failures throw baq::Error naming the file and the problem.
 #include <cstdint>
+#include <functional>
+#include <ostream>
 #include <map>
 #include <memory>
 #include <string>
@@ -165,9 +167,13 @@ inline constexpr const char* kRopeStyleMetadataKey = "baq.rope_style";
 void write_safetensors(const std::string& path, const std::vector<std::pair<std::string, const Tensor*>>& tensors,
                        const std::map<std::string, std::string>& metadata = {});
 
-// Writes `bytes` to `path` through a temporary file in the same folder and a rename, so a failure
-// never leaves a partial output behind.
+// Writes `path` through a temporary file in the same folder and a rename, so a failure never leaves
+// a partial output behind: `fill` streams the contents (it may throw; the temporary file goes).
+void write_file_atomically(const std::string& path, const std::function<void(std::ostream&)>& fill);
 void write_file_atomically(const std::string& path, const std::string& bytes);
+
+// A JSON file parsed whole; invalid JSON is an error naming the file.
+nlohmann::json read_json_file(const std::string& path);
 
 
 }  // namespace baq

@@ -8,6 +8,8 @@
 #include <unordered_map>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 namespace baq {
 
 class Tokenizer {
@@ -43,7 +45,8 @@ class Llama2cTokenizer final : public Tokenizer {
   Llama2cTokenizer(std::vector<std::string> pieces, std::vector<float> scores, std::string source);
   // A Hugging Face tokenizer.json of a SentencePiece BPE vocabulary (byte_fallback, ▁ for spaces):
   // merges by rank instead of score, added tokens matched whole before encoding.
-  static std::unique_ptr<Llama2cTokenizer> from_sentencepiece_json(const std::string& path);
+  // `json` is the parsed file, `path` names it.
+  static std::unique_ptr<Llama2cTokenizer> from_sentencepiece_json(const nlohmann::json& json, const std::string& path);
   std::vector<int> encode(std::string_view text, bool add_bos) const override;
   using Tokenizer::decode;
   std::string decode(int id) const override;
@@ -104,7 +107,9 @@ class ByteLevelBpeTokenizer final : public Tokenizer {
   };
   explicit ByteLevelBpeTokenizer(Spec spec);
   ~ByteLevelBpeTokenizer() override;
-  static std::unique_ptr<ByteLevelBpeTokenizer> from_tokenizer_json(const std::string& path, int bos_id, int eos_id);
+  // `json` is the parsed tokenizer.json, `path` names it.
+  static std::unique_ptr<ByteLevelBpeTokenizer> from_tokenizer_json(const nlohmann::json& json, const std::string& path,
+                                                                    int bos_id, int eos_id);
   static std::unique_ptr<ByteLevelBpeTokenizer> from_vocab_merges(const std::string& vocab_json,
                                                                   const std::string& merges_txt, int bos_id,
                                                                   int eos_id);

@@ -7,7 +7,14 @@ namespace baq {
 
 namespace {
 
-nlohmann::json parse_json_file(const std::string& path) {
+int get_int(const nlohmann::json& j, const char* key, const std::string& path) {
+  if (!j.contains(key) || !j[key].is_number_integer()) fail("{}: missing integer '{}'", path, key);
+  return j[key].get<int>();
+}
+
+}  // namespace
+
+nlohmann::json read_json_file(const std::string& path) {
   MappedFile f(path);
   try {
     return nlohmann::json::parse(f.data(), f.data() + f.size());
@@ -16,14 +23,7 @@ nlohmann::json parse_json_file(const std::string& path) {
   }
 }
 
-int get_int(const nlohmann::json& j, const char* key, const std::string& path) {
-  if (!j.contains(key) || !j[key].is_number_integer()) fail("{}: missing integer '{}'", path, key);
-  return j[key].get<int>();
-}
-
-}  // namespace
-
-ModelConfig read_hf_config(const std::string& path) { return parse_hf_config(parse_json_file(path), path); }
+ModelConfig read_hf_config(const std::string& path) { return parse_hf_config(read_json_file(path), path); }
 
 ModelConfig parse_hf_config(const nlohmann::json& j, const std::string& path) {
   if (!j.is_object()) fail("{}: config is not a JSON object", path);

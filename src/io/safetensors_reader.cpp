@@ -92,15 +92,7 @@ std::string SafetensorsReader::describe() const {
 }
 
 ShardedSafetensorsReader::ShardedSafetensorsReader(const std::string& index_path) : index_path_(index_path) {
-  nlohmann::json index;
-  {
-    MappedFile f(index_path);
-    try {
-      index = nlohmann::json::parse(f.data(), f.data() + f.size());
-    } catch (const nlohmann::json::exception& e) {
-      fail("{}: not valid JSON ({})", index_path, e.what());
-    }
-  }
+  const nlohmann::json index = read_json_file(index_path);
   if (!index.is_object() || !index.contains("weight_map") || !index["weight_map"].is_object())
     fail("{}: no 'weight_map' object", index_path);
   const auto folder = std::filesystem::path(index_path).parent_path();

@@ -11,22 +11,26 @@
 
 namespace baq {
 
-void write_file_atomically(const std::string& path, const std::string& bytes) {
+void write_file_atomically(const std::string& path, const std::function<void(std::ostream&)>& fill) {
   const std::string tmp = fmt::format("{}.tmp.{}", path, ::getpid());
-  {
+  try {
     std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
     if (!out) fail("{}: cannot create", tmp);
-    out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+    fill(out);
     out.flush();
-    if (!out) {
-      std::filesystem::remove(tmp);
-      fail("{}: write failed", tmp);
-    }
+    if (!out) fail("{}: write failed (disk full?)", tmp);
+  } catch (...) {
+    std::filesystem::remove(tmp);
+    throw;
   }
   if (std::rename(tmp.c_str(), path.c_str()) != 0) {
     std::filesystem::remove(tmp);
     fail("{}: cannot rename the temporary file into place", path);
   }
+}
+
+void write_file_atomically(const std::string& path, const std::string& bytes) {
+  write_file_atomically(path, [&](std::ostream& out) { out.write(bytes.data(), static_cast<std::streamsize>(bytes.size())); });
 }
 
 void write_safetensors(const std::string& path, const std::vector<std::pair<std::string, const Tensor*>>& tensors,
@@ -45,25 +49,13 @@ void write_safetensors(const std::string& path, const std::vector<std::pair<std:
   std::string json = header.dump();
   json.append((8 - json.size() % 8) % 8, ' ');  // keeps the data 8-byte aligned so readers can map it
   // Streamed tensor by tensor into a temporary file, renamed into place once complete.
-  const std::string tmp = fmt::format("{}.tmp.{}", path, ::getpid());
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    if (!out) fail("{}: cannot create", tmp);
+  write_file_atomically(path, [&](std::ostream& out) {
     const uint64_t len = json.size();
     out.write(reinterpret_cast<const char*>(&len), 8);
     out.write(json.data(), static_cast<std::streamsize>(json.size()));
     for (const auto& [name, t] : tensors)
       out.write(reinterpret_cast<const char*>(t->data), static_cast<std::streamsize>(t->numel() * 4));
-    out.flush();
-    if (!out) {
-      std::filesystem::remove(tmp);
-      fail("{}: write failed (disk full?)", tmp);
-    }
-  }
-  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
-    std::filesystem::remove(tmp);
-    fail("{}: cannot rename the temporary file into place", path);
-  }
+  });
 }
 
 }  // namespace baq

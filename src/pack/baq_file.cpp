@@ -150,10 +150,7 @@ void write_baq_file(const std::string& path, const BaqFileContents& c) {
     header = header_for(first);
   }
 
-  const std::string tmp = fmt::format("{}.tmp.{}", path, ::getpid());
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    if (!out) fail("{}: cannot create", tmp);
+  write_file_atomically(path, [&](std::ostream& out) {
     const uint32_t version = kBaqFileVersion, crc = crc32_of(header.data(), header.size());
     const uint64_t len = header.size();
     out.write(kMagic, 8);
@@ -169,16 +166,7 @@ void write_baq_file(const std::string& path, const BaqFileContents& c) {
       out.write(p.bytes.data(), static_cast<std::streamsize>(p.bytes.size()));
       at = start + p.bytes.size();
     }
-    out.flush();
-    if (!out) {
-      std::filesystem::remove(tmp);
-      fail("{}: write failed (disk full?)", tmp);
-    }
-  }
-  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
-    std::filesystem::remove(tmp);
-    fail("{}: cannot rename the temporary file into place", path);
-  }
+  });
 }
 
 BaqFileReader::BaqFileReader(const std::string& path) : file_(std::make_shared<MappedFile>(path)) {

@@ -51,15 +51,6 @@ std::vector<std::string> code_points(std::string_view s) {
   return out;
 }
 
-nlohmann::json read_json(const std::string& path) {
-  MappedFile f(path);
-  try {
-    return nlohmann::json::parse(f.data(), f.data() + f.size());
-  } catch (const nlohmann::json::exception& e) {
-    fail("{}: not valid JSON ({})", path, e.what());
-  }
-}
-
 }  // namespace
 
 struct ByteLevelBpeTokenizer::Regex {
@@ -222,7 +213,7 @@ std::unique_ptr<ByteLevelBpeTokenizer> ByteLevelBpeTokenizer::from_vocab_merges(
   Spec spec;
   spec.source = fmt::format("{} + {}", vocab_json, std::filesystem::path(merges_txt).filename().string());
   spec.files = {vocab_json, merges_txt};
-  const nlohmann::json vocab = read_json(vocab_json);
+  const nlohmann::json vocab = read_json_file(vocab_json);
   if (!vocab.is_object()) fail("{}: vocabulary is not a JSON object", vocab_json);
   for (const auto& [tok, id] : vocab.items()) {
     if (!id.is_number_integer()) fail("{}: id of '{}' is not an integer", vocab_json, tok);
@@ -252,14 +243,15 @@ std::unique_ptr<ByteLevelBpeTokenizer> ByteLevelBpeTokenizer::from_vocab_merges(
   return std::make_unique<ByteLevelBpeTokenizer>(std::move(spec));
 }
 
-std::unique_ptr<ByteLevelBpeTokenizer> ByteLevelBpeTokenizer::from_tokenizer_json(const std::string& path,
+std::unique_ptr<ByteLevelBpeTokenizer> ByteLevelBpeTokenizer::from_tokenizer_json(const nlohmann::json& j,
+                                                                                  const std::string& path,
                                                                                   int bos_id, int eos_id) {
-  const nlohmann::json j = read_json(path);
   if (!j.is_object() || !j.contains("model") || !j["model"].is_object()) fail("{}: no 'model' object", path);
   const auto& model = j["model"];
   if (model.value("type", "") != "BPE") fail("{}: tokenizer model type '{}' is not BPE", path, model.value("type", ""));
   if (model.value("byte_fallback", false))
-    fail("{}: SentencePiece-style BPE (byte_fallback) is not supported here; pass the tokenizer.model", path);
+    fail("{}: byte_fallback without a U+2581 normalizer or Metaspace pre-tokenizer: neither byte-level nor "
+         "SentencePiece-style BPE", path);
   Spec spec;
   spec.source = path;
   spec.files = {path};

@@ -48,15 +48,10 @@ void Llama2cTokenizer::index_pieces() {
   }
 }
 
-std::unique_ptr<Llama2cTokenizer> Llama2cTokenizer::from_sentencepiece_json(const std::string& path) {
-  MappedFile f(path);
-  nlohmann::json j;
-  try {
-    j = nlohmann::json::parse(f.data(), f.data() + f.size());
-  } catch (const nlohmann::json::exception& e) {
-    fail("{}: not valid JSON ({})", path, e.what());
-  }
-  const auto& model = j.at("model");
+std::unique_ptr<Llama2cTokenizer> Llama2cTokenizer::from_sentencepiece_json(const nlohmann::json& j,
+                                                                            const std::string& path) {
+  if (!j.contains("model") || !j["model"].is_object()) fail("{}: no 'model' object", path);
+  const auto& model = j["model"];
   if (!model.contains("vocab") || !model["vocab"].is_object() || !model.contains("merges") || !model["merges"].is_array())
     fail("{}: model.vocab or model.merges missing", path);
   static const std::string kSpace = "\xE2\x96\x81";  // U+2581

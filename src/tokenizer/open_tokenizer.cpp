@@ -27,20 +27,14 @@ std::unique_ptr<Tokenizer> open_tokenizer(const std::string& explicit_path, cons
     if (name.ends_with(".json")) {
       // SentencePiece-style BPE (byte fallback and ▁ for spaces, in the normalizer or a Metaspace
       // pre-tokenizer) or byte-level BPE (the GPT-2 family).
-      MappedFile f(path);
-      nlohmann::json j;
-      try {
-        j = nlohmann::json::parse(f.data(), f.data() + f.size());
-      } catch (const nlohmann::json::exception& e) {
-        fail("{}: not valid JSON ({})", path, e.what());
-      }
+      const nlohmann::json j = read_json_file(path);
       const bool byte_fallback = j.contains("model") && j["model"].is_object() && j["model"].value("byte_fallback", false);
       const std::string spaces = (j.contains("normalizer") ? j["normalizer"].dump() : "") +
                                  (j.contains("pre_tokenizer") ? j["pre_tokenizer"].dump() : "");
       if (byte_fallback && (spaces.find("\u2581") != std::string::npos || spaces.find("\xE2\x96\x81") != std::string::npos ||
                             spaces.find("Metaspace") != std::string::npos))
-        return Llama2cTokenizer::from_sentencepiece_json(path);
-      return ByteLevelBpeTokenizer::from_tokenizer_json(path, bos_id, eos_id);
+        return Llama2cTokenizer::from_sentencepiece_json(j, path);
+      return ByteLevelBpeTokenizer::from_tokenizer_json(j, path, bos_id, eos_id);
     }
     if (name.ends_with(".model")) return std::make_unique<SentencePieceTokenizer>(path);
     if (name.ends_with(".bin")) return std::make_unique<Llama2cTokenizer>(path, vocab_size);
