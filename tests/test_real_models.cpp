@@ -283,7 +283,8 @@ TEST(Tokenizers, LlamaTokenizerJsonAgreesWithSentencePiece) {
   SentencePieceTokenizer sp(S("models/llama2-tokenizer.model"));
   const std::string mixed = "Hello, World! Ça va? naïve café — 😀🚀 digits 12345,\n\n  two spaces,\tand a tab.   end";
   EXPECT_EQ(json->encode(mixed, true), sp.encode(mixed, true));
-  for (const std::string t : {"data/wikitext2-raw/test.txt", "data/ptb/valid.txt", "data/tinystories/val.txt",
+  for (const std::string t : {"data/wikitext2-raw/test.txt", "data/wikitext2-raw/valid.txt", "data/ptb/test.txt",
+                              "data/ptb/valid.txt", "data/tinystories/val.txt",
                               "data/kdoc/val.txt", "data/tinyshakespeare.txt", "data/c4/c4-sample-200.jsonl"}) {
     REQUIRE_SHARED(t);
     const std::string text = read_bytes(S(t));
