@@ -137,6 +137,9 @@ class ByteLevelBpeTokenizer final : public Tokenizer {
   std::unordered_map<std::string, uint8_t> unicode_to_byte_;
 };
 
+// A SentencePiece piece with its visible space U+2581 turned into ' ' (llama2.c's spelling of pieces).
+std::string sentencepiece_piece_to_text(std::string_view piece);
+
 // Finds and opens the tokenizer for a model: `explicit_path` when given (tokenizer.bin, .model,
 // tokenizer.json), else what the model folder holds. `vocab_size` is the model's, for checks.
 std::unique_ptr<Tokenizer> open_tokenizer(const std::string& explicit_path, const std::string& model_folder,

@@ -19,19 +19,7 @@ std::unique_ptr<Tokenizer> gguf_tokenizer(const GgufReader& g, const std::string
   const std::string source = fs::path(path).filename().string() + " (embedded)";
   if (g.tokenizer_model == "llama") {
     std::vector<std::string> pieces;
-    static const std::string kSpace = "\xE2\x96\x81";  // U+2581, SentencePiece's visible space
-    for (const std::string& p : g.tokenizer_tokens) {
-      std::string piece;
-      for (size_t i = 0; i < p.size();) {
-        if (p.compare(i, kSpace.size(), kSpace) == 0) {
-          piece.push_back(' ');
-          i += kSpace.size();
-        } else {
-          piece.push_back(p[i++]);
-        }
-      }
-      pieces.push_back(std::move(piece));
-    }
+    for (const std::string& p : g.tokenizer_tokens) pieces.push_back(sentencepiece_piece_to_text(p));
     std::vector<float> scores = g.tokenizer_scores;
     scores.resize(pieces.size(), 0.0f);
     return std::make_unique<Llama2cTokenizer>(std::move(pieces), std::move(scores), source);

@@ -55,7 +55,7 @@ PackedSections sections_of(int64_t rows, int64_t cols, int64_t groups, bool unif
 }
 
 std::string packed_record(const PackedLinear& p, nlohmann::ordered_json& fields) {
-  const RowRadixLayout layout(p.levels);
+  const RowRadixLayout& layout = p.layout;
   const PackedSections s = sections_of(p.rows, p.cols, p.n_groups, p.uniform, static_cast<int64_t>(p.means.size()),
                                        !p.group_of.empty(), layout.words_per_row());
   const auto off = s.offsets();
@@ -308,15 +308,14 @@ PackedLinear BaqFileReader::packed(const std::string& name) const {
   int64_t ones = 0;
   for (int L : p.levels) ones += L == 1;
   if (ones != means) fail("{}: record '{}' stores {} column values for {} one-level columns", file_->path(), name, means, ones);
-  const RowRadixLayout layout(p.levels);  // validates the level counts
-  if (layout.words_per_row() != words)
-    fail("{}: record '{}' claims {} words per row, its levels need {}", file_->path(), name, words, layout.words_per_row());
+  p.prepare();  // builds the row layout, which validates the level counts
+  if (p.layout.words_per_row() != words)
+    fail("{}: record '{}' claims {} words per row, its levels need {}", file_->path(), name, words, p.layout.words_per_row());
   for (auto* v : {&p.lo, &p.hi, &p.means})
     for (uint16_t h : *v)
       if (!std::isfinite(f16_to_f32(h))) fail("{}: record '{}' holds a non-finite grid value", file_->path(), name);
   p.codes.resize(static_cast<size_t>(p.rows * words));
   std::memcpy(p.codes.data(), d + off[5], p.codes.size() * 8);
-  p.prepare();
   return p;
 }
 

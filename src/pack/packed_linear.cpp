@@ -25,11 +25,10 @@ PackedLinear pack_linear(const QuantizedMatrix& m, const QuantSettings& s) {
   bool natural = true;
   for (int64_t j = 0; j < m.cols; ++j) natural = natural && m.group_of[static_cast<size_t>(j)] == j / p.group_size;
   if (!natural) p.group_of.assign(m.group_of.begin(), m.group_of.end());
-  const RowRadixLayout layout(m.levels);
-  const int64_t words = layout.words_per_row();
-  p.codes.resize(static_cast<size_t>(m.rows * words));
-  for (int64_t r = 0; r < m.rows; ++r) layout.pack_row(m.codes.data() + r * m.cols, p.codes.data() + r * words);
   p.prepare();
+  const int64_t words = p.layout.words_per_row();
+  p.codes.resize(static_cast<size_t>(m.rows * words));
+  for (int64_t r = 0; r < m.rows; ++r) p.layout.pack_row(m.codes.data() + r * m.cols, p.codes.data() + r * words);
   return p;
 }
 

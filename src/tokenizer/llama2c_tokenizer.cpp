@@ -54,19 +54,7 @@ std::unique_ptr<Llama2cTokenizer> Llama2cTokenizer::from_sentencepiece_json(cons
   const auto& model = j["model"];
   if (!model.contains("vocab") || !model["vocab"].is_object() || !model.contains("merges") || !model["merges"].is_array())
     fail("{}: model.vocab or model.merges missing", path);
-  static const std::string kSpace = "\xE2\x96\x81";  // U+2581
-  auto spaced = [&](const std::string& p) {
-    std::string out;
-    for (size_t i = 0; i < p.size();) {
-      if (p.compare(i, kSpace.size(), kSpace) == 0) {
-        out.push_back(' ');
-        i += kSpace.size();
-      } else {
-        out.push_back(p[i++]);
-      }
-    }
-    return out;
-  };
+  const auto spaced = sentencepiece_piece_to_text;
   int max_id = -1;
   for (const auto& [tok, id] : model["vocab"].items()) max_id = std::max(max_id, id.get<int>());
   std::vector<std::string> pieces(static_cast<size_t>(max_id) + 1);
@@ -104,6 +92,20 @@ std::unique_ptr<Llama2cTokenizer> Llama2cTokenizer::from_sentencepiece_json(cons
   std::stable_sort(t->added_tokens_.begin(), t->added_tokens_.end(),
                    [](const auto& x, const auto& y) { return x.first.size() > y.first.size(); });
   return t;
+}
+
+std::string sentencepiece_piece_to_text(std::string_view p) {
+  static constexpr std::string_view kSpace = "\xE2\x96\x81";  // U+2581
+  std::string out;
+  for (size_t i = 0; i < p.size();) {
+    if (p.compare(i, kSpace.size(), kSpace) == 0) {
+      out.push_back(' ');
+      i += kSpace.size();
+    } else {
+      out.push_back(p[i++]);
+    }
+  }
+  return out;
 }
 
 Llama2cTokenizer::Llama2cTokenizer(std::vector<std::string> pieces, std::vector<float> scores, std::string source)
