@@ -12,19 +12,6 @@
 namespace baq::test {
 namespace {
 
-// Runs `fn`, expecting a baq::Error whose single-line message contains every fragment.
-template <class Fn>
-void expect_error(Fn fn, std::initializer_list<std::string> fragments) {
-  try {
-    fn();
-    ADD_FAILURE() << "no error thrown";
-  } catch (const Error& e) {
-    const std::string msg = e.what();
-    EXPECT_EQ(msg.find('\n'), std::string::npos) << msg;
-    for (const auto& f : fragments) EXPECT_NE(msg.find(f), std::string::npos) << "'" << f << "' not in: " << msg;
-  }
-}
-
 std::string f32_bytes(std::initializer_list<float> values) {
   std::string s;
   for (float v : values) s.append(reinterpret_cast<const char*>(&v), 4);

@@ -299,3 +299,76 @@ TEST(Tokenizers, LlamaTokenizerJsonAgreesWithSentencePiece) {
 
 }  // namespace
 }  // namespace baq::test
+
+namespace baq::test {
+namespace {
+
+// hf-random-tiny-llama/pytorch_model.bin, written by transformers 4.20. Golden values were computed
+// once, independently of baq, with Python's zipfile + a pickle.Unpickler whose find_class returns
+// inert stand-ins: per tensor the fsum of its F32 values, the first and the last value.
+TEST(TorchBin, HfRandomTinyLlamaMatchesGoldenValuesAndItsSafetensorsCopy) {
+  REQUIRE_SHARED("models/hf-random-tiny-llama/pytorch_model.bin");
+  const std::string dir = S("models/hf-random-tiny-llama");
+  const LoadedModel m = load_model(dir, "", false);
+  EXPECT_EQ(m.format, "Hugging Face pytorch_model.bin");
+  struct Golden {
+    const char* name;
+    std::vector<int64_t> shape;
+    double sum, first, last;
+  };
+  const std::vector<Golden> golden = {
+      {"model.embed_tokens.weight", {32000, 16}, -1.86214252, 0, 0.00322929118},
+      {"model.layers.0.self_attn.q_proj.weight", {16, 16}, -0.253244406, -0.0144042382, 0.00842524972},
+      {"model.layers.0.self_attn.k_proj.weight", {16, 16}, 0.0624623594, -0.0124793872, 0.0260216631},
+      {"model.layers.0.self_attn.v_proj.weight", {16, 16}, 0.39604174, -0.0195208285, 0.014250081},
+      {"model.layers.0.self_attn.o_proj.weight", {16, 16}, -0.207583117, -0.0070211417, -0.0151065998},
+      {"model.layers.0.self_attn.rotary_emb.inv_freq", {2}, 1.01, 1, 0.00999999978},
+      {"model.layers.0.mlp.gate_proj.weight", {64, 16}, -1.43356437, 0.0169250909, 0.0328091159},
+      {"model.layers.0.mlp.down_proj.weight", {16, 64}, -0.216902398, 0.0285983179, 0.0535527878},
+      {"model.layers.0.mlp.up_proj.weight", {64, 16}, 0.735809395, 0.00820655748, -0.02868912},
+      {"model.layers.0.input_layernorm.weight", {16}, 16, 1, 1},
+      {"model.layers.0.post_attention_layernorm.weight", {16}, 16, 1, 1},
+      {"model.norm.weight", {16}, 16, 1, 1},
+      {"lm_head.weight", {32000, 16}, -13.9631427, 0.0264852215, -0.00214927248},
+  };
+  ASSERT_EQ(m.source->tensors().size(), golden.size());
+  std::vector<Tensor> loaded;
+  std::vector<std::pair<std::string, const Tensor*>> named;
+  loaded.reserve(golden.size());
+  for (const Golden& g : golden) {
+    SCOPED_TRACE(g.name);
+    loaded.push_back(m.source->load(g.name));
+    const Tensor& t = loaded.back();
+    ASSERT_EQ(t.shape, g.shape);
+    double sum = 0;
+    for (float v : t.span()) sum += v;
+    EXPECT_NEAR(sum, g.sum, 1e-6 * std::max(1.0, std::abs(g.sum)));
+    EXPECT_FLOAT_EQ(t.data[0], static_cast<float>(g.first));
+    EXPECT_FLOAT_EQ(t.data[t.numel() - 1], static_cast<float>(g.last));
+    named.emplace_back(g.name, &t);
+  }
+
+  // The same weights as safetensors: the forward through both loaders agrees to the bit.
+  TempDir tmp;
+  std::filesystem::copy(dir + "/config.json", tmp.file("config.json"));
+  write_safetensors(tmp.file("model.safetensors"), named);
+  const LoadedModel st = load_model(tmp.path().string(), "", false);
+  auto tok = open_tokenizer(S("models/llama2-tokenizer.model"), "", 32000, 1, 2);
+  std::vector<int> ids = tok->encode(read_text_file(S("data/tinyshakespeare.txt")).substr(0, 400), true);
+  ids.resize(std::min<size_t>(ids.size(), 64));
+  const auto rows = static_cast<int64_t>(ids.size());
+  std::vector<float> ha(static_cast<size_t>(rows * 16)), hb(ha.size());
+  m.model->forward(ids, BatchShape{1, static_cast<int>(rows)}, ha.data());
+  st.model->forward(ids, BatchShape{1, static_cast<int>(rows)}, hb.data());
+  std::vector<float> la(static_cast<size_t>(rows * 32000)), lb(la.size());
+  m.model->logits(ha.data(), rows, la.data());
+  st.model->logits(hb.data(), rows, lb.data());
+  EXPECT_EQ(la, lb);
+  // Random weights: the prediction is near uniform over the 32000 tokens.
+  EXPECT_NEAR(ppl(load_model(dir, S("models/llama2-tokenizer.model")), S("data/tinyshakespeare.txt"),
+                  PplProtocol::Windows, 128, 4).perplexity(),
+              32000, 2000);
+}
+
+}  // namespace
+}  // namespace baq::test

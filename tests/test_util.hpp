@@ -6,7 +6,10 @@
 #include <string>
 #include <vector>
 
+#include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
+
+#include "baq/error.hpp"
 
 #include "baq/model.hpp"
 #include "baq/model_config.hpp"
@@ -65,6 +68,19 @@ CommandResult run_command(const std::string& command);
 
 uint16_t f32_to_bf16(float f);  // round to nearest even
 uint16_t f32_to_f16(float f);   // round to nearest even, normal range only
+
+// Runs `fn`, expecting a baq::Error whose single-line message contains every fragment.
+template <class Fn>
+void expect_error(Fn fn, std::initializer_list<std::string> fragments) {
+  try {
+    fn();
+    ADD_FAILURE() << "no error thrown";
+  } catch (const Error& e) {
+    const std::string msg = e.what();
+    EXPECT_EQ(msg.find('\n'), std::string::npos) << msg;
+    for (const auto& f : fragments) EXPECT_NE(msg.find(f), std::string::npos) << "'" << f << "' not in: " << msg;
+  }
+}
 
 std::string shared_dir();
 bool shared_has(const std::string& relative);

@@ -83,10 +83,12 @@ class SafetensorsReader final : public TensorSource {
   std::map<std::string, Entry> index_;
 };
 
-// `model.safetensors.index.json` + its shards, seen as one source.
-class ShardedSafetensorsReader final : public TensorSource {
+// A Hugging Face shard index (`model.safetensors.index.json`, `pytorch_model.bin.index.json`) and its
+// shards, seen as one source; `open_shard` opens one shard file.
+class ShardedReader final : public TensorSource {
  public:
-  explicit ShardedSafetensorsReader(const std::string& index_path);
+  using ShardOpener = std::function<std::unique_ptr<TensorSource>(const std::string& path)>;
+  ShardedReader(const std::string& index_path, const ShardOpener& open_shard);
   const std::vector<TensorInfo>& tensors() const override { return infos_; }
   bool contains(const std::string& name) const override { return owner_.count(name) != 0; }
   Tensor load(const std::string& name) const override;
@@ -94,9 +96,41 @@ class ShardedSafetensorsReader final : public TensorSource {
 
  private:
   std::string index_path_;
-  std::vector<std::unique_ptr<SafetensorsReader>> shards_;
+  std::vector<std::unique_ptr<TensorSource>> shards_;
   std::map<std::string, size_t> owner_;
   std::vector<TensorInfo> infos_;
+};
+
+class ZipArchive;
+
+// A torch.save zip (`pytorch_model.bin`): `<archive>/data.pkl` read by a restricted unpickler that
+// never runs code, tensors mapped in place from `<archive>/data/<key>` (F32, F16, BF16; strided views
+// are gathered). Tensors of other types (integer buffers) are listed by describe() and not loaded.
+class TorchCheckpointReader final : public TensorSource {
+ public:
+  explicit TorchCheckpointReader(const std::string& path);
+  ~TorchCheckpointReader() override;
+  const std::vector<TensorInfo>& tensors() const override { return infos_; }
+  bool contains(const std::string& name) const override { return entries_.count(name) != 0; }
+  Tensor load(const std::string& name) const override;
+  std::string describe() const override;
+  // A zip whose first entry is a torch archive (not a llama2.c .bin); a legacy pre-1.6 torch file is
+  // recognised too, so the loader can refuse it by name.
+  static bool looks_like(const std::string& path);
+
+ private:
+  struct Entry {
+    size_t info;
+    uint64_t offset;  // of the storage's first byte in the file
+    int64_t element_offset;
+    std::vector<int64_t> stride;
+  };
+  std::shared_ptr<MappedFile> file_;
+  std::unique_ptr<ZipArchive> zip_;
+  std::string archive_;  // the folder name inside the zip
+  std::vector<TensorInfo> infos_;
+  std::map<std::string, Entry> entries_;
+  std::vector<std::string> skipped_;  // tensors of non-float types
 };
 
 // llama2.c legacy (v0) checkpoints: a 7 x int32 header then F32 weights stacked per layer. Tensors are

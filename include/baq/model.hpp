@@ -92,11 +92,17 @@ struct LoadedModel {
   std::unique_ptr<TensorSource> source;
   std::unique_ptr<Model> model;
   std::unique_ptr<Tokenizer> tokenizer;
+  std::string config_source;  // config.json's path, or which header/metadata held the config
+  std::string folder;         // where a tokenizer is looked for
 };
 
-// Opens a model folder (config.json + safetensors) or a llama2.c .bin. `tokenizer_path` names a
+// Opens any model input (Hugging Face folder, .safetensors, .baq, GGUF, torch.save zip, llama2.c .bin). `tokenizer_path` names a
 // tokenizer when the model does not carry one; `need_tokenizer` = false skips it (e.g. for `info`).
 LoadedModel load_model(const std::string& path, const std::string& tokenizer_path, bool need_tokenizer = true);
+
+// The tokenizer of a loaded model: `tokenizer_path` when given, else the one a GGUF or .baq file
+// embeds, else the first one found in the model's folder.
+std::unique_ptr<Tokenizer> open_model_tokenizer(const LoadedModel& m, const std::string& tokenizer_path);
 
 }  // namespace baq
 

@@ -41,18 +41,27 @@ std::unique_ptr<Tokenizer> gguf_tokenizer(const GgufReader& g, const std::string
   fail("{}: embedded tokenizer model '{}' is not supported (llama, gpt2)", path, g.tokenizer_model);
 }
 
+std::unique_ptr<TensorSource> open_safetensors(const std::string& path) { return std::make_unique<SafetensorsReader>(path); }
+std::unique_ptr<TensorSource> open_torch(const std::string& path) { return std::make_unique<TorchCheckpointReader>(path); }
+
 }  // namespace
 
 LoadedModel load_model(const std::string& path, const std::string& tokenizer_path, bool need_tokenizer) {
   LoadedModel m;
   m.path = path;
-  std::string folder;
   if (!fs::exists(path)) fail("{}: no such file or folder", path);
+  // Hugging Face layouts take their config from config.json: the folder's, or the one beside a file.
+  auto hf_config = [&](const fs::path& dir, const char* what) {
+    const fs::path config = dir / "config.json";
+    if (!fs::exists(config)) fail("{}: {} needs config.json beside it", path, what);
+    m.config = read_hf_config(config.string());
+    m.config_source = config.string();
+  };
   if (fs::is_directory(path)) {
-    folder = path;
+    m.folder = path;
     const fs::path dir(path);
     if (!fs::exists(dir / "config.json")) fail("{}: no config.json in the model folder", path);
-    m.config = read_hf_config((dir / "config.json").string());
+    hf_config(dir, "a model folder");
     if (fs::exists(dir / "model.safetensors")) {
       auto reader = std::make_unique<SafetensorsReader>((dir / "model.safetensors").string());
       if (auto it = reader->metadata().find(kRopeStyleMetadataKey);
@@ -61,62 +70,81 @@ LoadedModel load_model(const std::string& path, const std::string& tokenizer_pat
       m.source = std::move(reader);
       m.format = "Hugging Face safetensors";
     } else if (fs::exists(dir / "model.safetensors.index.json")) {
-      m.source = std::make_unique<ShardedSafetensorsReader>((dir / "model.safetensors.index.json").string());
+      m.source = std::make_unique<ShardedReader>((dir / "model.safetensors.index.json").string(), open_safetensors);
       m.format = "Hugging Face sharded safetensors";
+    } else if (fs::exists(dir / "pytorch_model.bin")) {
+      m.source = std::make_unique<TorchCheckpointReader>((dir / "pytorch_model.bin").string());
+      m.format = "Hugging Face pytorch_model.bin";
+    } else if (fs::exists(dir / "pytorch_model.bin.index.json")) {
+      m.source = std::make_unique<ShardedReader>((dir / "pytorch_model.bin.index.json").string(), open_torch);
+      m.format = "Hugging Face sharded pytorch_model.bin";
     } else {
-      fail("{}: no model.safetensors or model.safetensors.index.json in the model folder", path);
+      fail("{}: no model.safetensors, pytorch_model.bin or their .index.json in the model folder", path);
     }
-  } else if (path.ends_with(".safetensors")) {
-    folder = fs::path(path).parent_path().string();
-    const auto config = fs::path(path).parent_path() / "config.json";
-    if (!fs::exists(config)) fail("{}: a bare safetensors file needs config.json beside it", path);
-    m.config = read_hf_config(config.string());
-    m.source = std::make_unique<SafetensorsReader>(path);
-    m.format = "Hugging Face safetensors";
-  } else if (is_baq_file(path)) {
-    folder = fs::path(path).parent_path().string();
-    auto reader = std::make_unique<BaqFileReader>(path);
-    if (!reader->metadata().contains("config")) fail("{}: .baq metadata has no model config", path);
-    m.config = parse_hf_config(reader->metadata()["config"], path);
-    if (reader->metadata().value("rope_style", "") == "interleaved") m.config.rope_style = RopeStyle::Interleaved;
-    m.format = "baq packed";
-    if (need_tokenizer && tokenizer_path.empty() && reader->metadata().contains("tokenizer_files")) {
+  } else {
+    m.folder = fs::path(path).parent_path().string();
+    if (path.ends_with(".safetensors")) {
+      hf_config(fs::path(path).parent_path(), "a bare safetensors file");
+      m.source = std::make_unique<SafetensorsReader>(path);
+      m.format = "Hugging Face safetensors";
+    } else if (is_baq_file(path)) {
+      auto reader = std::make_unique<BaqFileReader>(path);
+      if (!reader->metadata().contains("config")) fail("{}: .baq metadata has no model config", path);
+      m.config = parse_hf_config(reader->metadata()["config"], path);
+      if (reader->metadata().value("rope_style", "") == "interleaved") m.config.rope_style = RopeStyle::Interleaved;
+      m.config_source = path + " (metadata)";
+      m.format = "baq packed";
+      m.source = std::move(reader);
+    } else if (GgufReader::looks_like(path)) {
+      auto reader = std::make_unique<GgufReader>(path);
+      m.config = reader->config();
+      m.config_source = path + " (GGUF metadata)";
+      m.format = "GGUF";
+      m.source = std::move(reader);
+    } else if (TorchCheckpointReader::looks_like(path)) {
+      hf_config(fs::path(path).parent_path(), "a bare torch checkpoint");
+      m.source = std::make_unique<TorchCheckpointReader>(path);
+      m.format = "torch.save zip";
+    } else if (Llama2cReader::looks_like(path)) {
+      auto reader = std::make_unique<Llama2cReader>(path);
+      m.config = reader->config();
+      m.config_source = path + " (llama2.c header)";
+      m.source = std::move(reader);
+      m.format = "llama2.c";
+    } else {
+      fail("{}: unknown model format (expected a Hugging Face folder, a .safetensors file, a .baq, GGUF or torch.save "
+           "file, or a llama2.c .bin)",
+           path);
+    }
+  }
+  if (m.folder.empty()) m.folder = ".";
+  m.model = build_model(m.config, *m.source);
+  if (need_tokenizer || !tokenizer_path.empty()) m.tokenizer = open_model_tokenizer(m, tokenizer_path);
+  return m;
+}
+
+std::unique_ptr<Tokenizer> open_model_tokenizer(const LoadedModel& m, const std::string& tokenizer_path) {
+  const ModelConfig& c = m.config;
+  if (tokenizer_path.empty()) {
+    if (const auto* g = dynamic_cast<const GgufReader*>(m.source.get())) return gguf_tokenizer(*g, m.path);
+    const auto* baq = dynamic_cast<const BaqFileReader*>(m.source.get());
+    if (baq != nullptr && baq->metadata().contains("tokenizer_files")) {
       // Tokenizer libraries read files: unpack the embedded copy into a private folder for the load.
-      const fs::path tmp = fs::temp_directory_path() / fmt::format("baq-tok-{}-{}", ::getpid(), reinterpret_cast<uintptr_t>(reader.get()));
+      const fs::path tmp = fs::temp_directory_path() / fmt::format("baq-tok-{}-{}", ::getpid(), reinterpret_cast<uintptr_t>(baq));
       fs::create_directories(tmp);
       try {
-        for (const auto& name : reader->metadata()["tokenizer_files"])
-          write_file_atomically((tmp / name.get<std::string>()).string(), reader->file("tokenizer/" + name.get<std::string>()));
-        m.tokenizer = open_tokenizer("", tmp.string(), m.config.vocab_size, m.config.bos_id, m.config.eos_id);
+        for (const auto& name : baq->metadata()["tokenizer_files"])
+          write_file_atomically((tmp / name.get<std::string>()).string(), baq->file("tokenizer/" + name.get<std::string>()));
+        auto t = open_tokenizer("", tmp.string(), c.vocab_size, c.bos_id, c.eos_id);
+        fs::remove_all(tmp);
+        return t;
       } catch (...) {
         fs::remove_all(tmp);
         throw;
       }
-      fs::remove_all(tmp);
     }
-    m.source = std::move(reader);
-  } else if (GgufReader::looks_like(path)) {
-    folder = fs::path(path).parent_path().string();
-    auto reader = std::make_unique<GgufReader>(path);
-    m.config = reader->config();
-    m.format = "GGUF";
-    if (need_tokenizer && tokenizer_path.empty()) m.tokenizer = gguf_tokenizer(*reader, path);
-    m.source = std::move(reader);
-  } else if (Llama2cReader::looks_like(path)) {
-    folder = fs::path(path).parent_path().string();
-    auto reader = std::make_unique<Llama2cReader>(path);
-    m.config = reader->config();
-    m.source = std::move(reader);
-    m.format = "llama2.c";
-  } else {
-    fail("{}: unknown model format (expected a Hugging Face folder, a .safetensors file, a .baq or GGUF file, or a llama2.c .bin)",
-         path);
   }
-  m.model = build_model(m.config, *m.source);
-  if ((need_tokenizer || !tokenizer_path.empty()) && !m.tokenizer)
-    m.tokenizer = open_tokenizer(tokenizer_path, folder.empty() ? "." : folder, m.config.vocab_size, m.config.bos_id,
-                                 m.config.eos_id);
-  return m;
+  return open_tokenizer(tokenizer_path, m.folder, c.vocab_size, c.bos_id, c.eos_id);
 }
 
 }  // namespace baq

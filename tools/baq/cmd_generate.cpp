@@ -24,7 +24,7 @@ struct GenerateArgs {
 Command add_generate_command(CLI::App& app) {
   auto* sub = app.add_subcommand("generate", "Generate text from a prompt (any model baq reads, .baq files packed)");
   auto a = std::make_shared<GenerateArgs>();
-  sub->add_option("MODEL", a->model, "Model: .baq file, Hugging Face folder, .safetensors or llama2.c .bin")->required();
+  sub->add_option("MODEL", a->model, kModelArgumentHelp)->required();
   sub->add_option("--prompt", a->prompt, "Prompt text")->required();
   sub->add_option("--tokenizer", a->tokenizer, "Tokenizer file when the model does not carry one");
   sub->add_option("-n", a->n, "Tokens to generate")->check(CLI::PositiveNumber)->capture_default_str();

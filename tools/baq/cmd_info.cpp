@@ -1,8 +1,10 @@
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include <algorithm>
 
 #include "baq/baq_file.hpp"
+#include "baq/error.hpp"
 #include "baq/model.hpp"
 #include "commands.hpp"
 
@@ -12,13 +14,24 @@ Command add_info_command(CLI::App& app) {
   auto* sub = app.add_subcommand("info", "Show a model's architecture, parameters, layer shapes and tokenizer");
   auto model = std::make_shared<std::string>();
   auto tokenizer = std::make_shared<std::string>();
-  sub->add_option("MODEL", *model, "Hugging Face folder, .safetensors file or llama2.c .bin")->required();
+  sub->add_option("MODEL", *model, kModelArgumentHelp)->required();
   sub->add_option("--tokenizer", *tokenizer, "Tokenizer file when the model does not carry one");
   return {sub, [model, tokenizer] {
             LoadedModel m = load_model(*model, *tokenizer, /*need_tokenizer=*/false);
             const ModelConfig& c = m.config;
             fmt::print("model        {}\n", m.path);
             fmt::print("format       {} — {}\n", m.format, m.source->describe());
+            fmt::print("config       {}\n", m.config_source);
+            // info does not need a tokenizer, but says which one ppl/quantize would use and its files, or why none.
+            std::string tokenizer_line;
+            try {
+              if (!m.tokenizer) m.tokenizer = open_model_tokenizer(m, *tokenizer);
+              tokenizer_line = m.tokenizer->describe();
+              const auto files = m.tokenizer->source_files();
+              if (!files.empty()) tokenizer_line += fmt::format(" — read from {}", fmt::join(files, ", "));
+            } catch (const Error& e) {
+              tokenizer_line = fmt::format("none: {}", e.what());
+            }
             fmt::print("architecture {} (rotary {}), {} layers, dim {}, ffn {}, heads {} / kv heads {} (head size {})\n",
                        c.arch_name(), c.arch == Architecture::Opt ? "none"
                                       : c.rope_style == RopeStyle::Interleaved ? "interleaved" : "rotate-half",
@@ -31,10 +44,7 @@ Command add_info_command(CLI::App& app) {
             std::string dtype_list;
             for (const auto& [name, count] : dtypes) dtype_list += fmt::format("{}{} ({} tensors)", dtype_list.empty() ? "" : ", ", name, count);
             fmt::print("dtype        {} on disk, F32 in memory\n", dtype_list);
-            if (m.tokenizer)
-              fmt::print("tokenizer    {}\n", m.tokenizer->describe());
-            else
-              fmt::print("tokenizer    (not loaded; --tokenizer FILE names one)\n");
+            fmt::print("tokenizer    {}\n", tokenizer_line);
             if (const auto* baq = dynamic_cast<const BaqFileReader*>(m.source.get())) {
               // Size on disk, bits per weight as stored, and each packed layer's widths.
               uint64_t packed_bytes = 0, fp_bytes = 0;

@@ -22,7 +22,7 @@ struct PplArgs {
 Command add_ppl_command(CLI::App& app) {
   auto* sub = app.add_subcommand("ppl", "Measure perplexity on a text under a named protocol");
   auto a = std::make_shared<PplArgs>();
-  sub->add_option("MODEL", a->model, "Hugging Face folder, .safetensors file or llama2.c .bin")->required();
+  sub->add_option("MODEL", a->model, kModelArgumentHelp)->required();
   sub->add_option("--text", a->text, "Evaluation text (plain text, or .jsonl with a \"text\" field per line)")
       ->required();
   sub->add_option("--tokenizer", a->tokenizer, "Tokenizer file when the model does not carry one");

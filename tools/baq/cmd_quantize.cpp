@@ -31,7 +31,7 @@ struct QuantizeArgs {
 Command add_quantize_command(CLI::App& app) {
   auto* sub = app.add_subcommand("quantize", "Quantize every linear layer of the transformer blocks (RTN, GPTQ or BAQ)");
   auto a = std::make_shared<QuantizeArgs>();
-  sub->add_option("MODEL", a->model, "Hugging Face folder, .safetensors file or llama2.c .bin")->required();
+  sub->add_option("MODEL", a->model, kModelArgumentHelp)->required();
   sub->add_option("--out", a->out,
                   "Output: a .baq file (packed, with the tokenizer and report summary inside; report.json beside it), "
                   "or a folder with config.json, model.safetensors (dequantized), tokenizer and report.json")

@@ -5,6 +5,11 @@
 
 namespace baq::cli {
 
+// What every MODEL argument accepts (load_model picks the reader).
+inline constexpr const char* kModelArgumentHelp =
+    "Hugging Face folder (safetensors or pytorch_model.bin, sharded or not), .safetensors, .baq, GGUF, "
+    "torch.save .bin (config.json beside it) or llama2.c .bin";
+
 // A subcommand registers its flags on `app` and hands back what to run when it is chosen.
 struct Command {
   CLI::App* app = nullptr;
