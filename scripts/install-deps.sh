@@ -7,6 +7,7 @@ packages=(
   libomp-dev nlohmann-json3-dev libcli11-dev libfmt-dev libpcre2-dev zlib1g-dev
   libsentencepiece-dev libgtest-dev libbenchmark-dev
   chromium                                  # renders the HTML report in a test
+  clang libclang-rt-14-dev                  # libFuzzer for the checkpoint-reader fuzz target
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -288,6 +288,39 @@ TEST_F(TorchCheckpoint, ArchiveLevelDamageIsNamed) {
   expect_error([&] { TorchCheckpointReader r(dir.file("int.bin")); }, {"int.bin", "'a' is an int, not a tensor"});
 }
 
+// Pickles written by CPython's own Pickler the way torch.save drives it (tests/fuzz/make_seeds.py,
+// also the fuzz seeds): protocol 2 as torch writes, and protocol 4 (STACK_GLOBAL, MEMOIZE, FRAME).
+TEST_F(TorchCheckpoint, PicklesWrittenByCPythonRead) {
+  const std::string seeds = std::string(BAQ_SOURCE_DIR) + "/tests/fuzz/seeds/";
+  for (const char* file : {"state_dict_protocol2.pkl", "state_dict_protocol4.pkl"}) {
+    SCOPED_TRACE(file);
+    const auto records = read_torch_state_dict_pickle(read_bytes(seeds + file), file);
+    ASSERT_EQ(records.size(), 3u);
+    EXPECT_EQ(records[0].name, "model.layers.0.self_attn.q_proj.weight");
+    EXPECT_EQ(records[0].storage_type, "FloatStorage");
+    EXPECT_EQ(records[0].storage_key, "0");
+    EXPECT_EQ(records[0].storage_numel, 12);
+    EXPECT_EQ(records[0].shape, (std::vector<int64_t>{3, 4}));
+    EXPECT_EQ(records[1].stride, (std::vector<int64_t>{1, 4}));
+    EXPECT_EQ(records[2].name, "model.norm.weight");
+    EXPECT_EQ(records[2].storage_type, "HalfStorage");
+    EXPECT_EQ(records[2].offset, 1);
+  }
+  // The same state dict zipped by Python's zipfile: q = 0.25·i, k = its transposed view, norm = [-2, 0.5, 3].
+  TorchCheckpointReader r(seeds + "checkpoint.zip");
+  const Tensor q = r.load("model.layers.0.self_attn.q_proj.weight");
+  const Tensor k = r.load("model.layers.0.self_attn.k_proj.weight");
+  const Tensor n = r.load("model.norm.weight");
+  for (int i = 0; i < 3; ++i)
+    for (int j = 0; j < 4; ++j) {
+      EXPECT_EQ(q.data[i * 4 + j], 0.25f * static_cast<float>(i * 4 + j));
+      EXPECT_EQ(k.data[j * 3 + i], q.data[i * 4 + j]);
+    }
+  EXPECT_EQ(std::vector<float>(n.data, n.data + 3), (std::vector<float>{-2.0f, 0.5f, 3.0f}));
+  expect_error([&] { read_torch_state_dict_pickle(read_bytes(seeds + "os_system.pkl"), "os_system.pkl"); },
+               {"os_system.pkl", "'os.system'"});
+}
+
 TEST_F(TorchCheckpoint, IntegerBuffersAreListedNotLoaded) {
   std::vector<TorchTensorSpec> specs = {{"w", "FloatStorage", "0", 4, 0, {2, 2}, {}},
                                         {"position_ids", "LongStorage", "1", 3, 0, {1, 3}, {}}};
