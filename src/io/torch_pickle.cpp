@@ -36,13 +36,16 @@ enum class Callable { OrderedDict, RebuildTensorV2, StorageType };
 
 struct Object {
   Kind kind = Kind::None;
-  int64_t integer = 0;  // Int, Bool; the tensor index for Tensor
-  std::string text;     // Str, Bytes; the storage type name for Global(StorageType) and Storage
-  std::vector<uint32_t> items;  // Tuple/List elements; Dict keys and values interleaved
   Callable callable = Callable::OrderedDict;
   int depth = 0;
-  TorchTensorRecord storage;  // Storage: type, key, numel
+  int64_t integer = 0;  // Int, Bool; the index in `records_` for Storage and Tensor
+  std::string text;     // Str, Bytes; the storage type name for Global(StorageType)
+  std::vector<uint32_t> items;  // Tuple/List elements; Dict keys and values interleaved
 };
+
+// Far above any real state dict (a 70B checkpoint's pickle makes ~20 objects per tensor, ~15k in
+// all) and low enough that a hostile pickle cannot make us allocate more than a few hundred MB.
+constexpr size_t kMaxObjects = size_t{1} << 22;
 
 const std::set<std::string>& storage_types() {
   static const std::set<std::string> types = {"FloatStorage", "HalfStorage", "BFloat16Storage", "DoubleStorage",
@@ -66,7 +69,7 @@ class Unpickler {
   std::vector<uint32_t> stack_;
   std::vector<size_t> marks_;
   std::unordered_map<uint64_t, uint32_t> memo_;
-  std::vector<TorchTensorRecord> tensors_;
+  std::vector<TorchTensorRecord> records_;  // storages and tensors built so far
 
   template <class... Args>
   [[noreturn]] void bad(fmt::format_string<Args...> f, Args&&... args) const {
@@ -95,6 +98,7 @@ class Unpickler {
 
   uint32_t make(Object o) {
     if (o.depth > kMaxPickleDepth) bad("pickle nests deeper than {} levels", kMaxPickleDepth);
+    if (arena_.size() >= kMaxObjects) bad("pickle builds more than {} objects", kMaxObjects);
     arena_.push_back(std::move(o));
     return static_cast<uint32_t>(arena_.size() - 1);
   }
@@ -141,7 +145,7 @@ class Unpickler {
     t.items.insert(t.items.end(), items.begin(), items.end());
   }
   void memo_put(uint64_t key) {
-    if (memo_.size() >= (uint64_t{1} << 24) && !memo_.count(key)) bad("pickle memo exceeds 2^24 entries");
+    if (memo_.size() >= kMaxObjects && !memo_.count(key)) bad("pickle memo exceeds {} entries", kMaxObjects);
     memo_[key] = top();
   }
   void memo_get(uint64_t key) {
@@ -200,11 +204,14 @@ uint32_t Unpickler::persistent_storage(uint32_t pid) {
   if (location.kind != Kind::Str) bad("storage location is {}, not a str", kind_name(location.kind));
   const int64_t numel = as_int(t.items[4], "storage size");
   if (numel < 0 || numel > (int64_t{1} << 48)) bad("storage size {} is out of range", numel);
+  TorchTensorRecord r;
+  r.storage_type = type.text;
+  r.storage_key = key.text;
+  r.storage_numel = numel;
   Object o;
   o.kind = Kind::Storage;
-  o.storage.storage_type = type.text;
-  o.storage.storage_key = key.text;
-  o.storage.storage_numel = numel;
+  o.integer = static_cast<int64_t>(records_.size());
+  records_.push_back(std::move(r));
   return make(std::move(o));
 }
 
@@ -224,7 +231,7 @@ uint32_t Unpickler::reduce(uint32_t callable, uint32_t args_id) {
       if (args.items.size() != 6 && args.items.size() != 7) bad("_rebuild_tensor_v2 takes 6 or 7 arguments, not {}", args.items.size());
       const std::vector<uint32_t> a = args.items;
       if (arena_[a[0]].kind != Kind::Storage) bad("_rebuild_tensor_v2's storage is {}", kind_name(arena_[a[0]].kind));
-      TorchTensorRecord r = arena_[a[0]].storage;
+      TorchTensorRecord r = records_[static_cast<size_t>(arena_[a[0]].integer)];
       r.offset = as_int(a[1], "storage offset");
       r.shape = int_tuple(a[2], "tensor size");
       r.stride = int_tuple(a[3], "tensor stride");
@@ -249,8 +256,8 @@ uint32_t Unpickler::reduce(uint32_t callable, uint32_t args_id) {
         bad("tensor reaches element {} of a {}-element storage '{}'", last, r.storage_numel, r.storage_key);
       Object o;
       o.kind = Kind::Tensor;
-      o.integer = static_cast<int64_t>(tensors_.size());
-      tensors_.push_back(std::move(r));
+      o.integer = static_cast<int64_t>(records_.size());
+      records_.push_back(std::move(r));
       return make(std::move(o));
     }
   }
@@ -280,7 +287,7 @@ std::vector<TorchTensorRecord> Unpickler::run() {
           if (k.kind != Kind::Str) bad("state dict key is {}, not a str", kind_name(k.kind));
           if (v.kind != Kind::Tensor) bad("state dict entry '{}' is {}, not a tensor", k.text, kind_name(v.kind));
           if (!names.insert(k.text).second) bad("state dict names '{}' twice", k.text);
-          out.push_back(tensors_[static_cast<size_t>(v.integer)]);
+          out.push_back(records_[static_cast<size_t>(v.integer)]);
           out.back().name = k.text;
         }
         return out;
@@ -395,7 +402,7 @@ std::vector<TorchTensorRecord> Unpickler::run() {
       default:
         bad("unsupported pickle opcode 0x{:02x}", op);
     }
-    if (stack_.size() > (size_t{1} << 24)) bad("pickle stack exceeds 2^24 entries");
+    if (stack_.size() > kMaxObjects) bad("pickle stack exceeds {} entries", kMaxObjects);
   }
 }
 
