@@ -172,6 +172,32 @@ void expect_matches_naive(const LoadedModel& m, const ModelConfig& c, const Weig
     EXPECT_GT(max_ref, 0.5);  // the logits are not degenerate
     EXPECT_LE(max_diff, 1e-4 * max_ref) << "window " << b;
   }
+
+  // The same first window through a KV cache in uneven steps (4 tokens, 1, 1, 2, 3): every step's
+  // logits match the naive forward at those positions (rotary/learned positions continue correctly).
+  const auto ref = naive_logits(c, w, std::vector<int>(tokens.begin(), tokens.begin() + T));
+  KvCache cache;
+  int at = 0;
+  for (int step : {4, 1, 1, 2, 3}) {
+    std::vector<float> h(static_cast<size_t>(step * c.dim)), l(static_cast<size_t>(step * c.vocab_size));
+    m.model->forward(std::span<const int>(tokens).subspan(static_cast<size_t>(at), static_cast<size_t>(step)),
+                     BatchShape{1, step}, h.data(), nullptr, &cache);
+    m.model->logits(h.data(), step, l.data());
+    double max_ref = 0, max_diff = 0;
+    for (int t = 0; t < step; ++t)
+      for (int v = 0; v < c.vocab_size; ++v) {
+        max_ref = std::max(max_ref, std::abs(ref[at + t][v]));
+        max_diff = std::max(max_diff, std::abs(ref[at + t][v] - l[t * c.vocab_size + v]));
+      }
+    EXPECT_LE(max_diff, 1e-4 * max_ref) << "cached step at position " << at;
+    at += step;
+    EXPECT_EQ(cache.length, at);
+  }
+  // The cache cannot grow past the context.
+  std::vector<int> more(static_cast<size_t>(c.max_seq_len - T + 1), 1);
+  std::vector<float> h(more.size() * c.dim);
+  expect_error([&] { m.model->forward(more, BatchShape{1, static_cast<int>(more.size())}, h.data(), nullptr, &cache); },
+               {"exceed the model's context"});
 }
 
 TEST(Forward, LlamaSafetensorsRotateHalfMatchesNaive) {

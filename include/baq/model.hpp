@@ -34,15 +34,28 @@ class LinearObserver {
 
 struct BatchShape {
   int batch = 1;   // independent windows
-  int seqlen = 1;  // tokens per window, positions 0..seqlen-1
+  int seqlen = 1;  // tokens per window, positions start..start+seqlen-1
+  int start = 0;   // position of each window's first token (non-zero when continuing a KvCache)
   int64_t rows() const { return static_cast<int64_t>(batch) * seqlen; }
+};
+
+// Keys and values of the positions one window has run so far, per block: with it, decoding the next
+// token runs one row through every layer instead of the whole window again.
+struct KvCache {
+  struct Layer {
+    std::vector<float> k, v;  // length × kv_dim each
+  };
+  std::vector<Layer> layers;
+  int length = 0;  // positions held
 };
 
 class Block {
  public:
   virtual ~Block() = default;
-  // Updates the residual stream `x` ((batch·seqlen) × dim) in place.
-  virtual void forward(float* x, BatchShape shape, LinearObserver* observer) const = 0;
+  // Updates the residual stream `x` ((batch·seqlen) × dim) in place. With `cache` (one window,
+  // shape.start = positions already in it) this step's keys and values are appended to it and the
+  // attention also reads the earlier ones.
+  virtual void forward(float* x, BatchShape shape, LinearObserver* observer, KvCache::Layer* cache = nullptr) const = 0;
   virtual std::vector<Linear*> linears() = 0;
   virtual std::vector<std::pair<std::string, const Tensor*>> tensors() const = 0;  // every parameter, HF names
   int index() const { return index_; }
@@ -70,7 +83,10 @@ class Model {
   // Logits (rows × vocab) of normed hidden states.
   void logits(const float* hidden, int64_t rows, float* out) const;
   // Embedding, every block and the final norm: hidden ((batch·seqlen) × dim), ready for logits().
-  void forward(std::span<const int> tokens, BatchShape shape, float* hidden, LinearObserver* observer = nullptr) const;
+  // With `cache`, `tokens` continue the window it holds (batch 1; shape.start is taken from it) and
+  // the cache grows by them; the context length bounds the total.
+  void forward(std::span<const int> tokens, BatchShape shape, float* hidden, LinearObserver* observer = nullptr,
+               KvCache* cache = nullptr) const;
 
   int64_t parameter_count() const;
   // Every parameter under its Hugging Face name, in checkpoint order (for writing checkpoints).

@@ -9,7 +9,7 @@ class LlamaBlock final : public Block {
  public:
   LlamaBlock(int index, const ModelConfig& config, const TensorSource& source,
              std::shared_ptr<const kernels::RopeTable> rope);
-  void forward(float* x, BatchShape shape, LinearObserver* observer) const override;
+  void forward(float* x, BatchShape shape, LinearObserver* observer, KvCache::Layer* cache) const override;
   std::vector<Linear*> linears() override { return {&q_, &k_, &v_, &o_, &gate_, &up_, &down_}; }
   std::vector<std::pair<std::string, const Tensor*>> tensors() const override;
 
@@ -24,7 +24,7 @@ class LlamaBlock final : public Block {
 class OptBlock final : public Block {
  public:
   OptBlock(int index, const ModelConfig& config, const TensorSource& source, const std::string& prefix);
-  void forward(float* x, BatchShape shape, LinearObserver* observer) const override;
+  void forward(float* x, BatchShape shape, LinearObserver* observer, KvCache::Layer* cache) const override;
   std::vector<Linear*> linears() override { return {&q_, &k_, &v_, &o_, &fc1_, &fc2_}; }
   std::vector<std::pair<std::string, const Tensor*>> tensors() const override;
 

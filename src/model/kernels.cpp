@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <stdexcept>
 
 namespace baq::kernels {
 
@@ -76,7 +77,7 @@ void rope(float* x, BatchShape shape, int n_heads, const RopeTable& table, RopeS
   const int64_t width = static_cast<int64_t>(n_heads) * hd;
 #pragma omp parallel for schedule(static)
   for (int64_t r = 0; r < shape.rows(); ++r) {
-    const int64_t pos = r % shape.seqlen;
+    const int64_t pos = shape.start + r % shape.seqlen;
     const float* c = table.cos.data() + pos * half;
     const float* s = table.sin.data() + pos * half;
     for (int h = 0; h < n_heads; ++h) {
@@ -92,9 +93,22 @@ void rope(float* x, BatchShape shape, int n_heads, const RopeTable& table, RopeS
   }
 }
 
-void attention(const float* q, const float* k, const float* v, BatchShape shape, int n_heads, int n_kv_heads,
-               int head_dim, float scale, float* out) {
-  const int T = shape.seqlen;
+KeysValues keys_values(const float* k, const float* v, BatchShape shape, int64_t kv_width, KvCache::Layer* cache) {
+  if (cache == nullptr) return {k, v, shape.seqlen};
+  const auto held = static_cast<size_t>(shape.start) * static_cast<size_t>(kv_width);
+  const auto added = static_cast<size_t>(shape.rows() * kv_width);
+  if (cache->k.size() < held) throw std::logic_error("KV cache shorter than its recorded length");
+  cache->k.resize(held + added);
+  cache->v.resize(held + added);
+  std::copy(k, k + added, cache->k.begin() + static_cast<std::ptrdiff_t>(held));
+  std::copy(v, v + added, cache->v.begin() + static_cast<std::ptrdiff_t>(held));
+  return {cache->k.data(), cache->v.data(), shape.start + shape.seqlen};
+}
+
+void attention(const float* q, const KeysValues& kv, BatchShape shape, int n_heads, int n_kv_heads, int head_dim,
+               float scale, float* out) {
+  const int T = shape.seqlen, S = kv.kv_len, past = S - T;
+  const float *k = kv.k, *v = kv.v;
   const int group = n_heads / n_kv_heads;
   const int qw = n_heads * head_dim, kw = n_kv_heads * head_dim;
   const int jobs = shape.batch * n_heads;
@@ -104,31 +118,32 @@ void attention(const float* q, const float* k, const float* v, BatchShape shape,
   openblas_set_num_threads(1);
 #pragma omp parallel
   {
-    float* scores = Scratch::get(0, static_cast<size_t>(T) * T);
+    float* scores = Scratch::get(0, static_cast<size_t>(T) * S);
 #pragma omp for schedule(dynamic, 1)
     for (int job = 0; job < jobs; ++job) {
       const int b = job / n_heads, h = job % n_heads, kvh = h / group;
-      const int64_t row0 = static_cast<int64_t>(b) * T;
-      const float* qb = q + row0 * qw + static_cast<int64_t>(h) * head_dim;
-      const float* kb = k + row0 * kw + static_cast<int64_t>(kvh) * head_dim;
-      const float* vb = v + row0 * kw + static_cast<int64_t>(kvh) * head_dim;
-      float* ob = out + row0 * qw + static_cast<int64_t>(h) * head_dim;
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, head_dim, scale, qb, qw, kb, kw, 0.0f,
-                  scores, T);
+      const int64_t qrow0 = static_cast<int64_t>(b) * T, krow0 = static_cast<int64_t>(b) * S;
+      const float* qb = q + qrow0 * qw + static_cast<int64_t>(h) * head_dim;
+      const float* kb = k + krow0 * kw + static_cast<int64_t>(kvh) * head_dim;
+      const float* vb = v + krow0 * kw + static_cast<int64_t>(kvh) * head_dim;
+      float* ob = out + qrow0 * qw + static_cast<int64_t>(h) * head_dim;
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, S, head_dim, scale, qb, qw, kb, kw, 0.0f,
+                  scores, S);
       for (int i = 0; i < T; ++i) {
-        float* row = scores + static_cast<int64_t>(i) * T;
+        float* row = scores + static_cast<int64_t>(i) * S;
+        const int last = past + i;  // causal: the query at position past+i sees keys up to itself
         float mx = row[0];
-        for (int j = 1; j <= i; ++j) mx = std::max(mx, row[j]);
+        for (int j = 1; j <= last; ++j) mx = std::max(mx, row[j]);
         float sum = 0.0f;
-        for (int j = 0; j <= i; ++j) {
+        for (int j = 0; j <= last; ++j) {
           row[j] = std::exp(row[j] - mx);
           sum += row[j];
         }
         const float inv = 1.0f / sum;
-        for (int j = 0; j <= i; ++j) row[j] *= inv;
-        for (int j = i + 1; j < T; ++j) row[j] = 0.0f;
+        for (int j = 0; j <= last; ++j) row[j] *= inv;
+        for (int j = last + 1; j < S; ++j) row[j] = 0.0f;
       }
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, head_dim, T, 1.0f, scores, T, vb, kw, 0.0f,
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, head_dim, S, 1.0f, scores, S, vb, kw, 0.0f,
                   ob, qw);
     }
   }

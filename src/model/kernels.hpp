@@ -27,11 +27,21 @@ struct RopeTable {
   RopeTable() = default;
   RopeTable(int max_pos, int head_dim, float theta);
 };
-// Rotates every head of `x` ((batch·seqlen) × n_heads·head_dim) by its position in the window.
+// Rotates every head of `x` ((batch·seqlen) × n_heads·head_dim) by its position (shape.start + row in window).
 void rope(float* x, BatchShape shape, int n_heads, const RopeTable& table, RopeStyle style);
 
-// Causal multi-head attention with grouped KV heads; q pre-scaled or not per `scale`.
-void attention(const float* q, const float* k, const float* v, BatchShape shape, int n_heads, int n_kv_heads,
-               int head_dim, float scale, float* out);
+// Keys and values attention reads: this step's own rows, or (with a cache) the cache after
+// appending them. `kv_len` rows per window.
+struct KeysValues {
+  const float* k;
+  const float* v;
+  int kv_len;
+};
+KeysValues keys_values(const float* k, const float* v, BatchShape shape, int64_t kv_width, KvCache::Layer* cache);
+
+// Causal multi-head attention with grouped KV heads: the seqlen queries of each window are its last
+// positions, query i sees keys 0..kv.kv_len - seqlen + i. Scores scaled by `scale`.
+void attention(const float* q, const KeysValues& kv, BatchShape shape, int n_heads, int n_kv_heads, int head_dim,
+               float scale, float* out);
 
 }  // namespace baq::kernels

@@ -27,7 +27,7 @@ LlamaBlock::LlamaBlock(int index, const ModelConfig& c, const TensorSource& src,
   down_ = linear("mlp.down", "mlp.down_proj.weight", dim, hidden);
 }
 
-void LlamaBlock::forward(float* x, BatchShape shape, LinearObserver* observer) const {
+void LlamaBlock::forward(float* x, BatchShape shape, LinearObserver* observer, KvCache::Layer* cache) const {
   const int64_t rows = shape.rows(), dim = config_.dim, kv = config_.kv_dim(), hidden = config_.hidden_dim;
   const auto n = static_cast<size_t>(rows * dim), nkv = static_cast<size_t>(rows * kv);
   float *xn = kernels::Scratch::get(1, n), *q = kernels::Scratch::get(2, n), *att = kernels::Scratch::get(3, n),
@@ -43,8 +43,8 @@ void LlamaBlock::forward(float* x, BatchShape shape, LinearObserver* observer) c
   apply(v_, xn, v);
   kernels::rope(q, shape, config_.n_heads, *rope_, config_.rope_style);
   kernels::rope(k, shape, config_.n_kv_heads, *rope_, config_.rope_style);
-  kernels::attention(q, k, v, shape, config_.n_heads, config_.n_kv_heads, config_.head_dim(),
-                     1.0f / std::sqrt(static_cast<float>(config_.head_dim())), att);
+  kernels::attention(q, kernels::keys_values(k, v, shape, kv, cache), shape, config_.n_heads, config_.n_kv_heads,
+                     config_.head_dim(), 1.0f / std::sqrt(static_cast<float>(config_.head_dim())), att);
   apply(o_, att, o);
 #pragma omp parallel for schedule(static)
   for (int64_t i = 0; i < rows * dim; ++i) x[i] += o[i];

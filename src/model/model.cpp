@@ -43,8 +43,8 @@ Model::~Model() = default;
 void Model::embed(std::span<const int> tokens, BatchShape shape, float* x) const {
   const int64_t dim = config_.dim;
   if (static_cast<int64_t>(tokens.size()) != shape.rows()) fail("embed: {} tokens for a batch of {}", tokens.size(), shape.rows());
-  if (shape.seqlen > config_.max_seq_len)
-    fail("sequence length {} exceeds the model's context {}", shape.seqlen, config_.max_seq_len);
+  if (shape.start < 0 || shape.seqlen > config_.max_seq_len - shape.start)
+    fail("positions {}..{} exceed the model's context {}", shape.start, shape.start + shape.seqlen - 1, config_.max_seq_len);
   for (int t : tokens)
     if (t < 0 || t >= config_.vocab_size) fail("token id {} is outside the vocabulary (0..{})", t, config_.vocab_size - 1);
 #pragma omp parallel for schedule(static)
@@ -52,7 +52,7 @@ void Model::embed(std::span<const int> tokens, BatchShape shape, float* x) const
     std::memcpy(x + r * dim, embeddings_.data + static_cast<int64_t>(tokens[static_cast<size_t>(r)]) * dim,
                 static_cast<size_t>(dim) * sizeof(float));
     if (!positions_.empty()) {  // OPT's learned positions sit at an offset of 2
-      const float* p = positions_.data + (r % shape.seqlen + 2) * dim;
+      const float* p = positions_.data + (shape.start + r % shape.seqlen + 2) * dim;
       for (int64_t i = 0; i < dim; ++i) x[r * dim + i] += p[i];
     }
   }
@@ -70,10 +70,18 @@ void Model::logits(const float* hidden, int64_t rows, float* out) const {
               hidden, config_.dim, head_.data, config_.dim, 0.0f, out, config_.vocab_size);
 }
 
-void Model::forward(std::span<const int> tokens, BatchShape shape, float* hidden, LinearObserver* observer) const {
+void Model::forward(std::span<const int> tokens, BatchShape shape, float* hidden, LinearObserver* observer,
+                    KvCache* cache) const {
+  if (cache != nullptr) {
+    if (shape.batch != 1) fail("a KV cache holds one window, not a batch of {}", shape.batch);
+    shape.start = cache->length;
+    cache->layers.resize(blocks_.size());
+  }
   embed(tokens, shape, hidden);
-  for (const auto& b : blocks_) b->forward(hidden, shape, observer);
+  for (size_t i = 0; i < blocks_.size(); ++i)
+    blocks_[i]->forward(hidden, shape, observer, cache != nullptr ? &cache->layers[i] : nullptr);
   final_norm(hidden, shape.rows());
+  if (cache != nullptr) cache->length += shape.seqlen;
 }
 
 int64_t Model::parameter_count() const {

@@ -26,7 +26,7 @@ OptBlock::OptBlock(int index, const ModelConfig& c, const TensorSource& src, con
   fc2_ = linear("mlp.fc2", "fc2", dim, hidden);
 }
 
-void OptBlock::forward(float* x, BatchShape shape, LinearObserver* observer) const {
+void OptBlock::forward(float* x, BatchShape shape, LinearObserver* observer, KvCache::Layer* cache) const {
   const int64_t rows = shape.rows(), dim = config_.dim, hidden = config_.hidden_dim;
   const auto n = static_cast<size_t>(rows * dim);
   float *xn = kernels::Scratch::get(1, n), *q = kernels::Scratch::get(2, n), *att = kernels::Scratch::get(3, n),
@@ -40,8 +40,8 @@ void OptBlock::forward(float* x, BatchShape shape, LinearObserver* observer) con
   apply(k_, xn, k);
   apply(v_, xn, v);
   // OPT scales q after its bias; the same as scaling the scores.
-  kernels::attention(q, k, v, shape, config_.n_heads, config_.n_heads, config_.head_dim(),
-                     1.0f / std::sqrt(static_cast<float>(config_.head_dim())), att);
+  kernels::attention(q, kernels::keys_values(k, v, shape, dim, cache), shape, config_.n_heads, config_.n_heads,
+                     config_.head_dim(), 1.0f / std::sqrt(static_cast<float>(config_.head_dim())), att);
   apply(o_, att, o);
 #pragma omp parallel for schedule(static)
   for (int64_t i = 0; i < rows * dim; ++i) x[i] += o[i];

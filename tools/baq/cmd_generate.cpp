@@ -1,6 +1,7 @@
 #include <chrono>
 #include <cstdio>
 #include <random>
+#include <span>
 
 #include <fmt/format.h>
 
@@ -49,24 +50,38 @@ Command add_generate_command(CLI::App& app) {
             fmt::print("{}", printed);
             std::fflush(stdout);
             const auto t1 = std::chrono::steady_clock::now();
-            int generated = 0;
-            for (; generated < a->n; ++generated) {
-              // The window is the last `context` tokens, recomputed each step (no KV cache yet).
-              const size_t start = ids.size() > static_cast<size_t>(c.max_seq_len) ? ids.size() - c.max_seq_len : 0;
-              const std::vector<int> window(ids.begin() + static_cast<std::ptrdiff_t>(start), ids.end());
-              const int T = static_cast<int>(window.size());
+            // Keys and values stay in a cache, so each new token runs one row through the model. When
+            // the context fills, the cache restarts from the last half-context of tokens.
+            KvCache cache;
+            auto run = [&](std::span<const int> tokens) {
+              const int T = static_cast<int>(tokens.size());
               hidden.resize(static_cast<size_t>(T) * c.dim);
-              m.model->forward(window, BatchShape{1, T}, hidden.data());
+              m.model->forward(tokens, BatchShape{1, T}, hidden.data(), nullptr, &cache);
               m.model->logits(hidden.data() + static_cast<size_t>(T - 1) * c.dim, 1, logits.data());
+            };
+            auto restart_from_last = [&](size_t keep) {
+              cache = KvCache{};
+              keep = std::min(keep, ids.size());
+              run(std::span<const int>(ids).subspan(ids.size() - keep));
+            };
+            restart_from_last(static_cast<size_t>(c.max_seq_len));
+            int generated = 0;
+            while (generated < a->n) {
               const int next = sample_token(logits.data(), c.vocab_size, a->temp, a->top_p, rng);
               if (next == m.tokenizer->eos_id()) break;
               ids.push_back(next);
+              ++generated;
               const std::string text = text_of(ids);
               if (text.size() >= printed.size() && text.compare(0, printed.size(), printed) == 0) {
                 fmt::print("{}", text.substr(printed.size()));
                 printed = text;
               }
               std::fflush(stdout);
+              if (generated == a->n) break;
+              if (cache.length >= c.max_seq_len)
+                restart_from_last(static_cast<size_t>(std::max(1, c.max_seq_len / 2)));
+              else
+                run(std::span<const int>(&ids.back(), 1));
             }
             const double gen_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t1).count();
             fmt::print("\n");
