@@ -80,6 +80,18 @@ TEST_F(BaqFile, RoundTripIsExactForEveryMethod) {
           decode_rows_avx2(p, 0, p.rows, avx2.data());
           EXPECT_EQ(0, std::memcmp(scalar.data(), avx2.data(), bytes)) << a[i].first;
         }
+        // The fused one-token product equals the decoded rows dotted in double, to F32 rounding.
+        std::vector<float> x(static_cast<size_t>(p.cols)), y(static_cast<size_t>(p.rows));
+        for (size_t j = 0; j < x.size(); ++j) x[j] = static_cast<float>(std::sin(0.7 * static_cast<double>(j) + 0.3));
+        packed_matvec(x.data(), p, y.data());
+        for (int64_t r = 0; r < p.rows; ++r) {
+          double ref = 0, mag = 0;
+          for (int64_t j = 0; j < p.cols; ++j) {
+            ref += static_cast<double>(scalar[static_cast<size_t>(r * p.cols + j)]) * x[static_cast<size_t>(j)];
+            mag += std::abs(static_cast<double>(scalar[static_cast<size_t>(r * p.cols + j)]) * x[static_cast<size_t>(j)]);
+          }
+          EXPECT_NEAR(y[static_cast<size_t>(r)], ref, 1e-6 * mag + 1e-12) << a[i].first << " row " << r;
+        }
       } else {
         EXPECT_EQ(0, std::memcmp(a[i].second->data, b[i].second->data, bytes)) << a[i].first;
       }

@@ -62,6 +62,21 @@ TEST(RowRadixLayout, SegmentsAndRoundTrips) {
   EXPECT_EQ(RowRadixLayout(std::vector<int>(9, 1)).words_per_row(), 0);
   EXPECT_THROW(RowRadixLayout({2, 257}), Error);
 
+  // The stored word is ceil(v·2^64 / P) for v = d0·5 + d1 (first column most significant), P = 15:
+  // codes (2, 4) -> v = 14; 14·2^64/15 = 17216961135462248174.93 -> 17216961135462248175.
+  {
+    const RowRadixLayout layout({3, 1, 5});
+    const uint8_t codes[3] = {2, 0, 4};
+    uint64_t word = 0;
+    layout.pack_row(codes, &word);
+    EXPECT_EQ(word, 17216961135462248175ull);
+    // A word of 256^8 = 2^64 exactly holds the bytes themselves, first column in the high byte.
+    const std::vector<int> bytes_levels(8, 256);
+    const uint8_t b[8] = {1, 2, 3, 4, 5, 6, 7, 8};
+    RowRadixLayout(bytes_levels).pack_row(b, &word);
+    EXPECT_EQ(word, 0x0102030405060708ull);
+  }
+
   std::mt19937 rng(3);
   std::uniform_int_distribution<int> pick(1, 256);
   for (int trial = 0; trial < 50; ++trial) {

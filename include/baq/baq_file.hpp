@@ -27,7 +27,7 @@
 
 namespace baq {
 
-inline constexpr uint32_t kBaqFileVersion = 1;
+inline constexpr uint32_t kBaqFileVersion = 2;  // 2: code words are fixed-point fractions (multiply to decode)
 
 struct BaqFileContents {
   nlohmann::json metadata = nlohmann::json::object();

@@ -30,6 +30,8 @@ class RowRadixLayout {
   explicit RowRadixLayout(std::vector<int> levels);
   int64_t words_per_row() const { return static_cast<int64_t>(starts_.size()) - 1; }
   int64_t cols() const { return static_cast<int64_t>(levels_.size()); }
+  const std::vector<int>& levels() const { return levels_; }
+  const std::vector<int64_t>& starts() const { return starts_; }
   void pack_row(const uint8_t* codes, uint64_t* words) const;
   void unpack_row(const uint64_t* words, uint8_t* codes) const;
 
@@ -69,12 +71,13 @@ struct PackedLinear {
   std::vector<uint64_t> codes;         // rows × words_per_row
   int64_t group(int64_t col) const;
 
-  // Decoding state derived from the above by prepare(): the row layout, and each column's index into
-  // the distinct level counts (so a row's grids are fitted once per (group, level count)).
+  // Decoding state derived from the above by prepare(): the row layout, and each column's grid as an
+  // index into a row's table of grids, one per (group, distinct level count), fitted once per row.
   RowRadixLayout layout;
   std::vector<int> distinct_levels;
-  std::vector<uint16_t> level_index;
-  std::vector<float> column_value;  // one-level columns: their value; others 0
+  std::vector<uint32_t> grid_index;  // per column: group · distinct_levels.size() + level count index
+  std::vector<uint8_t> one_level;    // per column: 1 when it stores only its mean
+  std::vector<float> column_value;   // one-level columns: their value; others 0
   void prepare();
 };
 
@@ -89,6 +92,14 @@ bool cpu_has_avx2();
 // out (rows_x × p.rows) = x (rows_x × p.cols) · Wᵀ with W decoded a tile of rows at a time: the
 // weights are never expanded whole.
 void packed_matmul(const float* x, int64_t rows_x, const PackedLinear& p, float* out);
+
+// out (p.rows) = W · x for one input row (a generated token), fused: eight output rows decoded at once
+// in AVX2 lanes (they share every column's level count and word boundaries) and dotted with x as they
+// decode, nothing written but the sums. Without AVX2: rows decoded, then dotted.
+void packed_matvec(const float* x, const PackedLinear& p, float* out);
+
+// The scale and zero of row r's grids, one per (group, distinct level count), at g·nd + d.
+void fit_row_grids(const PackedLinear& p, int64_t r, float* scale, float* zero);
 
 PackedLinear pack_linear(const QuantizedMatrix& m, const QuantSettings& s);
 

@@ -44,8 +44,9 @@ StorageBits storage_bits(const PackedLinear& p) {
 void PackedLinear::prepare() {
   layout = RowRadixLayout(levels);
   distinct_levels.clear();
-  level_index.assign(levels.size(), 0);
+  std::vector<uint32_t> level_index(levels.size(), 0);
   column_value.assign(levels.size(), 0.0f);
+  one_level.assign(levels.size(), 0);
   std::vector<int> index_of(257, -1);
   for (size_t j = 0, k = 0; j < levels.size(); ++j) {
     const int L = levels[j];
@@ -53,9 +54,15 @@ void PackedLinear::prepare() {
       index_of[static_cast<size_t>(L)] = static_cast<int>(distinct_levels.size());
       distinct_levels.push_back(L);
     }
-    level_index[j] = static_cast<uint16_t>(index_of[static_cast<size_t>(L)]);
-    if (L == 1) column_value[j] = f16_to_f32(means[k++]);
+    level_index[j] = static_cast<uint32_t>(index_of[static_cast<size_t>(L)]);
+    if (L == 1) {
+      column_value[j] = f16_to_f32(means[k++]);
+      one_level[j] = 1;
+    }
   }
+  grid_index.resize(levels.size());
+  for (size_t j = 0; j < levels.size(); ++j)
+    grid_index[j] = static_cast<uint32_t>(group(static_cast<int64_t>(j))) * static_cast<uint32_t>(distinct_levels.size()) + level_index[j];
 }
 
 Tensor dequantize(const PackedLinear& p) {

@@ -9,47 +9,35 @@ namespace baq {
 
 namespace {
 
-// Per-column scale, zero and value of one row, from the row's grids fitted once per (group, level count).
+// A row's grids, one per (group, distinct level count), as scale and zero tables, and its codes.
 struct RowGrids {
-  std::vector<GridParams> table;  // n_groups × distinct levels
   std::vector<float> scale, zero;
   std::vector<uint8_t> codes;
 };
 
 void fit_row(const PackedLinear& p, int64_t r, RowGrids& g) {
-  const size_t nd = p.distinct_levels.size();
-  g.table.resize(static_cast<size_t>(p.n_groups) * nd);
-  for (int64_t k = 0; k < p.n_groups; ++k) {
-    const size_t at = static_cast<size_t>(r * p.n_groups + k);
-    const float lo = f16_to_f32(p.lo[at]), hi = f16_to_f32(p.hi[at]);
-    for (size_t d = 0; d < nd; ++d)
-      g.table[static_cast<size_t>(k) * nd + d] = p.distinct_levels[d] > 1 ? fit_grid(lo, hi, p.distinct_levels[d] - 1, p.sym) : GridParams{0.0f, 0.0f, 0};
-  }
-  g.scale.resize(static_cast<size_t>(p.cols));
+  g.scale.resize(static_cast<size_t>(p.n_groups) * p.distinct_levels.size());
   g.zero.resize(g.scale.size());
-  for (int64_t j = 0; j < p.cols; ++j) {
-    const GridParams& grid = g.table[static_cast<size_t>(p.group(j)) * nd + p.level_index[static_cast<size_t>(j)]];
-    g.scale[static_cast<size_t>(j)] = grid.scale;
-    g.zero[static_cast<size_t>(j)] = grid.zero;
-  }
+  fit_row_grids(p, r, g.scale.data(), g.zero.data());
   g.codes.resize(static_cast<size_t>(p.cols));
   p.layout.unpack_row(p.codes.data() + r * p.layout.words_per_row(), g.codes.data());
 }
 
-// value = scale·(code − zero), or the stored value of a one-level column: the same two IEEE
-// operations as GridParams::value, so every instruction set gives the same bits.
-inline void values_generic(const uint8_t* codes, const float* scale, const float* zero, const float* fixed,
-                           const std::vector<int>& levels, int64_t n, float* out) {
-  for (int64_t j = 0; j < n; ++j) {
-    const float v = scale[j] * (static_cast<float>(codes[j]) - zero[j]);
-    out[j] = levels[static_cast<size_t>(j)] > 1 ? v : fixed[j];
+// value = scale·(code − zero) from the column's grid, or the stored value of a one-level column: the
+// same two IEEE operations as GridParams::value, so every instruction set gives the same bits.
+inline void values_generic(const PackedLinear& p, const RowGrids& g, float* out) {
+  const uint8_t* codes = g.codes.data();
+  const uint32_t* index = p.grid_index.data();
+  const uint8_t* one = p.one_level.data();
+  const float *scale = g.scale.data(), *zero = g.zero.data(), *fixed = p.column_value.data();
+  for (int64_t j = 0; j < p.cols; ++j) {
+    const float v = scale[index[j]] * (static_cast<float>(codes[j]) - zero[index[j]]);
+    out[j] = one[j] ? fixed[j] : v;
   }
 }
 
-__attribute__((target("avx2"))) void values_avx2(const uint8_t* codes, const float* scale, const float* zero,
-                                                 const float* fixed, const std::vector<int>& levels, int64_t n,
-                                                 float* out) {
-  values_generic(codes, scale, zero, fixed, levels, n, out);  // compiled again for AVX2: vectorized
+__attribute__((target("avx2"))) void values_avx2(const PackedLinear& p, const RowGrids& g, float* out) {
+  values_generic(p, g, out);  // compiled again for AVX2: vectorized with gathers
 }
 
 template <bool kAvx2>
@@ -59,13 +47,26 @@ void decode(const PackedLinear& p, int64_t r0, int64_t r1, float* out) {
     fit_row(p, r, g);
     float* row = out + (r - r0) * p.cols;
     if constexpr (kAvx2)
-      values_avx2(g.codes.data(), g.scale.data(), g.zero.data(), p.column_value.data(), p.levels, p.cols, row);
+      values_avx2(p, g, row);
     else
-      values_generic(g.codes.data(), g.scale.data(), g.zero.data(), p.column_value.data(), p.levels, p.cols, row);
+      values_generic(p, g, row);
   }
 }
 
 }  // namespace
+
+void fit_row_grids(const PackedLinear& p, int64_t r, float* scale, float* zero) {
+  const size_t nd = p.distinct_levels.size();
+  for (int64_t k = 0; k < p.n_groups; ++k) {
+    const size_t at = static_cast<size_t>(r * p.n_groups + k);
+    const float lo = f16_to_f32(p.lo[at]), hi = f16_to_f32(p.hi[at]);
+    for (size_t d = 0; d < nd; ++d) {
+      const GridParams grid = p.distinct_levels[d] > 1 ? fit_grid(lo, hi, p.distinct_levels[d] - 1, p.sym) : GridParams{0.0f, 0.0f, 0};
+      scale[static_cast<size_t>(k) * nd + d] = grid.scale;
+      zero[static_cast<size_t>(k) * nd + d] = grid.zero;
+    }
+  }
+}
 
 bool cpu_has_avx2() {
   static const bool has = __builtin_cpu_supports("avx2");
@@ -83,6 +84,7 @@ void decode_rows(const PackedLinear& p, int64_t r0, int64_t r1, float* out) {
 }
 
 void packed_matmul(const float* x, int64_t rows_x, const PackedLinear& p, float* out) {
+  if (rows_x == 1) return packed_matvec(x, p, out);
   constexpr int64_t kTile = 64;
   const int64_t tiles = (p.rows + kTile - 1) / kTile;
   // Tiles run on the OpenMP threads, each decoding into its own buffer; BLAS stays single-threaded.

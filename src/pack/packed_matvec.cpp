@@ -1,0 +1,118 @@
+// One token through a packed linear. Generation is a matrix-vector product, so every weight is
+// decoded once per token and decoding speed is the whole cost: output rows are decoded four at a time
+// in the 64-bit lanes of an AVX2 register (they share every column's level count and word layout),
+// the digits extracted by multiplication (RowRadixLayout's fixed-point words) and each value dotted
+// with x at once; no decoded weight is ever stored. Two such registers (eight rows) run side by side
+// because each digit waits on the previous one's multiply: one chain alone leaves the core idle.
+#include <immintrin.h>
+
+#include <algorithm>
+#include <vector>
+
+#include "baq/pack.hpp"
+
+namespace baq {
+
+namespace {
+
+constexpr int kLanes = 8;  // rows per tile: two registers of four 64-bit lanes
+
+// value(row, j) = scale·(code − zero) for the column's grid: the decode of decode_rows, here for the
+// rows of a tile. Tables interleave them: entry (grid, lane) at grid·kLanes + lane.
+struct TileGrids {
+  std::vector<float> scale, zero, row_scale, row_zero;
+  void fit(const PackedLinear& p, int64_t r0) {
+    const size_t n = static_cast<size_t>(p.n_groups) * p.distinct_levels.size();
+    scale.resize(n * kLanes);
+    zero.resize(n * kLanes);
+    row_scale.resize(n);
+    row_zero.resize(n);
+    for (int lane = 0; lane < kLanes; ++lane) {
+      fit_row_grids(p, std::min(r0 + lane, p.rows - 1), row_scale.data(), row_zero.data());
+      for (size_t g = 0; g < n; ++g) {
+        scale[g * kLanes + static_cast<size_t>(lane)] = row_scale[g];
+        zero[g * kLanes + static_cast<size_t>(lane)] = row_zero[g];
+      }
+    }
+  }
+};
+
+// y·L for four 64-bit lanes and L ≤ 256, from 32×32→64 products: with y = yh·2^32 + yl,
+// a = yl·L and b = yh·L, the high word is (b + (a >> 32)) >> 32 and the low word a + (b << 32).
+__attribute__((target("avx2,fma"))) inline __m256i mul_high_low(__m256i y, __m256i L, __m256i& low) {
+  const __m256i a = _mm256_mul_epu32(y, L);
+  const __m256i b = _mm256_mul_epu32(_mm256_srli_epi64(y, 32), L);
+  low = _mm256_add_epi64(a, _mm256_slli_epi64(b, 32));
+  return _mm256_srli_epi64(_mm256_add_epi64(b, _mm256_srli_epi64(a, 32)), 32);
+}
+
+__attribute__((target("avx2,fma"))) void matvec_tiles_avx2(const float* x, const PackedLinear& p, int64_t t0, int64_t t1,
+                                                            float constant, float* out) {
+  const std::vector<int64_t>& starts = p.layout.starts();
+  const int* levels = p.levels.data();
+  const uint32_t* grid = p.grid_index.data();
+  const int64_t words = p.layout.words_per_row();
+  const __m256i pick_low32 = _mm256_setr_epi32(0, 2, 4, 6, 0, 0, 0, 0);
+  TileGrids g;
+  for (int64_t t = t0; t < t1; ++t) {
+    const int64_t r0 = t * kLanes;
+    g.fit(p, r0);
+    const float* scale = g.scale.data();
+    const float* zero = g.zero.data();
+    const uint64_t* row[kLanes];
+    for (int lane = 0; lane < kLanes; ++lane) row[lane] = p.codes.data() + std::min(r0 + lane, p.rows - 1) * words;
+    __m128 acc0 = _mm_setzero_ps(), acc1 = _mm_setzero_ps();
+    for (int64_t w = 0; w < words; ++w) {
+      __m256i y0 = _mm256_setr_epi64x(static_cast<long long>(row[0][w]), static_cast<long long>(row[1][w]),
+                                      static_cast<long long>(row[2][w]), static_cast<long long>(row[3][w]));
+      __m256i y1 = _mm256_setr_epi64x(static_cast<long long>(row[4][w]), static_cast<long long>(row[5][w]),
+                                      static_cast<long long>(row[6][w]), static_cast<long long>(row[7][w]));
+      for (int64_t j = starts[static_cast<size_t>(w)]; j < starts[static_cast<size_t>(w) + 1]; ++j) {
+        if (levels[j] == 1) continue;  // one-level columns are in `constant`; multiplying by 1 keeps y
+        const __m256i L = _mm256_set1_epi64x(levels[j]);
+        __m256i low0, low1;
+        const __m256i c0 = mul_high_low(y0, L, low0);
+        const __m256i c1 = mul_high_low(y1, L, low1);
+        y0 = low0;
+        y1 = low1;
+        const __m128 code0 = _mm_cvtepi32_ps(_mm256_castsi256_si128(_mm256_permutevar8x32_epi32(c0, pick_low32)));
+        const __m128 code1 = _mm_cvtepi32_ps(_mm256_castsi256_si128(_mm256_permutevar8x32_epi32(c1, pick_low32)));
+        const size_t at = static_cast<size_t>(grid[j]) * kLanes;
+        const __m128 xj = _mm_set1_ps(x[j]);
+        acc0 = _mm_fmadd_ps(_mm_mul_ps(_mm_loadu_ps(scale + at), _mm_sub_ps(code0, _mm_loadu_ps(zero + at))), xj, acc0);
+        acc1 = _mm_fmadd_ps(_mm_mul_ps(_mm_loadu_ps(scale + at + 4), _mm_sub_ps(code1, _mm_loadu_ps(zero + at + 4))), xj, acc1);
+      }
+    }
+    alignas(16) float sums[kLanes];
+    _mm_store_ps(sums, acc0);
+    _mm_store_ps(sums + 4, acc1);
+    for (int lane = 0; lane < kLanes && r0 + lane < p.rows; ++lane) out[r0 + lane] = sums[lane] + constant;
+  }
+}
+
+}  // namespace
+
+void packed_matvec(const float* x, const PackedLinear& p, float* out) {
+  if (!cpu_has_avx2()) {
+    std::vector<float> w(static_cast<size_t>(p.cols));
+    for (int64_t r = 0; r < p.rows; ++r) {
+      decode_rows(p, r, r + 1, w.data());
+      float s = 0.0f;
+      for (int64_t j = 0; j < p.cols; ++j) s += w[static_cast<size_t>(j)] * x[j];
+      out[r] = s;
+    }
+    return;
+  }
+  // One-level columns hold the same value in every row: their share of every output is one sum.
+  float constant = 0.0f;
+  for (int64_t j = 0; j < p.cols; ++j)
+    if (p.one_level[static_cast<size_t>(j)]) constant += p.column_value[static_cast<size_t>(j)] * x[j];
+  const int64_t tiles = (p.rows + kLanes - 1) / kLanes;
+  constexpr int64_t kTilesPerJob = 4;
+  const int64_t jobs = (tiles + kTilesPerJob - 1) / kTilesPerJob;
+#pragma omp parallel for schedule(dynamic, 1)
+  for (int64_t job = 0; job < jobs; ++job)
+    matvec_tiles_avx2(x, p, job * kTilesPerJob, std::min(tiles, (job + 1) * kTilesPerJob), constant, out);
+}
+
+}  // namespace baq
