@@ -113,7 +113,8 @@ ZipArchive::ZipArchive(const uint8_t* data, uint64_t size, std::string path) : d
     if (b.get<uint32_t>(local, "local header") != kLocalHeader)
       fail("{}: entry '{}' has no local header at byte {}", path_, e.name, local);
     e.data_offset = local + 30 + b.get<uint16_t>(local + 26, "local name length") + b.get<uint16_t>(local + 28, "local extra length");
-    b.need(e.data_offset, e.compressed_size, fmt::format("the data of entry '{}'", e.name).c_str());
+    if (e.data_offset > size_ || e.compressed_size > size_ - e.data_offset)
+      fail("{}: truncated zip archive: the data of entry '{}' runs past the end", path_, e.name);
     if (e.method != 0 && e.method != 8) fail("{}: entry '{}' uses compression method {} (stored and deflate are read)", path_, e.name, e.method);
     if (e.method == 0 && e.compressed_size != e.size)
       fail("{}: stored entry '{}' has compressed size {} but size {}", path_, e.name, e.compressed_size, e.size);

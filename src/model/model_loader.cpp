@@ -51,17 +51,16 @@ LoadedModel load_model(const std::string& path, const std::string& tokenizer_pat
   m.path = path;
   if (!fs::exists(path)) fail("{}: no such file or folder", path);
   // Hugging Face layouts take their config from config.json: the folder's, or the one beside a file.
-  auto hf_config = [&](const fs::path& dir, const char* what) {
+  auto hf_config = [&](const fs::path& dir, const char* missing) {
     const fs::path config = dir / "config.json";
-    if (!fs::exists(config)) fail("{}: {} needs config.json beside it", path, what);
+    if (!fs::exists(config)) fail("{}: {}", path, missing);
     m.config = read_hf_config(config.string());
     m.config_source = config.string();
   };
   if (fs::is_directory(path)) {
     m.folder = path;
     const fs::path dir(path);
-    if (!fs::exists(dir / "config.json")) fail("{}: no config.json in the model folder", path);
-    hf_config(dir, "a model folder");
+    hf_config(dir, "no config.json in the model folder");
     if (fs::exists(dir / "model.safetensors")) {
       auto reader = std::make_unique<SafetensorsReader>((dir / "model.safetensors").string());
       if (auto it = reader->metadata().find(kRopeStyleMetadataKey);
@@ -84,7 +83,7 @@ LoadedModel load_model(const std::string& path, const std::string& tokenizer_pat
   } else {
     m.folder = fs::path(path).parent_path().string();
     if (path.ends_with(".safetensors")) {
-      hf_config(fs::path(path).parent_path(), "a bare safetensors file");
+      hf_config(fs::path(path).parent_path(), "a bare safetensors file needs config.json beside it");
       m.source = std::make_unique<SafetensorsReader>(path);
       m.format = "Hugging Face safetensors";
     } else if (is_baq_file(path)) {
@@ -102,7 +101,7 @@ LoadedModel load_model(const std::string& path, const std::string& tokenizer_pat
       m.format = "GGUF";
       m.source = std::move(reader);
     } else if (TorchCheckpointReader::looks_like(path)) {
-      hf_config(fs::path(path).parent_path(), "a bare torch checkpoint");
+      hf_config(fs::path(path).parent_path(), "a bare torch checkpoint needs config.json beside it");
       m.source = std::make_unique<TorchCheckpointReader>(path);
       m.format = "torch.save zip";
     } else if (Llama2cReader::looks_like(path)) {
