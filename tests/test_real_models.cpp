@@ -261,9 +261,9 @@ TEST(Gguf, Stories260KMatchesTheLlama2cFiles) {
   // A quantized GGUF model carries its tokenizer as a llama2.c file that reads back to the same ids.
   const auto files = g.tokenizer->files();
   ASSERT_EQ(files.size(), 1u);
-  EXPECT_EQ(files[0].first, "tokenizer.bin");
+  EXPECT_EQ(files[0].name, "tokenizer.bin");
   TempDir tmp;
-  write_bytes(tmp.file("tokenizer.bin"), files[0].second);
+  write_bytes(tmp.file("tokenizer.bin"), files[0].bytes);
   Llama2cTokenizer back(tmp.file("tokenizer.bin"), 512);
   EXPECT_EQ(back.encode(text.substr(0, 20000), true), std::vector<int>(b.tokenizer->encode(text.substr(0, 20000), true)));
 }

@@ -12,6 +12,8 @@
 #include <nlohmann/json.hpp>
 
 #include "baq/half.hpp"
+#include "baq/json.hpp"
+#include "baq/output.hpp"
 #include "baq/model_config.hpp"
 #include "baq/tensor.hpp"
 
@@ -201,18 +203,13 @@ inline constexpr const char* kRopeStyleMetadataKey = "baq.rope_style";
 void write_safetensors(const std::string& path, const std::vector<std::pair<std::string, const Tensor*>>& tensors,
                        const std::map<std::string, std::string>& metadata = {});
 
-// Writes `path` through a temporary file in the same folder and a rename, so a failure never leaves
-// a partial output behind: `fill` streams the contents (it may throw; the temporary file goes).
-void write_file_atomically(const std::string& path, const std::function<void(std::ostream&)>& fill);
-void write_file_atomically(const std::string& path, const std::string& bytes);
-
-// A JSON file parsed whole; invalid JSON is an error naming the file.
-nlohmann::json read_json_file(const std::string& path);
 
 
 }  // namespace baq
 
 namespace baq {
+// The bytes of a file, read whole (small files: tokenizers, configs).
+std::string read_binary_file(const std::string& path);
 // The whole of a text file; a `.jsonl` file's "text" fields joined with "\n\n" (C4 style). Empty text
 // is an error naming the file.
 std::string read_text_file(const std::string& path);

@@ -125,8 +125,8 @@ std::unique_ptr<Tokenizer> open_model_tokenizer(const LoadedModel& m, const std:
 namespace baq {
 // Writes `model` as a Hugging Face folder baq (and transformers, for rotate-half models) reads back:
 // config.json, model.safetensors (F32), a copy of the tokenizer files and `extra_files` (name ->
-// contents). Built in a temporary folder beside `dir` and renamed into place; an existing `dir` is
-// replaced only once the new one is complete.
+// contents). Each file is written atomically into `dir`, which is created when missing; an existing
+// folder must be empty or an earlier baq output (see OutputFolder) and is never removed.
 void write_model_folder(const std::string& dir, const Model& model, const Tokenizer* tokenizer,
                         const std::vector<std::pair<std::string, std::string>>& extra_files);
 }  // namespace baq

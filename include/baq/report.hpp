@@ -1,6 +1,8 @@
 #pragma once
 #include <string>
 
+#include <nlohmann/json.hpp>
+
 #include "baq/calibrate.hpp"
 
 namespace baq {
@@ -20,6 +22,9 @@ struct RunContext {
   int64_t eval_tokens = 0;
   double ppl = 0, reference_ppl = 0, kld_mean = 0, top1_agreement = 0;
 };
+
+// Checks every field the HTML page reads from a parsed report; `name` (its file) is named in errors.
+void validate_run_report(const nlohmann::json& report, const std::string& name);
 
 // One self-contained HTML page (inline SVG, no scripts or external files) from one or more run
 // reports: bits per column of every layer as a heat map, GPTQ vs BAQ loss per layer, and perplexity

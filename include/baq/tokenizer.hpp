@@ -12,6 +12,13 @@
 
 namespace baq {
 
+// One file a tokenizer was read from: its plain name (as a model folder holds it), its bytes, and
+// where it came from (a path on disk, or "embedded in X").
+struct TokenizerFile {
+  std::string name, bytes, origin;
+};
+using TokenizerFiles = std::vector<TokenizerFile>;
+
 class Tokenizer {
  public:
   virtual ~Tokenizer() = default;
@@ -29,18 +36,22 @@ class Tokenizer {
   virtual int bos_id() const = 0;  // -1 when the format has none
   virtual int eos_id() const = 0;
   virtual std::string describe() const = 0;
-  // The files it was read from, so a quantized model folder can carry a copy.
-  virtual std::vector<std::string> source_files() const = 0;
-  // (file name, bytes) to store beside a quantized model so the tokenizer reads back: the source files
-  // (llama2.c tokenizers under the name tokenizer.bin), or a serialization when it came from memory.
-  virtual std::vector<std::pair<std::string, std::string>> files() const;
+  // The files it was read from (a serialization in llama2.c's format when it came from a GGUF
+  // vocabulary), so a quantized model can carry a copy that reads back the same.
+  const TokenizerFiles& files() const { return files_; }
+  void set_files(TokenizerFiles files) { files_ = std::move(files); }
+
+ private:
+  TokenizerFiles files_;
 };
 
 // llama2.c `tokenizer.bin`: pieces with scores; encoding = dummy-prefix space, code points (byte
 // fallback to ids 3 + byte), then greedy merges of the best-scoring adjacent pair over the whole text.
 class Llama2cTokenizer final : public Tokenizer {
  public:
+  // `vocab_size` pieces (0: all the file holds); a file holding more or fewer is refused.
   Llama2cTokenizer(const std::string& path, int vocab_size);
+  Llama2cTokenizer(std::string_view bytes, const std::string& source, int vocab_size);
   // From pieces (spaces as ' ') and scores already in memory, e.g. a GGUF file's vocabulary.
   Llama2cTokenizer(std::vector<std::string> pieces, std::vector<float> scores, std::string source);
   // A Hugging Face tokenizer.json of a SentencePiece BPE vocabulary (byte_fallback, ▁ for spaces):
@@ -54,11 +65,10 @@ class Llama2cTokenizer final : public Tokenizer {
   int bos_id() const override { return 1; }
   int eos_id() const override { return 2; }
   std::string describe() const override;
-  std::vector<std::string> source_files() const override { return from_memory_ ? std::vector<std::string>{} : std::vector<std::string>{path_}; }
-  std::vector<std::pair<std::string, std::string>> files() const override;
+  // The vocabulary in llama2.c's tokenizer.bin format.
+  std::string serialize() const;
 
  private:
-  bool from_memory_ = false;
   std::string path_;
   std::vector<std::string> pieces_;
   std::vector<float> scores_;
@@ -74,6 +84,8 @@ class Llama2cTokenizer final : public Tokenizer {
 class SentencePieceTokenizer final : public Tokenizer {
  public:
   explicit SentencePieceTokenizer(const std::string& path);
+  // A serialized model proto (a tokenizer.model's bytes); `source` names it in messages.
+  SentencePieceTokenizer(std::string_view bytes, const std::string& source);
   ~SentencePieceTokenizer() override;
   std::vector<int> encode(std::string_view text, bool add_bos) const override;
   std::string decode(int id) const override;
@@ -82,7 +94,6 @@ class SentencePieceTokenizer final : public Tokenizer {
   int bos_id() const override;
   int eos_id() const override;
   std::string describe() const override;
-  std::vector<std::string> source_files() const override { return {path_}; }
 
  private:
   struct Impl;
@@ -96,7 +107,6 @@ class ByteLevelBpeTokenizer final : public Tokenizer {
  public:
   struct Spec {
     std::string source;  // what was read, for describe() and errors
-    std::vector<std::string> files;
     std::unordered_map<std::string, int> vocab;
     std::vector<std::pair<std::string, std::string>> merges;  // in rank order
     std::vector<std::pair<std::string, int>> added_tokens;    // matched literally before BPE
@@ -113,6 +123,10 @@ class ByteLevelBpeTokenizer final : public Tokenizer {
   static std::unique_ptr<ByteLevelBpeTokenizer> from_vocab_merges(const std::string& vocab_json,
                                                                   const std::string& merges_txt, int bos_id,
                                                                   int eos_id);
+  // The same from the two files' bytes; `source` names them in messages.
+  static std::unique_ptr<ByteLevelBpeTokenizer> from_vocab_merges_bytes(std::string_view vocab_json,
+                                                                        std::string_view merges_txt,
+                                                                        const std::string& source, int bos_id, int eos_id);
   std::vector<int> encode(std::string_view text, bool add_bos) const override;
   using Tokenizer::decode;
   std::string decode(int id) const override;
@@ -120,7 +134,6 @@ class ByteLevelBpeTokenizer final : public Tokenizer {
   int bos_id() const override { return spec_.bos_id; }
   int eos_id() const override { return spec_.eos_id; }
   std::string describe() const override;
-  std::vector<std::string> source_files() const override { return spec_.files; }
 
   static const std::string& gpt2_pattern();
 
@@ -140,8 +153,16 @@ class ByteLevelBpeTokenizer final : public Tokenizer {
 // A SentencePiece piece with its visible space U+2581 turned into ' ' (llama2.c's spelling of pieces).
 std::string sentencepiece_piece_to_text(std::string_view piece);
 
-// Finds and opens the tokenizer for a model: `explicit_path` when given (tokenizer.bin, .model,
-// tokenizer.json), else what the model folder holds. `vocab_size` is the model's, for checks.
+// The tokenizer files of a model: `explicit_path` when given (tokenizer.bin, .model, tokenizer.json,
+// vocab.json with merges.txt beside it, or a folder), else what the model folder holds.
+TokenizerFiles read_tokenizer_files(const std::string& explicit_path, const std::string& model_folder);
+
+// A tokenizer from its files, whatever they were read from (disk, or a .baq file's embedded copy):
+// nothing is written anywhere. Names must be plain file names. `vocab_size` is the model's: a
+// tokenizer with more tokens than the model is refused.
+std::unique_ptr<Tokenizer> open_tokenizer(const TokenizerFiles& files, int vocab_size, int bos_id, int eos_id);
+
+// read_tokenizer_files + open_tokenizer.
 std::unique_ptr<Tokenizer> open_tokenizer(const std::string& explicit_path, const std::string& model_folder,
                                           int vocab_size, int bos_id, int eos_id);
 

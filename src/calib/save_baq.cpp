@@ -31,9 +31,9 @@ void save_baq(const std::string& path, const Model& model, const QuantizeRun& ru
   if (c.quantized.size() != run.packed.size()) fail("{}: not every quantized layer maps to a model tensor", path);
   if (tokenizer != nullptr) {
     auto& names = c.metadata["tokenizer_files"] = nlohmann::json::array();
-    for (const auto& [name, bytes] : tokenizer->files()) {
-      c.files.emplace_back("tokenizer/" + name, bytes);
-      names.push_back(name);
+    for (const auto& f : tokenizer->files()) {
+      c.files.emplace_back("tokenizer/" + f.name, f.bytes);
+      names.push_back(f.name);
     }
   }
   write_baq_file(path, c);

@@ -14,15 +14,6 @@ int get_int(const nlohmann::json& j, const char* key, const std::string& path) {
 
 }  // namespace
 
-nlohmann::json read_json_file(const std::string& path) {
-  MappedFile f(path);
-  try {
-    return nlohmann::json::parse(f.data(), f.data() + f.size());
-  } catch (const nlohmann::json::exception& e) {
-    fail("{}: not valid JSON ({})", path, e.what());
-  }
-}
-
 ModelConfig read_hf_config(const std::string& path) { return parse_hf_config(read_json_file(path), path); }
 
 ModelConfig parse_hf_config(const nlohmann::json& j, const std::string& path) {

@@ -11,28 +11,6 @@
 
 namespace baq {
 
-void write_file_atomically(const std::string& path, const std::function<void(std::ostream&)>& fill) {
-  const std::string tmp = fmt::format("{}.tmp.{}", path, ::getpid());
-  try {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    if (!out) fail("{}: cannot create", tmp);
-    fill(out);
-    out.flush();
-    if (!out) fail("{}: write failed (disk full?)", tmp);
-  } catch (...) {
-    std::filesystem::remove(tmp);
-    throw;
-  }
-  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
-    std::filesystem::remove(tmp);
-    fail("{}: cannot rename the temporary file into place", path);
-  }
-}
-
-void write_file_atomically(const std::string& path, const std::string& bytes) {
-  write_file_atomically(path, [&](std::ostream& out) { out.write(bytes.data(), static_cast<std::streamsize>(bytes.size())); });
-}
-
 void write_safetensors(const std::string& path, const std::vector<std::pair<std::string, const Tensor*>>& tensors,
                        const std::map<std::string, std::string>& metadata) {
   nlohmann::ordered_json header;

@@ -5,6 +5,11 @@
 
 namespace baq {
 
+std::string read_binary_file(const std::string& path) {
+  MappedFile f(path);
+  return std::string(reinterpret_cast<const char*>(f.data()), f.size());
+}
+
 std::string read_text_file(const std::string& path) {
   MappedFile f(path);
   std::string text(reinterpret_cast<const char*>(f.data()), f.size());

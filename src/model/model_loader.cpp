@@ -1,6 +1,5 @@
 #include <filesystem>
 
-#include <unistd.h>
 
 #include "baq/baq_file.hpp"
 #include "baq/error.hpp"
@@ -25,18 +24,15 @@ std::unique_ptr<Tokenizer> gguf_tokenizer(const GgufReader& g, const std::string
     return std::make_unique<Llama2cTokenizer>(std::move(pieces), std::move(scores), source);
   }
   if (g.tokenizer_model == "gpt2") {
-    ByteLevelBpeTokenizer::Spec spec;
-    spec.source = source;
-    for (size_t i = 0; i < g.tokenizer_tokens.size(); ++i) spec.vocab.emplace(g.tokenizer_tokens[i], static_cast<int>(i));
+    // Kept as vocab.json + merges.txt, so a .baq made from this model carries a tokenizer it reads back.
+    nlohmann::ordered_json vocab = nlohmann::ordered_json::object();
+    for (size_t i = 0; i < g.tokenizer_tokens.size(); ++i) vocab[g.tokenizer_tokens[i]] = i;
+    std::string merges = "#version: 0.2\n";
     for (const std::string& m : g.tokenizer_merges) {
-      const size_t sp = m.find(' ');
-      if (sp == std::string::npos) fail("{}: merge '{}' has no space", path, m);
-      spec.merges.emplace_back(m.substr(0, sp), m.substr(sp + 1));
+      if (m.find(' ') == std::string::npos || m.find('\n') != std::string::npos) fail("{}: merge '{}' is not 'A B'", path, m);
+      merges += m + "\n";
     }
-    spec.pattern = ByteLevelBpeTokenizer::gpt2_pattern();
-    spec.bos_id = g.config().bos_id;
-    spec.eos_id = g.config().eos_id;
-    return std::make_unique<ByteLevelBpeTokenizer>(std::move(spec));
+    return ByteLevelBpeTokenizer::from_vocab_merges_bytes(vocab.dump(), merges, source, g.config().bos_id, g.config().eos_id);
   }
   fail("{}: embedded tokenizer model '{}' is not supported (llama, gpt2)", path, g.tokenizer_model);
 }
@@ -128,19 +124,15 @@ std::unique_ptr<Tokenizer> open_model_tokenizer(const LoadedModel& m, const std:
     if (const auto* g = dynamic_cast<const GgufReader*>(m.source.get())) return gguf_tokenizer(*g, m.path);
     const auto* baq = dynamic_cast<const BaqFileReader*>(m.source.get());
     if (baq != nullptr && baq->metadata().contains("tokenizer_files")) {
-      // Tokenizer libraries read files: unpack the embedded copy into a private folder for the load.
-      const fs::path tmp = fs::temp_directory_path() / fmt::format("baq-tok-{}-{}", ::getpid(), reinterpret_cast<uintptr_t>(baq));
-      fs::create_directories(tmp);
-      try {
-        for (const auto& name : baq->metadata()["tokenizer_files"])
-          write_file_atomically((tmp / name.get<std::string>()).string(), baq->file("tokenizer/" + name.get<std::string>()));
-        auto t = open_tokenizer("", tmp.string(), c.vocab_size, c.bos_id, c.eos_id);
-        fs::remove_all(tmp);
-        return t;
-      } catch (...) {
-        fs::remove_all(tmp);
-        throw;
+      // Read from the file's own records, in memory: a name in the file never becomes a path.
+      TokenizerFiles files;
+      const nlohmann::json& names = baq->metadata()["tokenizer_files"];
+      if (!names.is_array() || names.empty()) fail("{}: metadata 'tokenizer_files' is not a list of names", m.path);
+      for (const auto& n : names) {
+        const std::string name = json_as_string(n, m.path + ": metadata 'tokenizer_files' entry");
+        files.push_back({name, baq->file("tokenizer/" + name), fmt::format("{} (embedded)", m.path)});
       }
+      return open_tokenizer(files, c.vocab_size, c.bos_id, c.eos_id);
     }
   }
   return open_tokenizer(tokenizer_path, m.folder, c.vocab_size, c.bos_id, c.eos_id);

@@ -4,6 +4,7 @@
 #include <nlohmann/json.hpp>
 
 #include "baq/error.hpp"
+#include "baq/json.hpp"
 #include "baq/report.hpp"
 
 namespace baq {
@@ -148,18 +149,47 @@ std::string ppl_chart(const std::vector<json>& runs, const std::vector<std::stri
 
 }  // namespace
 
+// Every field the page reads, checked before any is used: a report is an input like any other.
+void validate_run_report(const json& r, const std::string& name) {
+  if (!r.is_object()) fail("{}: not a baq run report (not a JSON object)", name);
+  const std::string method = json_string(r, "method", name);
+  if (method != "rtn" && method != "gptq" && method != "baq") fail("{}: field 'method' is '{}', not rtn, gptq or baq", name, method);
+  const json& settings = json_field(r, "settings", name);
+  if (!settings.is_object()) fail("{}: field 'settings' is not an object", name);
+  json_number_or(settings, "bits", name + ": settings", 0.0);
+  json_number_or(settings, "rate", name + ": settings", 0.0);
+  json_string_or(settings, "allocation", name + ": settings", "");
+  const json& totals = json_field(r, "totals", name);
+  json_number(totals, "bits_per_weight", name + ": totals");
+  json_number_or(totals, "code_bits_per_weight", name + ": totals", 0.0);
+  const json& layers = json_field(r, "layers", name);
+  if (!layers.is_array() || layers.size() > 1000000) fail("{}: field 'layers' is not a list of layers", name);
+  for (size_t i = 0; i < layers.size(); ++i) {
+    const json& l = layers[i];
+    const std::string what = fmt::format("{}: layer {}", name, i);
+    json_string(l, "name", what);
+    const int64_t cols = json_int(l, "cols", what, 1, int64_t{1} << 24);
+    json_number_or(l, "gptq_loss", what, 0.0);
+    json_number_or(l, "gptq_loss_uniform", what, 0.0);
+    if (l.contains("levels")) {
+      const json& levels = l["levels"];
+      if (!levels.is_array() || static_cast<int64_t>(levels.size()) != cols)
+        fail("{}: field 'levels' must list one level count per column ({})", what, cols);
+      for (const auto& L : levels) json_as_int(L, what + ": a level count", 1, 65536);
+    }
+  }
+  if (r.contains("evaluation")) {
+    json_number(r["evaluation"], "ppl", name + ": evaluation");
+    json_number_or(r["evaluation"], "kld_mean", name + ": evaluation", 0.0);
+  }
+}
+
 std::string html_report(const std::vector<std::string>& report_json, const std::vector<std::string>& names) {
   if (report_json.empty()) fail("no run reports given");
   std::vector<json> runs;
   for (size_t i = 0; i < report_json.size(); ++i) {
-    try {
-      runs.push_back(json::parse(report_json[i]));
-    } catch (const json::exception& e) {
-      fail("{}: not valid JSON ({})", names[i], e.what());
-    }
-    const json& r = runs.back();
-    if (!r.is_object() || !r.contains("layers") || !r["layers"].is_array() || !r.contains("totals") || !r.contains("method"))
-      fail("{}: not a baq run report (no method, layers or totals)", names[i]);
+    runs.push_back(parse_json(report_json[i], names[i]));
+    validate_run_report(runs.back(), names[i]);
   }
   std::string html = R"(<!DOCTYPE html><html><head><meta charset="utf-8"><title>baq report</title>
 <style>body{font-family:sans-serif;margin:24px;color:#222}table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}th{background:#f4f4f4}h2{margin-top:28px}</style>

@@ -210,17 +210,27 @@ std::string ByteLevelBpeTokenizer::describe() const {
 std::unique_ptr<ByteLevelBpeTokenizer> ByteLevelBpeTokenizer::from_vocab_merges(const std::string& vocab_json,
                                                                                 const std::string& merges_txt,
                                                                                 int bos_id, int eos_id) {
+  auto t = from_vocab_merges_bytes(read_binary_file(vocab_json), read_binary_file(merges_txt),
+                                   fmt::format("{} + {}", vocab_json, std::filesystem::path(merges_txt).filename().string()),
+                                   bos_id, eos_id);
+  t->set_files({{"vocab.json", t->files()[0].bytes, vocab_json}, {"merges.txt", t->files()[1].bytes, merges_txt}});
+  return t;
+}
+
+std::unique_ptr<ByteLevelBpeTokenizer> ByteLevelBpeTokenizer::from_vocab_merges_bytes(std::string_view vocab_bytes,
+                                                                                      std::string_view merges_bytes,
+                                                                                      const std::string& source,
+                                                                                      int bos_id, int eos_id) {
   Spec spec;
-  spec.source = fmt::format("{} + {}", vocab_json, std::filesystem::path(merges_txt).filename().string());
-  spec.files = {vocab_json, merges_txt};
-  const nlohmann::json vocab = read_json_file(vocab_json);
-  if (!vocab.is_object()) fail("{}: vocabulary is not a JSON object", vocab_json);
+  spec.source = source;
+  const nlohmann::json vocab = parse_json(vocab_bytes, source + " (vocab.json)");
+  if (!vocab.is_object()) fail("{}: vocab.json is not a JSON object", source);
   for (const auto& [tok, id] : vocab.items()) {
-    if (!id.is_number_integer()) fail("{}: id of '{}' is not an integer", vocab_json, tok);
+    if (!id.is_number_integer() || id.get<int64_t>() < 0 || id.get<int64_t>() > (1 << 24))
+      fail("{}: vocab.json id of '{}' is not an integer in 0..2^24", source, tok);
     spec.vocab.emplace(tok, id.get<int>());
   }
-  MappedFile merges(merges_txt);
-  std::string_view text(reinterpret_cast<const char*>(merges.data()), merges.size());
+  std::string_view text = merges_bytes;
   size_t line_no = 0;
   while (!text.empty()) {
     const size_t eol = text.find('\n');
@@ -231,7 +241,7 @@ std::unique_ptr<ByteLevelBpeTokenizer> ByteLevelBpeTokenizer::from_vocab_merges(
     if (line.empty() || line.starts_with("#version")) continue;
     const size_t space = line.find(' ');
     if (space == std::string_view::npos || space == 0 || space + 1 == line.size())
-      fail("{}: line {} is not a merge 'A B'", merges_txt, line_no);
+      fail("{}: merges.txt line {} is not a merge 'A B'", source, line_no);
     spec.merges.emplace_back(std::string(line.substr(0, space)), std::string(line.substr(space + 1)));
   }
   spec.pattern = gpt2_pattern();
@@ -240,7 +250,9 @@ std::unique_ptr<ByteLevelBpeTokenizer> ByteLevelBpeTokenizer::from_vocab_merges(
   // The special tokens these vocabularies define are matched whole, as the HF tokenizers do.
   for (const char* special : {"<|endoftext|>", "<s>", "</s>", "<pad>", "<unk>", "<mask>"})
     if (auto it = spec.vocab.find(special); it != spec.vocab.end()) spec.added_tokens.emplace_back(it->first, it->second);
-  return std::make_unique<ByteLevelBpeTokenizer>(std::move(spec));
+  auto t = std::make_unique<ByteLevelBpeTokenizer>(std::move(spec));
+  t->set_files({{"vocab.json", std::string(vocab_bytes), source}, {"merges.txt", std::string(merges_bytes), source}});
+  return t;
 }
 
 std::unique_ptr<ByteLevelBpeTokenizer> ByteLevelBpeTokenizer::from_tokenizer_json(const nlohmann::json& j,
@@ -254,7 +266,6 @@ std::unique_ptr<ByteLevelBpeTokenizer> ByteLevelBpeTokenizer::from_tokenizer_jso
          "SentencePiece-style BPE", path);
   Spec spec;
   spec.source = path;
-  spec.files = {path};
   if (!model.contains("vocab") || !model["vocab"].is_object()) fail("{}: model.vocab missing", path);
   for (const auto& [tok, id] : model["vocab"].items()) {
     if (!id.is_number_integer()) fail("{}: id of '{}' is not an integer", path, tok);

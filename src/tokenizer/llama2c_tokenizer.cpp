@@ -1,4 +1,5 @@
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <filesystem>
 #include <queue>
@@ -11,33 +12,40 @@
 
 namespace baq {
 
-Llama2cTokenizer::Llama2cTokenizer(const std::string& path, int vocab_size) : path_(path) {
-  MappedFile file(path);
-  const uint8_t* p = file.data();
-  const uint64_t size = file.size();
+Llama2cTokenizer::Llama2cTokenizer(const std::string& path, int vocab_size)
+    : Llama2cTokenizer(read_binary_file(path), path, vocab_size) {}
+
+Llama2cTokenizer::Llama2cTokenizer(std::string_view bytes, const std::string& source, int vocab_size) : path_(source) {
+  const auto* p = reinterpret_cast<const uint8_t*>(bytes.data());
+  const uint64_t size = bytes.size();
   uint64_t pos = 0;
   auto read = [&](void* dst, uint64_t n, const char* what) {
-    if (size - pos < n) fail("{}: truncated tokenizer while reading {} of piece {}", path, what, pieces_.size());
+    if (size - pos < n) fail("{}: truncated tokenizer while reading {} of piece {}", source, what, pieces_.size());
     std::memcpy(dst, p + pos, n);
     pos += n;
   };
   int32_t max_len = 0;
   read(&max_len, 4, "the header");
-  if (max_len <= 0 || max_len > 4096) fail("{}: not a llama2.c tokenizer (max token length {})", path, max_len);
-  // The file does not store its size: read `vocab_size` pieces, or all when the caller does not know.
-  while (vocab_size > 0 ? static_cast<int>(pieces_.size()) < vocab_size : pos < size) {
+  if (max_len <= 0 || max_len > 4096) fail("{}: not a llama2.c tokenizer (max token length {})", source, max_len);
+  // The file does not store its size: every piece it holds is read, and the count must be the model's.
+  while (pos < size) {
     float score;
     int32_t len;
     read(&score, 4, "a score");
     read(&len, 4, "a length");
-    if (len < 0 || len > max_len) fail("{}: piece {} has length {} (max {})", path, pieces_.size(), len, max_len);
+    if (len < 0 || len > max_len) fail("{}: piece {} has length {} (max {})", source, pieces_.size(), len, max_len);
     std::string piece(static_cast<size_t>(len), '\0');
     read(piece.data(), static_cast<uint64_t>(len), "a piece");
+    if (!std::isfinite(score)) fail("{}: piece {} has a non-finite score", source, pieces_.size());
     pieces_.push_back(std::move(piece));
     scores_.push_back(score);
   }
-  if (pieces_.size() < 259) fail("{}: {} pieces cannot hold the 3 specials + 256 byte tokens", path, pieces_.size());
+  if (vocab_size > 0 && static_cast<int>(pieces_.size()) != vocab_size)
+    fail("{}: holds {} pieces but the model's vocabulary has {} tokens (a tokenizer of another model?)", source,
+         pieces_.size(), vocab_size);
+  if (pieces_.size() < 259) fail("{}: {} pieces cannot hold the 3 specials + 256 byte tokens", source, pieces_.size());
   index_pieces();
+  set_files({{"tokenizer.bin", std::string(bytes), source}});
 }
 
 void Llama2cTokenizer::index_pieces() {
@@ -61,7 +69,6 @@ std::unique_ptr<Llama2cTokenizer> Llama2cTokenizer::from_sentencepiece_json(cons
   for (const auto& [tok, id] : model["vocab"].items()) pieces[static_cast<size_t>(id.get<int>())] = spaced(tok);
   auto t = std::make_unique<Llama2cTokenizer>(std::move(pieces), std::vector<float>(static_cast<size_t>(max_id) + 1, 0.0f),
                                               path);
-  t->from_memory_ = false;
   int rank = 0;
   for (const auto& m : model["merges"]) {
     std::string a, b;
@@ -109,10 +116,11 @@ std::string sentencepiece_piece_to_text(std::string_view p) {
 }
 
 Llama2cTokenizer::Llama2cTokenizer(std::vector<std::string> pieces, std::vector<float> scores, std::string source)
-    : from_memory_(true), path_(std::move(source)), pieces_(std::move(pieces)), scores_(std::move(scores)) {
+    : path_(std::move(source)), pieces_(std::move(pieces)), scores_(std::move(scores)) {
   if (scores_.size() != pieces_.size()) fail("{}: {} scores for {} pieces", path_, scores_.size(), pieces_.size());
   if (pieces_.size() < 259) fail("{}: {} pieces cannot hold the 3 specials + 256 byte tokens", path_, pieces_.size());
   index_pieces();
+  set_files({{"tokenizer.bin", serialize(), path_}});
 }
 
 std::vector<int> Llama2cTokenizer::encode(std::string_view text, bool add_bos) const {
@@ -214,8 +222,7 @@ void Llama2cTokenizer::encode_segment(std::string_view text, bool dummy_prefix, 
   for (int i = 0; i >= 0 && n > 0; i = next[i]) tokens.push_back(tok[i]);
 }
 
-std::vector<std::pair<std::string, std::string>> Llama2cTokenizer::files() const {
-  // Always the llama2.c format under one name, whether read from a file or from memory.
+std::string Llama2cTokenizer::serialize() const {
   std::string out;
   auto put = [&](const void* p, size_t n) { out.append(static_cast<const char*>(p), n); };
   int32_t max_len = 1;
@@ -227,7 +234,7 @@ std::vector<std::pair<std::string, std::string>> Llama2cTokenizer::files() const
     put(&len, 4);
     put(pieces_[i].data(), pieces_[i].size());
   }
-  return {{"tokenizer.bin", out}};
+  return out;
 }
 
 std::string Llama2cTokenizer::decode(int id) const {

@@ -3,6 +3,7 @@
 #include <filesystem>
 
 #include "baq/error.hpp"
+#include "baq/io.hpp"
 #include "baq/tokenizer.hpp"
 
 namespace baq {
@@ -11,10 +12,14 @@ struct SentencePieceTokenizer::Impl {
   sentencepiece::SentencePieceProcessor processor;
 };
 
-SentencePieceTokenizer::SentencePieceTokenizer(const std::string& path) : path_(path), impl_(std::make_unique<Impl>()) {
-  if (!std::filesystem::is_regular_file(path)) fail("{}: cannot open SentencePiece model", path);
-  const auto status = impl_->processor.Load(path);
-  if (!status.ok()) fail("{}: not a SentencePiece model ({})", path, status.ToString());
+SentencePieceTokenizer::SentencePieceTokenizer(const std::string& path)
+    : SentencePieceTokenizer(read_binary_file(path), path) {}
+
+SentencePieceTokenizer::SentencePieceTokenizer(std::string_view bytes, const std::string& source)
+    : path_(source), impl_(std::make_unique<Impl>()) {
+  const auto status = impl_->processor.LoadFromSerializedProto(bytes);
+  if (!status.ok()) fail("{}: not a SentencePiece model ({})", source, status.ToString());
+  set_files({{"tokenizer.model", std::string(bytes), source}});
 }
 
 SentencePieceTokenizer::~SentencePieceTokenizer() = default;

@@ -28,9 +28,9 @@ Command add_generate_command(CLI::App& app) {
   sub->add_option("MODEL", a->model, kModelArgumentHelp)->required();
   sub->add_option("--prompt", a->prompt, "Prompt text")->required();
   sub->add_option("--tokenizer", a->tokenizer, "Tokenizer file when the model does not carry one");
-  sub->add_option("-n", a->n, "Tokens to generate")->check(CLI::PositiveNumber)->capture_default_str();
-  sub->add_option("--temp", a->temp, "Temperature (0 = greedy)")->check(CLI::Range(0.0, 10.0))->capture_default_str();
-  sub->add_option("--top-p", a->top_p, "Nucleus sampling mass")->check(CLI::Range(0.0, 1.0))->capture_default_str();
+  sub->add_option("-n", a->n, "Tokens to generate")->check(IntRange(1, 1 << 24))->capture_default_str();
+  sub->add_option("--temp", a->temp, "Temperature (0 = greedy)")->check(NumberRange(0.0, 10.0))->capture_default_str();
+  sub->add_option("--top-p", a->top_p, "Nucleus sampling mass")->check(NumberRange(0.0, 1.0))->capture_default_str();
   sub->add_option("--seed", a->seed, "Sampling seed")->capture_default_str();
   return {sub, [a] {
             const auto t0 = std::chrono::steady_clock::now();

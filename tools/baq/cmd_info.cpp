@@ -27,8 +27,9 @@ Command add_info_command(CLI::App& app) {
             try {
               if (!m.tokenizer) m.tokenizer = open_model_tokenizer(m, *tokenizer);
               tokenizer_line = m.tokenizer->describe();
-              const auto files = m.tokenizer->source_files();
-              if (!files.empty()) tokenizer_line += fmt::format(" — read from {}", fmt::join(files, ", "));
+              std::vector<std::string> origins;
+              for (const auto& f : m.tokenizer->files()) origins.push_back(f.origin);
+              if (!origins.empty()) tokenizer_line += fmt::format(" — read from {}", fmt::join(origins, ", "));
             } catch (const Error& e) {
               tokenizer_line = fmt::format("none: {}", e.what());
             }

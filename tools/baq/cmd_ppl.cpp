@@ -27,9 +27,9 @@ Command add_ppl_command(CLI::App& app) {
       ->required();
   sub->add_option("--tokenizer", a->tokenizer, "Tokenizer file when the model does not carry one");
   sub->add_option("--seqlen", a->seqlen, "Window length in tokens (default: the model's context, capped at 2048)")
-      ->check(CLI::Range(2, 1 << 20));
+      ->check(IntRange(2, 1 << 20));
   sub->add_option("--max-windows", a->max_windows, "Evaluate only the first K windows (default: all)")
-      ->check(CLI::NonNegativeNumber);
+      ->check(IntRange(0, int64_t{1} << 40));
   sub->add_option("--protocol", a->protocol,
                   "windows (GPTQ papers), stream (llama2.c) or llamacpp (llama-perplexity)")
       ->check(CLI::IsMember({"windows", "stream", "llamacpp"}));

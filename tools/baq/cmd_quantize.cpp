@@ -7,6 +7,7 @@
 #include "baq/calibrate.hpp"
 #include "baq/error.hpp"
 #include "baq/io.hpp"
+#include "baq/output.hpp"
 #include "baq/perplexity.hpp"
 #include "baq/report.hpp"
 #include "commands.hpp"
@@ -42,27 +43,42 @@ Command add_quantize_command(CLI::App& app) {
   sub->add_option("--bits", a->bits,
                   "Code bits per weight: an integer 2..8 for rtn/gptq; for baq the mean over columns, fractional "
                   "allowed (e.g. 2.5), met to within 1/columns")
-      ->check(CLI::Range(0.25, 8.0))->capture_default_str();
+      ->check(NumberRange(0.25, 8.0))->capture_default_str();
   sub->add_option("--alloc", a->alloc, "baq: budget per layer, or pooled over the whole model (sensitive layers get more)")
       ->check(CLI::IsMember({"layer", "model"}))->capture_default_str();
   sub->add_option("--group-size", a->settings.group_size,
                   "Input columns per scale/zero group (0 = one grid per output row; a last partial group gets its own)")
-      ->check(CLI::NonNegativeNumber)->capture_default_str();
+      ->check(IntRange(0, 1 << 20))->capture_default_str();
   sub->add_flag("--sym", a->settings.sym, "Symmetric grid (no zero point stored)");
-  sub->add_option("--damp", a->settings.damp, "GPTQ damping, fraction of mean(diag H)")->check(CLI::Range(0.0, 10.0))->capture_default_str();
-  sub->add_option("--block-size", a->settings.block_size, "GPTQ lazy-batch width")->check(CLI::PositiveNumber)->capture_default_str();
+  sub->add_option("--damp", a->settings.damp, "GPTQ damping, fraction of mean(diag H)")->check(NumberRange(0.0, 10.0))->capture_default_str();
+  sub->add_option("--block-size", a->settings.block_size, "GPTQ lazy-batch width")->check(IntRange(1, 1 << 20))->capture_default_str();
   sub->add_flag("--act-order", a->settings.act_order, "GPTQ: quantize columns by decreasing Hessian diagonal");
   sub->add_option("--calib", a->calib, "Calibration text (plain text or .jsonl)")->capture_default_str();
-  sub->add_option("--nsamples", a->nsamples, "Calibration windows")->check(CLI::PositiveNumber)->capture_default_str();
+  sub->add_option("--nsamples", a->nsamples, "Calibration windows")->check(IntRange(1, 1 << 20))->capture_default_str();
   sub->add_option("--seqlen", a->seqlen, "Calibration window length (capped at the model's context)")
-      ->check(CLI::Range(2, 1 << 20))->capture_default_str();
+      ->check(IntRange(2, 1 << 20))->capture_default_str();
   sub->add_option("--seed", a->seed, "Seed of the calibration window sampler")->capture_default_str();
   sub->add_option("--eval", a->eval,
                   "After quantizing, measure perplexity (windows protocol, the model's context capped at 2048) and "
                   "KLD against the original model on this text; recorded in report.json");
   sub->add_option("--eval-max-windows", a->eval_max_windows, "Evaluate only the first K windows")
-      ->check(CLI::NonNegativeNumber);
+      ->check(IntRange(0, int64_t{1} << 40));
   return {sub, [a] {
+            // Outputs are checked before any work: a run that would overwrite an input or a folder baq
+            // did not write is refused now, not after quantizing.
+            InputSet inputs;
+            for (const std::string* p : {&a->model, &a->tokenizer, &a->calib, &a->eval})
+              if (!p->empty()) inputs.add(*p);
+            if (std::filesystem::is_regular_file(a->model))
+              inputs.add(std::filesystem::path(a->model).parent_path().empty() ? "." : std::filesystem::path(a->model).parent_path().string());
+            const bool to_baq = a->out.ends_with(".baq");
+            const std::string report_path = to_baq ? a->out.substr(0, a->out.size() - 4) + ".report.json" : "";
+            if (to_baq) {
+              check_output_file(a->out, inputs);
+              check_output_file(report_path, inputs);
+            } else {
+              OutputFolder::check(a->out, inputs);
+            }
             LoadedModel m = load_model(a->model, a->tokenizer);
             if (!std::filesystem::exists(a->calib))
               fail("{}: calibration text not found; pass --calib FILE", a->calib);
@@ -131,13 +147,13 @@ Command add_quantize_command(CLI::App& app) {
                          ctx.reference_ppl, ctx.kld_mean, 100 * ctx.top1_agreement);
             }
             const std::string report = quantize_report_json(run, options, ctx);
-            if (a->out.ends_with(".baq")) {
+            if (to_baq) {
               const auto full = nlohmann::json::parse(report);
               const nlohmann::json summary = {{"tool", full["tool"]},         {"method", full["method"]},
                                               {"settings", full["settings"]}, {"calibration", full["calibration"]},
                                               {"totals", full["totals"]}};
               save_baq(a->out, *m.model, run, m.tokenizer.get(), {{"quantization", summary}});
-              write_file_atomically(a->out.substr(0, a->out.size() - 4) + ".report.json", report);
+              write_file_atomically(report_path, report);
             } else {
               write_model_folder(a->out, *m.model, m.tokenizer.get(), {{"report.json", report}});
             }
@@ -148,9 +164,8 @@ Command add_quantize_command(CLI::App& app) {
                        run.layers.size(), run.quantized_weights, run.bits_per_weight(), run.code_bits_per_weight(),
                        run.bits.codes, run.bits.ranges, run.bits.widths, run.bits.means);
             fmt::print("proxy loss {:.6g}  time {:.2f} s  peak memory {:.1f} MiB\n", proxy, run.seconds, peak_rss_mib());
-            if (a->out.ends_with(".baq"))
-              fmt::print("wrote {} ({} bytes) and {}.report.json\n", a->out, std::filesystem::file_size(a->out),
-                         a->out.substr(0, a->out.size() - 4));
+            if (to_baq)
+              fmt::print("wrote {} ({} bytes) and {}\n", a->out, std::filesystem::file_size(a->out), report_path);
             else
               fmt::print("wrote {} (dequantized checkpoint + report.json)\n", a->out);
           }};

@@ -17,11 +17,15 @@ Command add_report_command(CLI::App& app) {
   sub->add_option("--html", *html, "Output HTML file")->required();
   return {sub, [runs, html] {
             std::vector<std::string> texts, names;
+            InputSet inputs;
+            for (const std::string& path : *runs) inputs.add(path);
+            check_output_file(*html, inputs);
             for (std::string path : *runs) {
               if (std::filesystem::is_directory(path)) path = (std::filesystem::path(path) / "report.json").string();
               MappedFile f(path);
               texts.emplace_back(reinterpret_cast<const char*>(f.data()), f.size());
               const auto p = std::filesystem::path(path);
+              validate_run_report(parse_json(texts.back(), path), path);
               names.push_back(p.filename() == "report.json" ? p.parent_path().filename().string() : p.stem().string());
             }
             write_file_atomically(*html, html_report(texts, names));

@@ -3,6 +3,8 @@
 
 #include <CLI/CLI.hpp>
 
+#include "validators.hpp"
+
 namespace baq::cli {
 
 // What every MODEL argument accepts (load_model picks the reader).
