@@ -8,6 +8,7 @@
 #include <random>
 #include <vector>
 
+#include "baq/blas.hpp"
 #include "baq/pack.hpp"
 #include "baq/quant.hpp"
 
@@ -106,4 +107,11 @@ BENCHMARK(BM_Gptq)->Arg(1024)->Arg(2048)->Arg(4096)->Unit(benchmark::kMillisecon
 
 }  // namespace
 
-BENCHMARK_MAIN();
+int main(int argc, char** argv) {
+  baq::configure_blas();
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}

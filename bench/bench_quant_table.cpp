@@ -7,6 +7,7 @@
 #include <fmt/format.h>
 #include <string>
 
+#include "baq/blas.hpp"
 #include "baq/calibrate.hpp"
 #include "baq/error.hpp"
 #include "baq/io.hpp"
@@ -15,6 +16,7 @@
 using namespace baq;
 
 int main(int argc, char** argv) {
+  baq::configure_blas();
   const std::string which = argc > 1 ? argv[1] : "stories";
   const int nsamples = argc > 2 ? std::stoi(argv[2]) : 64;
   const int64_t max_windows = argc > 3 ? std::stoll(argv[3]) : 0;

@@ -1,5 +1,6 @@
 #include "test_util.hpp"
 
+#include "baq/blas.hpp"
 #include "baq/io.hpp"
 
 #include <unistd.h>
@@ -13,6 +14,11 @@
 namespace baq::test {
 
 namespace fs = std::filesystem;
+
+namespace {
+// Every test binary links this file: BLAS runs the kernels the CPU supports, as in the baq binary.
+const bool kBlasConfigured = (configure_blas(), true);
+}  // namespace
 
 TempDir::TempDir() {
   std::string tmpl = (fs::temp_directory_path() / "baq-test-XXXXXX").string();

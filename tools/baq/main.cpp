@@ -7,6 +7,7 @@
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
 
+#include "baq/blas.hpp"
 #include "baq/error.hpp"
 #include "baq/output.hpp"
 #include "commands.hpp"
@@ -27,6 +28,7 @@ int report_error(const std::string& message) {
 
 int main(int argc, char** argv) {
   baq::install_signal_cleanup();
+  baq::configure_blas();
   CLI::App app{"baq: post-training weight quantization of LLMs with optimal bit allocation"};
   app.require_subcommand(1);
   int threads = 0;
