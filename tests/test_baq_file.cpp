@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 #include <zlib.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <functional>
@@ -111,7 +112,7 @@ TEST_F(BaqFile, RoundTripIsExactForEveryMethod) {
     }
     EXPECT_LE(run.bits.total() / 8, static_cast<double>(packed));
     EXPECT_LE(static_cast<double>(packed), run.bits.total() / 8 + 14.0 * 7);  // ≤ 7 bytes of section padding each
-    EXPECT_LE(reader.file_size(), packed + fp + 64 * records + 24 + 8192);
+    EXPECT_LE(reader.file_size(), packed + fp + 64 * records + 64 + 8192);
     EXPECT_EQ(reader.metadata()["note"], "test");
   }
 }
@@ -134,41 +135,68 @@ TEST_F(BaqFile, CorruptFilesFailClearly) {
       EXPECT_EQ(msg.find('\n'), std::string::npos);
     }
   };
-  uint64_t header_len;
-  std::memcpy(&header_len, good.data() + 16, 8);
-  auto header = nlohmann::json::parse(good.substr(24, header_len));
+  uint64_t header_offset, header_len;
+  std::memcpy(&header_offset, good.data() + 16, 8);
+  std::memcpy(&header_len, good.data() + 24, 8);
+  ASSERT_EQ(header_offset + header_len, good.size());
+  auto header = nlohmann::json::parse(good.substr(header_offset, header_len));
   const auto& first_packed = [&]() -> nlohmann::json& {
     for (auto& r : header["records"])
       if (r["kind"] == "packed") return r;
     throw std::runtime_error("no packed record");
   }();
-  // A flipped byte inside a packed record.
+  // A flipped byte inside a packed record, in the header, in the prologue.
   std::string flipped = good;
   flipped[first_packed["offset"].get<size_t>() + 3] ^= 0x40;
   expect_error(flipped, "checksum mismatch");
-  // A flipped byte in the JSON header.
   flipped = good;
-  flipped[30] ^= 0x01;
+  flipped[header_offset + 5] ^= 0x01;
   expect_error(flipped, "header checksum mismatch");
-  expect_error(good.substr(0, good.size() - 100), "outside the file");
+  flipped = good;
+  flipped[20] ^= 0x01;
+  expect_error(flipped, "prologue checksum mismatch");
+  flipped = good;
+  flipped[50] = 1;
+  expect_error(flipped, "prologue byte 50 is not zero");
+  // Every padding byte between records is checked: flip each in turn.
+  {
+    std::vector<std::pair<uint64_t, uint64_t>> spans;
+    for (const auto& r : header["records"]) spans.emplace_back(r["offset"].get<uint64_t>(), r["bytes"].get<uint64_t>());
+    std::sort(spans.begin(), spans.end());
+    uint64_t at = 64;
+    int flips = 0;
+    for (const auto& [off, n] : spans) {
+      for (uint64_t i = at; i < off; ++i, ++flips) {
+        flipped = good;
+        flipped[i] = 7;
+        expect_error(flipped, "padding byte");
+      }
+      at = off + n;
+    }
+    EXPECT_GT(flips, 10);
+  }
+  expect_error(good + "appended", "bytes follow the header");
+  expect_error(good.substr(0, good.size() - 100), "truncated?");
   expect_error(good.substr(0, 20), "truncated");
   std::string version = good;
   version[8] = 9;
   expect_error(version, "version 9 is not supported");
   expect_error("NOTABAQ!" + good.substr(8), "unknown model format");
-  // A header that lies about a record's size or offset, with a valid header checksum. The lies keep
-  // or shrink the header's length; JSON whitespace pads it back so every record stays in place.
+  // A header that lies, with valid checksums: the new header replaces the old one at its offset.
+  auto with_header = [&](const std::string& text) {
+    std::string bytes = good.substr(0, header_offset) + text;
+    const uint32_t crc = static_cast<uint32_t>(crc32(0L, reinterpret_cast<const Bytef*>(text.data()), static_cast<uInt>(text.size())));
+    const uint64_t len = text.size();
+    std::memcpy(bytes.data() + 12, &crc, 4);
+    std::memcpy(bytes.data() + 24, &len, 8);
+    const uint32_t pcrc = static_cast<uint32_t>(crc32(0L, reinterpret_cast<const Bytef*>(bytes.data()), 32));
+    std::memcpy(bytes.data() + 32, &pcrc, 4);
+    return bytes;
+  };
   auto rewrite = [&](const std::function<void(nlohmann::json&)>& edit) {
     nlohmann::json h = header;
     edit(h);
-    std::string text = h.dump();
-    EXPECT_LE(text.size(), header_len);
-    text.resize(header_len, ' ');
-    std::string bytes = good;
-    const uint32_t crc = static_cast<uint32_t>(crc32(0L, reinterpret_cast<const Bytef*>(text.data()), static_cast<uInt>(text.size())));
-    std::memcpy(bytes.data() + 12, &crc, 4);
-    std::memcpy(bytes.data() + 24, text.data(), text.size());
-    return bytes;
+    return with_header(h.dump());
   };
   expect_error(rewrite([](nlohmann::json& h) {
                  for (auto& r : h["records"])
@@ -188,10 +216,17 @@ TEST_F(BaqFile, CorruptFilesFailClearly) {
                "misaligned");
   expect_error(rewrite([&](nlohmann::json& h) {
                  auto& last = h["records"].back();
-                 last["bytes"] = good.size() - last["offset"].get<uint64_t>() + 1;  // one byte past the end
+                 last["bytes"] = header_offset - last["offset"].get<uint64_t>() + 1;  // one byte into the header
                }),
-               "outside the file");
+               "outside the file's records");
   expect_error(rewrite([](nlohmann::json& h) { h["records"][0]["kind"] = "f64"; }), "unknown kind 'f64'");
+  expect_error(rewrite([](nlohmann::json& h) { h["records"][1]["name"] = h["records"][0]["name"]; }), "two records named");
+  expect_error(rewrite([](nlohmann::json& h) { h["records"][0]["offset"] = "64"; }), "field 'offset': must be an integer");
+  expect_error(rewrite([](nlohmann::json& h) { h["records"].erase(1); }), "belong to no record");
+  expect_error(rewrite([](nlohmann::json& h) { h["metadata"]["rope_style"] = "sideways"; }), "'sideways', not interleaved");
+  // JSON nested 200,000 deep (with valid checksums) is refused before anything is built from it.
+  expect_error(with_header(std::string(200000, '[') + std::string(200000, ']')), "nests deeper than 64");
+  expect_error(with_header(R"({"records": [], "records": []})"), "duplicate key 'records'");
 }
 
 }  // namespace

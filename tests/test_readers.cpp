@@ -116,7 +116,7 @@ TEST_F(ModelFolder, UnknownArchitectureAndBadConfig) {
   cfg = nlohmann::json::parse(baq::hf_config_json(c));
   cfg.erase("hidden_size");
   write_bytes(dir.file("config.json"), cfg.dump());
-  expect_error([&] { load_model(dir.path().string(), "", false); }, {"config.json", "missing integer 'hidden_size'"});
+  expect_error([&] { load_model(dir.path().string(), "", false); }, {"config.json", "missing field 'hidden_size'"});
 }
 
 TEST_F(ModelFolder, ShardedCheckpointReadsLikeOneFile) {

@@ -1,20 +1,26 @@
 #pragma once
 // The .baq container: a quantized model in one file, small on disk and read without a second copy.
 //
-//   0   "BAQFILE\0"                    magic
-//   8   u32 version (1)
+//   0   "BAQFILE\0"                              magic
+//   8   u32 version (3)
 //   12  u32 CRC32 of the JSON header
-//   16  u64 length of the JSON header
-//   24  JSON: {"metadata": {...}, "records": [{name, kind, offset, bytes, crc32, ...}]}
-//   ... records, each at a 64-byte aligned offset, each with its own CRC32:
+//   16  u64 offset of the JSON header
+//   24  u64 length of the JSON header
+//   32  u32 CRC32 of bytes 0..32
+//   36  zero bytes up to 64
+//   64  records, each at a 64-byte aligned offset, each with its own CRC32, zero bytes between:
 //       "f32"    a full-precision tensor, little-endian F32
 //       "bf16"   the same when every value is a BF16 number (lossless, half the bytes)
 //       "packed" a quantized linear: [levels u8 × cols, when they differ] [min F16 × rows·groups]
 //                [max F16 × rows·groups] [one-level column values F16] [group u32 × cols, act-order]
 //                [row-wise mixed-radix code words u64 × rows·words_per_row], sections 8-aligned
 //       "file"   an embedded file (the tokenizer)
-// Every size and offset is checked against the file and against the sizes the record's own fields
-// imply; every CRC is verified before a record is used.
+//   H   JSON: {"metadata": {...}, "records": [{name, kind, offset, bytes, crc32, ...}]} at a 64-byte
+//       aligned offset after the last record; the file ends where it ends.
+// The header comes last so records stream out as they are made (one block at a time, never the whole
+// model in memory). Every byte is covered: the prologue, records and header by their CRCs, padding
+// checked to be zero, nothing after the header. Every size and offset is checked against the file and
+// against the sizes the record's own fields imply; a record's CRC is verified before it is used.
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -23,21 +29,33 @@
 #include <nlohmann/json.hpp>
 
 #include "baq/io.hpp"
+#include "baq/output.hpp"
 #include "baq/pack.hpp"
 
 namespace baq {
 
-inline constexpr uint32_t kBaqFileVersion = 2;  // 2: code words are fixed-point fractions (multiply to decode)
+inline constexpr uint32_t kBaqFileVersion = 3;  // 3: header last, prologue CRC, padding checked
 
-struct BaqFileContents {
-  nlohmann::json metadata = nlohmann::json::object();
-  std::vector<std::pair<std::string, const Tensor*>> tensors;         // stored as F32
-  std::vector<std::pair<std::string, const PackedLinear*>> quantized;  // stored packed
-  std::vector<std::pair<std::string, std::string>> files;             // name -> bytes
+// Writes a .baq file record by record through an AtomicFile: nothing is in place until finish().
+class BaqFileWriter {
+ public:
+  explicit BaqFileWriter(const std::string& path);
+  // Stored as "bf16" when every value is a BF16 number, else "f32".
+  void add_tensor(const std::string& name, const Tensor& t);
+  void add_packed(const std::string& name, const PackedLinear& p);
+  void add_file(const std::string& name, const std::string& bytes);
+  // Writes the header with `metadata` and moves the file into place.
+  void finish(const nlohmann::json& metadata);
+  uint64_t bytes_written() const { return at_; }
+
+ private:
+  void add_record(const std::string& name, const std::string& kind, const std::string& bytes,
+                  nlohmann::ordered_json fields);
+  AtomicFile file_;
+  uint64_t at_ = 0;
+  nlohmann::ordered_json records_ = nlohmann::ordered_json::array();
+  std::vector<std::string> names_;
 };
-
-// Writes atomically (temporary file + rename).
-void write_baq_file(const std::string& path, const BaqFileContents& contents);
 
 // True when the file starts with the .baq magic.
 bool is_baq_file(const std::string& path);
@@ -72,6 +90,7 @@ class BaqFileReader final : public TensorSource {
   std::shared_ptr<MappedFile> file_;
   nlohmann::json metadata_;
   std::vector<Record> records_;
+  std::map<std::string, size_t> index_;  // name -> record
   std::vector<TensorInfo> infos_;
 };
 

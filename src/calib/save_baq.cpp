@@ -1,4 +1,3 @@
-#include <filesystem>
 #include <map>
 
 #include "baq/baq_file.hpp"
@@ -17,26 +16,28 @@ void save_baq(const std::string& path, const Model& model, const QuantizeRun& ru
       if (k >= run.packed.size()) fail("{}: the quantization run has fewer layers than the model", path);
       packed[&l->weight] = &run.packed[k++];
     }
-  BaqFileContents c;
-  c.metadata = metadata;
-  c.metadata["config"] = nlohmann::json::parse(hf_config_json(model.config()));
-  c.metadata["rope_style"] = model.config().rope_style == RopeStyle::Interleaved ? "interleaved" : "rotate-half";
+  nlohmann::json meta = metadata;
+  meta["config"] = nlohmann::json::parse(hf_config_json(model.config()));
+  meta["rope_style"] = model.config().rope_style == RopeStyle::Interleaved ? "interleaved" : "rotate-half";
+  BaqFileWriter writer(path);
+  size_t written = 0;
   for (const auto& [name, t] : model.tensors()) {
-    auto it = packed.find(t);
-    if (it != packed.end())
-      c.quantized.emplace_back(name, it->second);
-    else
-      c.tensors.emplace_back(name, t);
+    if (auto it = packed.find(t); it != packed.end()) {
+      writer.add_packed(name, *it->second);
+      ++written;
+    } else {
+      writer.add_tensor(name, *t);
+    }
   }
-  if (c.quantized.size() != run.packed.size()) fail("{}: not every quantized layer maps to a model tensor", path);
+  if (written != run.packed.size()) fail("{}: not every quantized layer maps to a model tensor", path);
   if (tokenizer != nullptr) {
-    auto& names = c.metadata["tokenizer_files"] = nlohmann::json::array();
+    auto& names = meta["tokenizer_files"] = nlohmann::json::array();
     for (const auto& f : tokenizer->files()) {
-      c.files.emplace_back("tokenizer/" + f.name, f.bytes);
+      writer.add_file("tokenizer/" + f.name, f.bytes);
       names.push_back(f.name);
     }
   }
-  write_baq_file(path, c);
+  writer.finish(meta);
 }
 
 }  // namespace baq

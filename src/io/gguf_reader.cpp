@@ -188,19 +188,26 @@ GgufReader::GgufReader(const std::string& path) : file_(std::make_shared<MappedF
     infos_.push_back(std::move(info));
   }
 
+  // Counts are integers in a sane range before they become ints (a double cast out of range is UB).
+  auto count = [&](const std::string& key, std::optional<double> fallback = std::nullopt, double lo = 1) {
+    const double v = number(key, fallback);
+    if (!(v >= lo && v <= (1 << 24)) || v != std::floor(v))
+      fail("{}: metadata '{}' = {} is not an integer in {}..2^24", path, key, v, lo);
+    return static_cast<int>(v);
+  };
   config_.arch = Architecture::Llama;
-  config_.dim = static_cast<int>(number("llama.embedding_length"));
-  config_.hidden_dim = static_cast<int>(number("llama.feed_forward_length"));
-  config_.n_layers = static_cast<int>(number("llama.block_count"));
-  config_.n_heads = static_cast<int>(number("llama.attention.head_count"));
-  config_.n_kv_heads = static_cast<int>(number("llama.attention.head_count_kv", config_.n_heads));
-  config_.max_seq_len = static_cast<int>(number("llama.context_length"));
+  config_.dim = count("llama.embedding_length");
+  config_.hidden_dim = count("llama.feed_forward_length");
+  config_.n_layers = count("llama.block_count");
+  config_.n_heads = count("llama.attention.head_count");
+  config_.n_kv_heads = count("llama.attention.head_count_kv", config_.n_heads);
+  config_.max_seq_len = count("llama.context_length");
   config_.norm_eps = static_cast<float>(number("llama.attention.layer_norm_rms_epsilon", 1e-5));
   config_.rope_theta = static_cast<float>(number("llama.rope.freq_base", 10000.0));
   config_.rope_style = RopeStyle::Interleaved;  // llama.cpp's converter undoes HF's q/k permutation
   config_.tied_embeddings = !entries_.count("lm_head.weight");
-  config_.bos_id = static_cast<int>(number("tokenizer.ggml.bos_token_id", 1.0));
-  config_.eos_id = static_cast<int>(number("tokenizer.ggml.eos_token_id", 2.0));
+  config_.bos_id = count("tokenizer.ggml.bos_token_id", 1.0, 0);
+  config_.eos_id = count("tokenizer.ggml.eos_token_id", 2.0, 0);
   auto emb = entries_.find("model.embed_tokens.weight");
   if (emb == entries_.end()) fail("{}: missing tensor 'token_embd.weight'", path);
   config_.vocab_size = static_cast<int>(infos_[emb->second.info].shape[0]);

@@ -8,8 +8,7 @@ namespace baq {
 namespace {
 
 int get_int(const nlohmann::json& j, const char* key, const std::string& path) {
-  if (!j.contains(key) || !j[key].is_number_integer()) fail("{}: missing integer '{}'", path, key);
-  return j[key].get<int>();
+  return static_cast<int>(json_int(j, key, path, 1, 1 << 24));
 }
 
 }  // namespace

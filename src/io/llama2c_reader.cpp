@@ -49,12 +49,20 @@ Llama2cReader::Llama2cReader(const std::string& path) : file_(std::make_shared<M
   const int64_t dim = config_.dim, hidden = config_.hidden_dim, L = config_.n_layers, kv = config_.kv_dim();
   const int64_t vocab = config_.vocab_size, hs = config_.head_dim();
   uint64_t offset = sizeof h;
+  // Every size is checked arithmetic: a header of plausible numbers can still describe more bytes than
+  // 64 bits count, and a wrapped sum would pass the size check below.
+  auto grow = [&](uint64_t bytes) {
+    if (__builtin_add_overflow(offset, bytes, &offset) || offset > file_->size())
+      fail("{}: header describes more weight bytes than the file's {} (truncated or not llama2.c v0)", path,
+           file_->size());
+  };
   auto add = [&](const std::string& name, std::vector<int64_t> shape) {
     TensorInfo info{name, DType::F32, std::move(shape), path};
-    int64_t n = 1;
-    for (int64_t d : info.shape) n *= d;
+    uint64_t n = 4;
+    for (int64_t d : info.shape)
+      if (__builtin_mul_overflow(n, static_cast<uint64_t>(d), &n)) grow(~uint64_t{0});
     offsets_[name] = offset;
-    offset += static_cast<uint64_t>(n) * 4;
+    grow(n);
     infos_.push_back(std::move(info));
   };
   // Stacked arrays in llama2.c order; each layer's slice becomes its own named tensor.
@@ -72,7 +80,7 @@ Llama2cReader::Llama2cReader(const std::string& path) : file_(std::make_shared<M
   stacked("mlp.down_proj.weight", {dim, hidden});
   stacked("mlp.up_proj.weight", {hidden, dim});
   add("model.norm.weight", {dim});
-  offset += static_cast<uint64_t>(config_.max_seq_len) * static_cast<uint64_t>(hs) * 4;  // unused freq_cis tables
+  grow(static_cast<uint64_t>(config_.max_seq_len) * static_cast<uint64_t>(hs) * 4);  // unused freq_cis tables
   if (!config_.tied_embeddings) add("lm_head.weight", {vocab, dim});
   if (offset != file_->size())
     fail("{}: header describes {} bytes of weights but the file holds {} (truncated or not llama2.c v0)", path,

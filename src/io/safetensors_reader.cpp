@@ -1,3 +1,4 @@
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <filesystem>
@@ -27,16 +28,14 @@ SafetensorsReader::SafetensorsReader(const std::string& path) : file_(std::make_
   uint64_t header_len = 0;
   std::memcpy(&header_len, file_->data(), 8);  // little-endian, as are the machines we run on
   if (header_len > size - 8) fail("{}: header length {} exceeds the file size {}", path, header_len, size);
+  if (header_len > (uint64_t{100} << 20)) fail("{}: header length {} exceeds the format's 100 MB", path, header_len);
   const uint64_t data_start = 8 + header_len;
   const uint64_t data_size = size - data_start;
 
-  nlohmann::json header;
-  try {
-    header = nlohmann::json::parse(file_->data() + 8, file_->data() + data_start);
-  } catch (const nlohmann::json::exception& e) {
-    fail("{}: header is not valid JSON ({})", path, e.what());
-  }
+  const nlohmann::json header =
+      parse_json(std::string_view(reinterpret_cast<const char*>(file_->data()) + 8, header_len), path + " (header)");
   if (!header.is_object()) fail("{}: header is not a JSON object", path);
+  std::vector<std::pair<uint64_t, uint64_t>> extents;  // [begin, end) of every tensor, to check the layout
 
   for (const auto& [name, entry] : header.items()) {
     if (name == "__metadata__") {
@@ -76,7 +75,17 @@ SafetensorsReader::SafetensorsReader(const std::string& path) : file_(std::make_
            js.dump(), dtype_name(info.dtype), numel * dtype_size(info.dtype));
     index_[name] = Entry{infos_.size(), data_start + begin, end - begin};
     infos_.push_back(std::move(info));
+    extents.emplace_back(begin, end);
   }
+  // The format's rule: the data section is indexed whole, without holes or overlaps.
+  std::sort(extents.begin(), extents.end());
+  uint64_t at = 0;
+  for (const auto& [begin, end] : extents) {
+    if (begin < at) fail("{}: tensor data ranges overlap at byte {} of the data section", path, begin);
+    if (begin > at) fail("{}: bytes {}..{} of the data section belong to no tensor", path, at, begin);
+    at = end;
+  }
+  if (at != data_size) fail("{}: the data section holds {} bytes but the tensors cover {}", path, data_size, at);
 }
 
 Tensor SafetensorsReader::load(const std::string& name) const {

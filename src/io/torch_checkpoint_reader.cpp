@@ -53,6 +53,7 @@ TorchCheckpointReader::TorchCheckpointReader(const std::string& path) : file_(st
          "to safetensors",
          path);
   zip_ = std::make_unique<ZipArchive>(file_->data(), file_->size(), path);
+  zip_->verify_stored_entries();
   const ZipEntry* pickle = nullptr;
   for (const ZipEntry& e : zip_->entries()) {
     const size_t slash = e.name.find('/');

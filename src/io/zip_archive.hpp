@@ -27,6 +27,8 @@ class ZipArchive {
 
   const std::vector<ZipEntry>& entries() const { return entries_; }
   const ZipEntry* find(const std::string& name) const;
+  // Every stored entry's bytes against its CRC-32 (deflated ones are checked when read).
+  void verify_stored_entries() const;
   // The entry's contents, inflated if needed and checked against its CRC-32. `limit` bounds the size
   // accepted (a lying header must not make us allocate gigabytes).
   std::string read(const ZipEntry& entry, uint64_t limit = uint64_t{1} << 30) const;

@@ -86,7 +86,9 @@ LoadedModel load_model(const std::string& path, const std::string& tokenizer_pat
       auto reader = std::make_unique<BaqFileReader>(path);
       if (!reader->metadata().contains("config")) fail("{}: .baq metadata has no model config", path);
       m.config = parse_hf_config(reader->metadata()["config"], path);
-      if (reader->metadata().value("rope_style", "") == "interleaved") m.config.rope_style = RopeStyle::Interleaved;
+      const std::string style = json_string_or(reader->metadata(), "rope_style", path + ": metadata", "rotate-half");
+      if (style == "interleaved") m.config.rope_style = RopeStyle::Interleaved;
+      else if (style != "rotate-half") fail("{}: metadata 'rope_style' is '{}', not interleaved or rotate-half", path, style);
       m.config_source = path + " (metadata)";
       m.format = "baq packed";
       m.source = std::move(reader);

@@ -3,6 +3,7 @@
 #include <unistd.h>
 #include <zlib.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <filesystem>
@@ -10,13 +11,14 @@
 
 #include "baq/error.hpp"
 #include "baq/half.hpp"
+#include "baq/json.hpp"
 
 namespace baq {
 
 namespace {
 
 constexpr char kMagic[8] = {'B', 'A', 'Q', 'F', 'I', 'L', 'E', '\0'};
-constexpr uint64_t kHeaderFixed = 24, kAlign = 64;
+constexpr uint64_t kPrologue = 64, kAlign = 64;
 
 uint32_t crc32_of(const void* data, uint64_t n) {
   uLong crc = crc32(0L, Z_NULL, 0);
@@ -87,136 +89,152 @@ bool is_baq_file(const std::string& path) {
   return static_cast<bool>(in.read(magic, 8)) && std::memcmp(magic, kMagic, 8) == 0;
 }
 
-void write_baq_file(const std::string& path, const BaqFileContents& c) {
-  // Records first (their offsets depend on the header's length, so lay out the header twice).
-  struct Pending {
-    std::string name, kind, bytes;
-    nlohmann::ordered_json fields;
-  };
-  std::vector<Pending> pending;
-  for (const auto& [name, t] : c.tensors) {
-    if (t->data == nullptr) fail("{}: tensor '{}' has no F32 data (already packed)", path, name);
-    for (float v : t->span())
-      if (!std::isfinite(v)) fail("{}: refusing to write tensor '{}' with a non-finite value", path, name);
-    // Tensors whose every value is a BF16 number (a BF16 checkpoint's) are stored in half the bytes,
-    // losslessly.
-    bool bf16 = true;
-    for (float v : t->span()) {
+BaqFileWriter::BaqFileWriter(const std::string& path) : file_(path) {
+  const std::string prologue(kPrologue, '\0');  // filled by finish()
+  file_.stream().write(prologue.data(), static_cast<std::streamsize>(prologue.size()));
+  at_ = kPrologue;
+}
+
+void BaqFileWriter::add_record(const std::string& name, const std::string& kind, const std::string& bytes,
+                               nlohmann::ordered_json fields) {
+  if (std::find(names_.begin(), names_.end(), name) != names_.end()) fail("{}: two records named '{}'", file_.path(), name);
+  names_.push_back(name);
+  const uint64_t start = align_up(at_, kAlign);
+  const std::string pad(start - at_, '\0');
+  file_.stream().write(pad.data(), static_cast<std::streamsize>(pad.size()));
+  file_.stream().write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+  if (!file_.stream()) fail("{}: write failed (disk full?)", file_.path());
+  nlohmann::ordered_json r = {{"name", name}, {"kind", kind}, {"offset", start}, {"bytes", bytes.size()},
+                              {"crc32", crc32_of(bytes.data(), bytes.size())}};
+  for (const auto& [k, v] : fields.items()) r[k] = v;
+  records_.push_back(std::move(r));
+  at_ = start + bytes.size();
+}
+
+void BaqFileWriter::add_tensor(const std::string& name, const Tensor& t) {
+  if (t.data == nullptr) fail("{}: tensor '{}' has no F32 data (already packed)", file_.path(), name);
+  for (float v : t.span())
+    if (!std::isfinite(v)) fail("{}: refusing to write tensor '{}' with a non-finite value", file_.path(), name);
+  // Tensors whose every value is a BF16 number (a BF16 checkpoint's) are stored in half the bytes, losslessly.
+  bool bf16 = true;
+  for (float v : t.span()) {
+    uint32_t bits;
+    std::memcpy(&bits, &v, 4);
+    bf16 = bf16 && (bits & 0xffff) == 0;
+  }
+  std::string bytes;
+  if (bf16) {
+    bytes.resize(static_cast<size_t>(t.numel()) * 2);
+    for (int64_t i = 0; i < t.numel(); ++i) {
       uint32_t bits;
-      std::memcpy(&bits, &v, 4);
-      bf16 = bf16 && (bits & 0xffff) == 0;
+      std::memcpy(&bits, t.data + i, 4);
+      const auto h = static_cast<uint16_t>(bits >> 16);
+      std::memcpy(bytes.data() + 2 * i, &h, 2);
     }
-    Pending p{name, bf16 ? "bf16" : "f32", {}, {}};
-    if (bf16) {
-      p.bytes.resize(static_cast<size_t>(t->numel()) * 2);
-      for (int64_t i = 0; i < t->numel(); ++i) {
-        uint32_t bits;
-        std::memcpy(&bits, t->data + i, 4);
-        const auto h = static_cast<uint16_t>(bits >> 16);
-        std::memcpy(p.bytes.data() + 2 * i, &h, 2);
-      }
-    } else {
-      p.bytes.assign(reinterpret_cast<const char*>(t->data), static_cast<size_t>(t->numel()) * 4);
-    }
-    p.fields["shape"] = t->shape;
-    pending.push_back(std::move(p));
+  } else {
+    bytes.assign(reinterpret_cast<const char*>(t.data), static_cast<size_t>(t.numel()) * 4);
   }
-  for (const auto& [name, q] : c.quantized) {
-    Pending p{name, "packed", {}, {}};
-    p.bytes = packed_record(*q, p.fields);
-    pending.push_back(std::move(p));
-  }
-  for (const auto& [name, bytes] : c.files) pending.push_back({name, "file", bytes, {}});
+  add_record(name, bf16 ? "bf16" : "f32", bytes, {{"shape", t.shape}});
+}
 
-  auto header_for = [&](uint64_t first_offset) {
-    nlohmann::ordered_json j;
-    j["metadata"] = c.metadata;
-    auto& recs = j["records"] = nlohmann::ordered_json::array();
-    uint64_t at = first_offset;
-    for (const auto& p : pending) {
-      nlohmann::ordered_json r = {{"name", p.name}, {"kind", p.kind}, {"offset", at}, {"bytes", p.bytes.size()},
-                                  {"crc32", crc32_of(p.bytes.data(), p.bytes.size())}};
-      for (const auto& [k, v] : p.fields.items()) r[k] = v;
-      recs.push_back(std::move(r));
-      at = align_up(at + p.bytes.size(), kAlign);
-    }
-    return j.dump();
-  };
-  // The header's length moves the first offset, which can change the header's length: iterate.
-  uint64_t first = align_up(kHeaderFixed + header_for(0).size(), kAlign);
-  std::string header = header_for(first);
-  while (align_up(kHeaderFixed + header.size(), kAlign) != first) {
-    first = align_up(kHeaderFixed + header.size(), kAlign);
-    header = header_for(first);
-  }
+void BaqFileWriter::add_packed(const std::string& name, const PackedLinear& p) {
+  nlohmann::ordered_json fields;
+  const std::string bytes = packed_record(p, fields);
+  add_record(name, "packed", bytes, std::move(fields));
+}
 
-  write_file_atomically(path, [&](std::ostream& out) {
-    const uint32_t version = kBaqFileVersion, crc = crc32_of(header.data(), header.size());
-    const uint64_t len = header.size();
-    out.write(kMagic, 8);
-    out.write(reinterpret_cast<const char*>(&version), 4);
-    out.write(reinterpret_cast<const char*>(&crc), 4);
-    out.write(reinterpret_cast<const char*>(&len), 8);
-    out.write(header.data(), static_cast<std::streamsize>(header.size()));
-    uint64_t at = kHeaderFixed + header.size();
-    for (const auto& p : pending) {
-      const uint64_t start = align_up(at, kAlign);
-      const std::string pad(start - at, '\0');
-      out.write(pad.data(), static_cast<std::streamsize>(pad.size()));
-      out.write(p.bytes.data(), static_cast<std::streamsize>(p.bytes.size()));
-      at = start + p.bytes.size();
-    }
-  });
+void BaqFileWriter::add_file(const std::string& name, const std::string& bytes) { add_record(name, "file", bytes, {}); }
+
+void BaqFileWriter::finish(const nlohmann::json& metadata) {
+  nlohmann::ordered_json j;
+  j["metadata"] = metadata;
+  j["records"] = records_;
+  const std::string header = j.dump();
+  const uint64_t header_offset = align_up(at_, kAlign);
+  const std::string pad(header_offset - at_, '\0');
+  std::ostream& out = file_.stream();
+  out.write(pad.data(), static_cast<std::streamsize>(pad.size()));
+  out.write(header.data(), static_cast<std::streamsize>(header.size()));
+  // The prologue last: it points at the header, and its own CRC covers it.
+  std::string prologue(kPrologue, '\0');
+  const uint32_t version = kBaqFileVersion, header_crc = crc32_of(header.data(), header.size());
+  const uint64_t header_len = header.size();
+  std::memcpy(prologue.data(), kMagic, 8);
+  std::memcpy(prologue.data() + 8, &version, 4);
+  std::memcpy(prologue.data() + 12, &header_crc, 4);
+  std::memcpy(prologue.data() + 16, &header_offset, 8);
+  std::memcpy(prologue.data() + 24, &header_len, 8);
+  const uint32_t prologue_crc = crc32_of(prologue.data(), 32);
+  std::memcpy(prologue.data() + 32, &prologue_crc, 4);
+  out.seekp(0);
+  out.write(prologue.data(), static_cast<std::streamsize>(prologue.size()));
+  at_ = header_offset + header_len;
+  file_.commit();
 }
 
 BaqFileReader::BaqFileReader(const std::string& path) : file_(std::make_shared<MappedFile>(path)) {
   const uint64_t size = file_->size();
   const uint8_t* d = file_->data();
-  if (size < kHeaderFixed) fail("{}: truncated .baq file ({} bytes)", path, size);
+  if (size < kPrologue) fail("{}: truncated .baq file ({} bytes)", path, size);
   if (std::memcmp(d, kMagic, 8) != 0) fail("{}: not a .baq file (bad magic)", path);
-  uint32_t version, crc;
-  uint64_t len;
+  uint32_t version, header_crc, prologue_crc;
+  uint64_t header_offset, len;
   std::memcpy(&version, d + 8, 4);
-  std::memcpy(&crc, d + 12, 4);
-  std::memcpy(&len, d + 16, 8);
-  if (version != kBaqFileVersion) fail("{}: .baq version {} is not supported (this baq reads version {})", path, version, kBaqFileVersion);
-  if (len > size - kHeaderFixed) fail("{}: header length {} exceeds the file ({} bytes; truncated?)", path, len, size);
-  if (crc32_of(d + kHeaderFixed, len) != crc) fail("{}: header checksum mismatch (corrupt file)", path);
-  nlohmann::json j;
-  try {
-    j = nlohmann::json::parse(d + kHeaderFixed, d + kHeaderFixed + len);
-  } catch (const nlohmann::json::exception& e) {
-    fail("{}: header is not valid JSON ({})", path, e.what());
+  std::memcpy(&header_crc, d + 12, 4);
+  std::memcpy(&header_offset, d + 16, 8);
+  std::memcpy(&len, d + 24, 8);
+  std::memcpy(&prologue_crc, d + 32, 4);
+  if (version != kBaqFileVersion)
+    fail("{}: .baq version {} is not supported (this baq reads version {}; quantize the model again)", path, version,
+         kBaqFileVersion);
+  if (crc32_of(d, 32) != prologue_crc) fail("{}: prologue checksum mismatch (corrupt file)", path);
+  for (uint64_t i = 36; i < kPrologue; ++i)
+    if (d[i] != 0) fail("{}: prologue byte {} is not zero (corrupt file)", path, i);
+  if (header_offset < kPrologue || header_offset % kAlign != 0 || header_offset > size || len > size - header_offset)
+    fail("{}: header [{}, +{}) lies outside the file ({} bytes; truncated?)", path, header_offset, len, size);
+  if (header_offset + len != size)
+    fail("{}: {} bytes follow the header (the file ends at byte {}; appended data?)", path, size - header_offset - len,
+         header_offset + len);
+  if (crc32_of(d + header_offset, len) != header_crc) fail("{}: header checksum mismatch (corrupt file)", path);
+  const nlohmann::json j =
+      parse_json(std::string_view(reinterpret_cast<const char*>(d + header_offset), len), path + " (header)");
+  const nlohmann::json& records = json_field(j, "records", path + " (header)");
+  if (!records.is_array()) fail("{}: header field 'records' is not a list", path);
+  if (j.contains("metadata")) {
+    if (!j["metadata"].is_object()) fail("{}: header field 'metadata' is not an object", path);
+    metadata_ = j["metadata"];
+  } else {
+    metadata_ = nlohmann::json::object();
   }
-  if (!j.is_object() || !j.contains("records") || !j["records"].is_array()) fail("{}: header has no records", path);
-  metadata_ = j.value("metadata", nlohmann::json::object());
-  const uint64_t data_start = kHeaderFixed + len;
-  for (const auto& r : j["records"]) {
+  constexpr int64_t kMaxDim = int64_t{1} << 32;
+  for (const auto& r : records) {
     Record rec;
-    try {
-      rec.name = r.at("name").get<std::string>();
-      rec.kind = r.at("kind").get<std::string>();
-      rec.offset = r.at("offset").get<uint64_t>();
-      rec.bytes = r.at("bytes").get<uint64_t>();
-      rec.crc = r.at("crc32").get<uint32_t>();
-    } catch (const nlohmann::json::exception&) {
-      fail("{}: malformed record entry {}", path, r.dump().substr(0, 120));
-    }
-    if (rec.offset < data_start || rec.offset % kAlign != 0)
-      fail("{}: record '{}' at offset {} is misaligned or inside the header", path, rec.name, rec.offset);
-    if (rec.offset > size || rec.bytes > size - rec.offset)
-      fail("{}: record '{}' [{}, +{}) lies outside the file ({} bytes; truncated?)", path, rec.name, rec.offset, rec.bytes, size);
+    rec.name = json_string(r, "name", path + ": a record");
+    const std::string rwhat = fmt::format("{}: record '{}'", path, rec.name);
+    rec.kind = json_string(r, "kind", rwhat);
+    rec.offset = static_cast<uint64_t>(json_int(r, "offset", rwhat, 0, INT64_MAX));
+    rec.bytes = static_cast<uint64_t>(json_int(r, "bytes", rwhat, 0, INT64_MAX));
+    rec.crc = static_cast<uint32_t>(json_int(r, "crc32", rwhat, 0, UINT32_MAX));
+    if (rec.offset < kPrologue || rec.offset % kAlign != 0)
+      fail("{}: record '{}' at offset {} is misaligned or inside the prologue", path, rec.name, rec.offset);
+    if (rec.offset > header_offset || rec.bytes > header_offset - rec.offset)
+      fail("{}: record '{}' [{}, +{}) lies outside the file's records ({} bytes; truncated?)", path, rec.name,
+           rec.offset, rec.bytes, header_offset);
+    if (!index_.emplace(rec.name, records_.size()).second) fail("{}: two records named '{}'", path, rec.name);
     rec.fields = r;
     TensorInfo info;
     info.name = rec.name;
     info.file = path;
     if (rec.kind == "f32" || rec.kind == "bf16") {
-      if (!r.contains("shape") || !r["shape"].is_array()) fail("{}: record '{}' has no shape", path, rec.name);
+      const nlohmann::json& shape = json_field(r, "shape", rwhat);
+      if (!shape.is_array() || shape.empty() || shape.size() > 4)
+        fail("{}: field 'shape' is not a list of 1 to 4 sizes", rwhat);
       uint64_t n = 1;
-      for (const auto& dim : r["shape"]) {
-        if (!dim.is_number_unsigned()) fail("{}: record '{}' has a bad shape", path, rec.name);
-        n *= dim.get<uint64_t>();
-        info.shape.push_back(dim.get<int64_t>());
+      for (const auto& dim : shape) {
+        const int64_t v = json_as_int(dim, rwhat + ": a dimension", 1, kMaxDim);
+        n *= static_cast<uint64_t>(v);
+        if (n > (uint64_t{1} << 40)) fail("{}: shape is too large", rwhat);
+        info.shape.push_back(v);
       }
       const uint64_t width = rec.kind == "f32" ? 4 : 2;
       if (n * width != rec.bytes)
@@ -224,24 +242,13 @@ BaqFileReader::BaqFileReader(const std::string& path) : file_(std::make_shared<M
       info.dtype = rec.kind == "f32" ? DType::F32 : DType::BF16;
       infos_.push_back(info);
     } else if (rec.kind == "packed") {
-      int64_t rows, cols, groups, means, words;
-      bool uniform, group_of;
-      try {
-        rows = r.at("rows").get<int64_t>();
-        cols = r.at("cols").get<int64_t>();
-        groups = r.at("groups").get<int64_t>();
-        means = r.at("means").get<int64_t>();
-        words = r.at("words_per_row").get<int64_t>();
-        uniform = r.at("uniform_levels").get<int>() != 0;
-        group_of = r.at("group_of").get<bool>();
-        (void)r.at("sym").get<bool>();
-        (void)r.at("group_size").get<int64_t>();
-      } catch (const nlohmann::json::exception&) {
-        fail("{}: packed record '{}' lacks its fields", path, rec.name);
-      }
-      if (rows <= 0 || cols <= 0 || groups <= 0 || groups > cols || means < 0 || means > cols || words < 0 ||
-          words > cols || rows > (int64_t{1} << 32) || cols > (int64_t{1} << 32))
-        fail("{}: packed record '{}' has impossible sizes", path, rec.name);
+      const int64_t rows = json_int(r, "rows", rwhat, 1, kMaxDim), cols = json_int(r, "cols", rwhat, 1, kMaxDim);
+      const int64_t groups = json_int(r, "groups", rwhat, 1, cols), means = json_int(r, "means", rwhat, 0, cols);
+      const int64_t words = json_int(r, "words_per_row", rwhat, 0, cols);
+      const bool uniform = json_int(r, "uniform_levels", rwhat, 0, 256) != 0;
+      const bool group_of = json_bool(r, "group_of", rwhat);
+      json_bool(r, "sym", rwhat);
+      json_int(r, "group_size", rwhat, 0, cols);
       const auto off = sections_of(rows, cols, groups, uniform, means, group_of, words).offsets();
       if (off.back() != rec.bytes)
         fail("{}: packed record '{}' holds {} bytes but its fields need {}", path, rec.name, rec.bytes, off.back());
@@ -253,18 +260,35 @@ BaqFileReader::BaqFileReader(const std::string& path) : file_(std::make_shared<M
     }
     records_.push_back(std::move(rec));
   }
+  // Records in offset order tile the space between prologue and header, with zero bytes between.
+  std::vector<const Record*> by_offset;
+  for (const auto& r : records_) by_offset.push_back(&r);
+  std::sort(by_offset.begin(), by_offset.end(), [](const Record* a, const Record* b) { return a->offset < b->offset; });
+  uint64_t at = kPrologue;
+  auto zeros = [&](uint64_t from, uint64_t to) {
+    if (to - from >= kAlign) fail("{}: {} bytes at {} belong to no record", path, to - from, from);
+    for (uint64_t i = from; i < to; ++i)
+      if (d[i] != 0) fail("{}: padding byte {} is not zero (corrupt file)", path, i);
+  };
+  for (const Record* r : by_offset) {
+    if (r->offset < at) fail("{}: record '{}' overlaps the record before it", path, r->name);
+    zeros(at, r->offset);
+    at = r->offset + r->bytes;
+  }
+  zeros(at, header_offset);
 }
 
 bool BaqFileReader::contains(const std::string& name) const {
-  for (const auto& r : records_)
-    if (r.name == name && r.kind != "file") return true;
-  return false;
+  const auto it = index_.find(name);
+  return it != index_.end() && records_[it->second].kind != "file";
 }
 
 const BaqFileReader::Record& BaqFileReader::record(const std::string& name, const char* kind) const {
-  for (const auto& r : records_)
-    if (r.name == name && (kind == nullptr || r.kind == kind || (std::string(kind) == "tensor" && r.kind != "file")))
-      return r;
+  const auto it = index_.find(name);
+  if (it != index_.end()) {
+    const Record& r = records_[it->second];
+    if (kind == nullptr || r.kind == kind || (std::string(kind) == "tensor" && r.kind != "file")) return r;
+  }
   fail("{}: missing {} '{}'", file_->path(), kind == nullptr ? "record" : kind, name);
 }
 
@@ -320,9 +344,9 @@ PackedLinear BaqFileReader::packed(const std::string& name) const {
 }
 
 std::shared_ptr<const PackedLinear> BaqFileReader::load_packed(const std::string& name) const {
-  for (const auto& r : records_)
-    if (r.name == name && r.kind == "packed") return std::make_shared<const PackedLinear>(packed(name));
-  return nullptr;
+  const auto it = index_.find(name);
+  if (it == index_.end() || records_[it->second].kind != "packed") return nullptr;
+  return std::make_shared<const PackedLinear>(packed(name));
 }
 
 Tensor BaqFileReader::load(const std::string& name) const {
