@@ -223,7 +223,7 @@ TEST_F(BaqFile, CorruptFilesFailClearly) {
   expect_error(rewrite([](nlohmann::json& h) { h["records"][1]["name"] = h["records"][0]["name"]; }), "two records named");
   expect_error(rewrite([](nlohmann::json& h) { h["records"][0]["offset"] = "64"; }), "field 'offset': must be an integer");
   expect_error(rewrite([](nlohmann::json& h) { h["records"].erase(1); }), "belong to no record");
-  expect_error(rewrite([](nlohmann::json& h) { h["metadata"]["rope_style"] = "sideways"; }), "'sideways', not interleaved");
+  expect_error(rewrite([](nlohmann::json& h) { h["metadata"]["model_config"]["rope_style"] = "sideways"; }), "rope_style 'sideways' is not interleaved");
   // JSON nested 200,000 deep (with valid checksums) is refused before anything is built from it.
   expect_error(with_header(std::string(200000, '[') + std::string(200000, ']')), "nests deeper than 64");
   expect_error(with_header(R"({"records": [], "records": []})"), "duplicate key 'records'");

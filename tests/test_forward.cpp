@@ -4,6 +4,7 @@
 
 #include <cmath>
 
+#include "baq/family.hpp"
 #include "baq/model.hpp"
 #include "test_util.hpp"
 
@@ -58,7 +59,7 @@ void rotate(double* v, int hd, int pos, double theta, RopeStyle style) {
 // Logits (T × vocab) of one window, computed token by token in double.
 std::vector<Vec> naive_logits(const ModelConfig& c, const Weights& w, const std::vector<int>& tokens) {
   const int T = static_cast<int>(tokens.size()), d = c.dim, hd = c.head_dim(), kvd = c.kv_dim(), h = c.hidden_dim;
-  const bool llama = c.arch == Architecture::Llama;
+  const bool llama = c.family->name != "opt";
   const std::string root = llama ? "model." : "model.decoder.";
   std::vector<Vec> x(T, Vec(d));
   for (int t = 0; t < T; ++t)
@@ -141,7 +142,12 @@ ModelConfig tiny_llama(RopeStyle style, bool tied) {
 
 ModelConfig tiny_opt() {
   ModelConfig c;
-  c.arch = Architecture::Opt;
+  c.family = &family_named("opt");
+  c.norm = NormKind::Layer;
+  c.gated_mlp = false;
+  c.rotary = false;
+  c.activation = Activation::Relu;
+  c.qkv_bias = c.o_bias = c.mlp_bias = true;
   c.dim = 24;
   c.hidden_dim = 40;
   c.n_layers = 2;
@@ -149,6 +155,8 @@ ModelConfig tiny_opt() {
   c.n_kv_heads = 3;
   c.vocab_size = 41;
   c.max_seq_len = 16;
+  c.head_size = 8;
+  c.embed_dim = 24;
   c.tied_embeddings = true;
   return c;
 }
@@ -232,7 +240,7 @@ TEST(Forward, OptMatchesNaive) {
   TempDir dir;
   Weights w;
   const LoadedModel m = random_hf_model(c, 3, dir.path(), &w);
-  EXPECT_EQ(m.config.arch, Architecture::Opt);
+  EXPECT_EQ(m.config.family->name, "opt");
   expect_matches_naive(m, c, w);
 }
 

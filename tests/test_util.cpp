@@ -1,6 +1,7 @@
 #include "test_util.hpp"
 
 #include "baq/blas.hpp"
+#include "baq/family.hpp"
 #include "baq/io.hpp"
 
 #include <unistd.h>
@@ -53,7 +54,7 @@ void random_weights(const ModelConfig& c, uint32_t seed, Weights& w, Shapes& sha
   };
   const int64_t d = c.dim, h = c.hidden_dim, kv = c.kv_dim(), V = c.vocab_size;
   const double s = 1.0 / std::sqrt(static_cast<double>(d));
-  if (c.arch == Architecture::Llama) {
+  if (c.family->name != "opt") {
     add("model.embed_tokens.weight", {V, d}, 1.0);
     for (int l = 0; l < c.n_layers; ++l) {
       const std::string p = "model.layers." + std::to_string(l) + ".";
@@ -94,7 +95,9 @@ void random_weights(const ModelConfig& c, uint32_t seed, Weights& w, Shapes& sha
 
 ModelConfig small_llama(int dim, int hidden, int layers, int heads, int kv_heads, int vocab, int context, bool tied) {
   ModelConfig c;
-  c.arch = Architecture::Llama;
+  c.family = &family_named("llama");
+  c.head_size = dim / heads;
+  c.embed_dim = dim;
   c.dim = dim;
   c.hidden_dim = hidden;
   c.n_layers = layers;

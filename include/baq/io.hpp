@@ -1,6 +1,7 @@
 #pragma once
-// Readers turn checkpoint bytes into named F32 tensors. Every size and offset is validated against
-// the file before it is trusted; failures throw baq::Error naming the file and the problem.
+// Readers turn checkpoint bytes into named tensors, kept mapped in their stored dtype. Every size and
+// offset is validated against the file before it is trusted; failures throw baq::Error naming the file
+// and the problem.
 #include <cstdint>
 #include <functional>
 #include <ostream>
@@ -11,6 +12,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "baq/family.hpp"
 #include "baq/half.hpp"
 #include "baq/json.hpp"
 #include "baq/output.hpp"
@@ -19,8 +21,7 @@
 
 namespace baq {
 
-// A read-only file mapped copy-on-write: F32 tensors are views into it, and a caller may overwrite a
-// view (e.g. with quantized weights) without touching the file.
+// A read-only mapped file: tensors are views into it, read from disk only when used.
 class MappedFile {
  public:
   explicit MappedFile(const std::string& path);
@@ -38,9 +39,6 @@ class MappedFile {
   uint64_t size_ = 0;
 };
 
-enum class DType { F32, F16, BF16, Packed };  // Packed: a .baq quantized linear
-const char* dtype_name(DType dtype);
-size_t dtype_size(DType dtype);
 
 struct TensorInfo {
   std::string name;
@@ -51,13 +49,18 @@ struct TensorInfo {
 
 struct PackedLinear;
 
+// Which names a source's tensors carry: Hugging Face's, or llama.cpp's (GGUF). A family row gives both.
+enum class TensorNaming { HuggingFace, Gguf };
+
 class TensorSource {
  public:
   virtual ~TensorSource() = default;
   virtual const std::vector<TensorInfo>& tensors() const = 0;
   virtual bool contains(const std::string& name) const = 0;
-  // The tensor as F32: a view into the mapped file when it is F32 and aligned, else a converted copy.
+  // The tensor in its stored dtype, a view into the mapped file (nothing is read until it is used);
+  // a converted F32 copy only where the bytes cannot be viewed (misaligned, strided, Q8_0).
   virtual Tensor load(const std::string& name) const = 0;
+  virtual TensorNaming naming() const { return TensorNaming::HuggingFace; }
   virtual std::string describe() const = 0;
   // A quantized linear kept packed, when the source stores `name` that way (a .baq file); else null.
   virtual std::shared_ptr<const PackedLinear> load_packed(const std::string& /*name*/) const { return nullptr; }
@@ -156,24 +159,33 @@ class Llama2cReader final : public TensorSource {
   std::map<std::string, uint64_t> offsets_;
 };
 
-// GGUF v2/v3 (llama.cpp) for the Llama architecture: F32, F16, BF16 and Q8_0 tensors read into F32
-// under Hugging Face names, rotary pairs interleaved (llama.cpp's layout), the config from the
-// metadata, and the embedded tokenizer's vocabulary.
-class GgufReader final : public TensorSource {
+// GGUF v2/v3 (llama.cpp): F32, F16, BF16 tensors viewed in place and Q8_0 ones decoded, under
+// llama.cpp's own names (the family row maps them), the metadata for the family's config reader, and
+// the embedded tokenizer's vocabulary.
+class GgufReader final : public TensorSource, public GgufMetadata {
  public:
   explicit GgufReader(const std::string& path);
-  const ModelConfig& config() const { return config_; }
   const std::vector<TensorInfo>& tensors() const override { return infos_; }
   bool contains(const std::string& name) const override { return entries_.count(name) != 0; }
   Tensor load(const std::string& name) const override;
   std::string describe() const override;
+  TensorNaming naming() const override { return TensorNaming::Gguf; }
   static bool looks_like(const std::string& path);
 
-  // tokenizer.ggml.*: the model ("llama" or "gpt2"), pieces, scores (may be empty), merges (may be empty).
-  std::string tokenizer_model;
-  std::vector<std::string> tokenizer_tokens;
-  std::vector<float> tokenizer_scores;
-  std::vector<std::string> tokenizer_merges;
+  bool has(const std::string& key) const override { return kv_.count(key) != 0; }
+  double number(const std::string& key) const override;
+  std::string string(const std::string& key) const override;
+  std::vector<double> numbers(const std::string& key) const override;
+  std::vector<std::string> strings(const std::string& key) const;
+  const std::string& path() const override;
+  std::vector<float> small_tensor(const std::string& name) const override;
+
+  struct Value {
+    uint32_t type = 0;
+    double number = 0;
+    std::string text;
+    std::vector<Value> items;
+  };
 
  private:
   struct Entry {
@@ -182,18 +194,12 @@ class GgufReader final : public TensorSource {
     uint64_t offset, bytes;
   };
   std::shared_ptr<MappedFile> file_;
-  ModelConfig config_;
   uint32_t version_ = 0;
+  std::map<std::string, Value> kv_;
   std::vector<TensorInfo> infos_;
   std::map<std::string, Entry> entries_;
 };
 
-// Reads a Hugging Face `config.json` into a ModelConfig (Llama family and OPT).
-ModelConfig read_hf_config(const std::string& path);
-// The same from an already parsed object; `source` names it in errors.
-ModelConfig parse_hf_config(const nlohmann::json& config, const std::string& source);
-// The config.json text of `config` (what read_hf_config reads back).
-std::string hf_config_json(const ModelConfig& config);
 
 // Safetensors metadata key baq writes when q/k rows are in Meta's interleaved layout (a checkpoint
 // converted from llama2.c), which config.json cannot express.

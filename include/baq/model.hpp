@@ -17,10 +17,11 @@
 namespace baq {
 
 struct Linear {
-  std::string name;  // "attn.q", "mlp.down", ...
-  Tensor weight;     // [out, in], row-major; shape only (no data) when the layer runs packed
-  Tensor bias;       // [out] or empty
-  std::shared_ptr<const PackedLinear> packed;  // set when run from a .baq file without expanding
+  std::string name;    // "attn.q", "mlp.down", "head", ...
+  std::string tensor;  // its weight's Hugging Face name ("model.layers.3.self_attn.q_proj.weight")
+  Tensor weight;       // [out, in] in its stored dtype (a mapped view); shape only when it runs packed
+  Tensor bias;         // [out] F32, or empty
+  std::shared_ptr<const PackedLinear> packed;  // set once quantized (or read from a .baq file)
   int64_t out_features() const { return weight.rows(); }
   int64_t in_features() const { return weight.cols(); }
 };
@@ -57,7 +58,8 @@ class Block {
   // attention also reads the earlier ones.
   virtual void forward(float* x, BatchShape shape, LinearObserver* observer, KvCache::Layer* cache = nullptr) const = 0;
   virtual std::vector<Linear*> linears() = 0;
-  virtual std::vector<std::pair<std::string, const Tensor*>> tensors() const = 0;  // every parameter, HF names
+  // Every parameter under its Hugging Face name, linear weights included.
+  virtual std::vector<std::pair<std::string, const Tensor*>> tensors() const = 0;
   int index() const { return index_; }
 
  protected:
@@ -67,20 +69,31 @@ class Block {
 
 class Model {
  public:
-  Model(ModelConfig config, std::vector<std::unique_ptr<Block>> blocks, Tensor embeddings, Tensor positions,
-        Tensor final_norm, Tensor final_norm_bias, Tensor head);
+  struct Parts {
+    Tensor embeddings;           // [vocab, embed_dim], stored dtype
+    Tensor positions;            // OPT's learned positions [max_seq_len + 2, dim], or empty
+    Linear project_in, project_out;  // OPT-350m's embedding projections, or empty
+    Tensor final_norm, final_norm_bias;
+    Linear head;                 // [vocab, embed_dim]; its weight is the embedding when tied
+    std::string embeddings_name, positions_name, final_norm_name, final_norm_bias_name;
+  };
+  Model(ModelConfig config, std::vector<std::unique_ptr<Block>> blocks, Parts parts);
   ~Model();
 
   const ModelConfig& config() const { return config_; }
   int n_blocks() const { return static_cast<int>(blocks_.size()); }
   Block& block(int i) { return *blocks_[static_cast<size_t>(i)]; }
   const Block& block(int i) const { return *blocks_[static_cast<size_t>(i)]; }
+  Linear& head() { return parts_.head; }
+  const Linear& head() const { return parts_.head; }
+  const Tensor& embeddings() const { return parts_.embeddings; }
 
-  // Token embeddings (plus learned positions for OPT) of `tokens` (batch·seqlen ids) into x.
+  // Token embeddings (scaled, projected, plus learned positions where the family has them) of
+  // `tokens` (batch·seqlen ids) into x ((batch·seqlen) × dim).
   void embed(std::span<const int> tokens, BatchShape shape, float* x) const;
-  // Final norm of `rows` hidden states in place.
+  // Final norm of `rows` hidden states in place (none for OPT-350m).
   void final_norm(float* x, int64_t rows) const;
-  // Logits (rows × vocab) of normed hidden states.
+  // Logits (rows × vocab) of normed hidden states: projection out, head, soft-cap.
   void logits(const float* hidden, int64_t rows, float* out) const;
   // Embedding, every block and the final norm: hidden ((batch·seqlen) × dim), ready for logits().
   // With `cache`, `tokens` continue the window it holds (batch 1; shape.start is taken from it) and
@@ -89,16 +102,22 @@ class Model {
                KvCache* cache = nullptr) const;
 
   int64_t parameter_count() const;
-  // Every parameter under its Hugging Face name, in checkpoint order (for writing checkpoints).
+  // Every parameter under its Hugging Face name, in checkpoint order (for writing checkpoints); a
+  // tied head is not listed twice.
   std::vector<std::pair<std::string, const Tensor*>> tensors() const;
+  // The linears that run outside the blocks (head, projections), by name.
+  std::vector<const Linear*> outer_linears() const;
+  // The name of the first tensor holding a NaN or infinity, or empty (a slow scan, for error messages).
+  std::string find_non_finite() const;
 
  private:
   ModelConfig config_;
   std::vector<std::unique_ptr<Block>> blocks_;
-  Tensor embeddings_, positions_, final_norm_, final_norm_bias_, head_;
+  Parts parts_;
 };
 
-// Builds the blocks of `config.arch` from tensors under Hugging Face names.
+// Builds the model of `config` from a source's tensors, named by the config's family row in the
+// source's naming. Nothing is converted or read: weights stay views in their stored dtype.
 std::unique_ptr<Model> build_model(const ModelConfig& config, const TensorSource& source);
 
 struct LoadedModel {

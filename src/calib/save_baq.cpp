@@ -17,8 +17,7 @@ void save_baq(const std::string& path, const Model& model, const QuantizeRun& ru
       packed[&l->weight] = &run.packed[k++];
     }
   nlohmann::json meta = metadata;
-  meta["config"] = nlohmann::json::parse(hf_config_json(model.config()));
-  meta["rope_style"] = model.config().rope_style == RopeStyle::Interleaved ? "interleaved" : "rotate-half";
+  meta["model_config"] = model_config_to_json(model.config());
   BaqFileWriter writer(path);
   size_t written = 0;
   for (const auto& [name, t] : model.tensors()) {

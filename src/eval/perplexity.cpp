@@ -86,7 +86,7 @@ PplResult evaluate_perplexity(const Model& model, std::span<const int> tokens, c
   if (seqlen > cfg.max_seq_len) fail("seqlen {} exceeds the model's context of {} tokens", seqlen, cfg.max_seq_len);
   if (reference != nullptr) {
     const ModelConfig& rc = reference->config();
-    if (rc.vocab_size != cfg.vocab_size || rc.arch != cfg.arch || rc.dim != cfg.dim)
+    if (rc.vocab_size != cfg.vocab_size || rc.family != cfg.family || rc.dim != cfg.dim)
       fail("the reference model differs in architecture or vocabulary from the evaluated model");
     if (seqlen > rc.max_seq_len) fail("seqlen {} exceeds the reference model's context", seqlen);
   }
@@ -174,7 +174,12 @@ PplResult evaluate_perplexity(const Model& model, std::span<const int> tokens, c
     r.mean_nll = sum / n;
     const double var = n > 1 ? std::max(0.0, (sum_sq - n * r.mean_nll * r.mean_nll) / (n - 1)) : 0.0;
     r.stderr_nll = std::sqrt(var / n);
-    if (!std::isfinite(r.mean_nll)) fail("perplexity evaluation produced a non-finite NLL");
+    if (!std::isfinite(r.mean_nll)) {
+      // Weights are not scanned at load (they stay mapped, unread): name the culprit now.
+      const std::string bad = model.find_non_finite();
+      if (!bad.empty()) fail("tensor '{}' holds a non-finite value (NaN or Inf): the model computes NaN", bad);
+      fail("perplexity evaluation produced a non-finite NLL (the model overflows on this text)");
+    }
   };
   summarise([](const TokenStats& st) { return st.nll; }, result);
   if (reference != nullptr && kld != nullptr) {

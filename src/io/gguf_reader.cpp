@@ -47,12 +47,7 @@ class Cursor {
   const MappedFile& f_;
 };
 
-struct Value {
-  uint32_t type = 0;
-  double number = 0;
-  std::string text;
-  std::vector<Value> items;
-};
+using Value = GgufReader::Value;
 
 Value read_value(Cursor& c, uint32_t type, const std::string& key, int depth, const std::string& path) {
   Value v;
@@ -84,24 +79,6 @@ Value read_value(Cursor& c, uint32_t type, const std::string& key, int depth, co
   return v;
 }
 
-// llama.cpp tensor names -> Hugging Face names.
-std::string hf_name(const std::string& g) {
-  static const std::regex block(R"(blk\.(\d+)\.(\w+)\.weight)");
-  static const std::map<std::string, std::string> per_block = {
-      {"attn_q", "self_attn.q_proj"}, {"attn_k", "self_attn.k_proj"},      {"attn_v", "self_attn.v_proj"},
-      {"attn_output", "self_attn.o_proj"}, {"attn_norm", "input_layernorm"}, {"ffn_norm", "post_attention_layernorm"},
-      {"ffn_gate", "mlp.gate_proj"}, {"ffn_down", "mlp.down_proj"},       {"ffn_up", "mlp.up_proj"}};
-  if (g == "token_embd.weight") return "model.embed_tokens.weight";
-  if (g == "output_norm.weight") return "model.norm.weight";
-  if (g == "output.weight") return "lm_head.weight";
-  std::smatch m;
-  if (std::regex_match(g, m, block)) {
-    auto it = per_block.find(m[2]);
-    if (it != per_block.end()) return "model.layers." + std::string(m[1]) + "." + it->second + ".weight";
-  }
-  return g;  // unknown tensors keep their name (e.g. rope_freqs), unused by the model
-}
-
 }  // namespace
 
 bool GgufReader::looks_like(const std::string& path) {
@@ -120,24 +97,15 @@ GgufReader::GgufReader(const std::string& path) : file_(std::make_shared<MappedF
   const auto n_kv = c.read<uint64_t>("the metadata count");
   if (n_tensors > file_->size() / 8 || n_kv > file_->size() / 8)
     fail("{}: tensor count {} or metadata count {} cannot fit in the file", path, n_tensors, n_kv);
-  std::map<std::string, Value> kv;
   for (uint64_t i = 0; i < n_kv; ++i) {
     std::string key = c.string("a metadata key");
     const auto type = c.read<uint32_t>("a metadata type");
-    if (kv.count(key)) fail("{}: duplicate metadata key '{}'", path, key);
-    kv[key] = read_value(c, type, key, 0, path);
+    if (kv_.count(key)) fail("{}: duplicate metadata key '{}'", path, key);
+    kv_[key] = read_value(c, type, key, 0, path);
   }
-  auto number = [&](const std::string& key, std::optional<double> fallback = std::nullopt) {
-    auto it = kv.find(key);
-    if (it == kv.end() || it->second.type == kString || it->second.type == kArray) {
-      if (fallback) return *fallback;
-      fail("{}: missing metadata '{}'", path, key);
-    }
-    return it->second.number;
-  };
-  const std::string arch = kv.count("general.architecture") ? kv["general.architecture"].text : "";
-  if (arch != "llama") fail("{}: unknown architecture '{}' (GGUF: llama is read)", path, arch);
-  uint64_t alignment = static_cast<uint64_t>(number("general.alignment", 32.0));
+  const double align_value = has("general.alignment") ? number("general.alignment") : 32.0;
+  if (!(align_value >= 1 && align_value <= (1 << 20))) fail("{}: alignment {} is out of range", path, align_value);
+  const auto alignment = static_cast<uint64_t>(align_value);
   if (alignment == 0 || (alignment & (alignment - 1)) != 0) fail("{}: alignment {} is not a power of two", path, alignment);
 
   // Tensor directory.
@@ -181,45 +149,60 @@ GgufReader::GgufReader(const std::string& path) : file_(std::make_shared<MappedF
   for (const Raw& r : raws) {
     if (r.offset > file_->size() - data || r.bytes > file_->size() - data - r.offset)
       fail("{}: tensor '{}' data lies outside the file (truncated?)", path, r.name);
-    const std::string name = hf_name(r.name);
+    const std::string& name = r.name;
     if (entries_.count(name)) fail("{}: duplicate tensor '{}'", path, r.name);
     TensorInfo info{name, r.type == kF32 ? DType::F32 : r.type == kBF16 ? DType::BF16 : DType::F16, r.shape, path};
     entries_[name] = Entry{infos_.size(), r.type, data + r.offset, r.bytes};
     infos_.push_back(std::move(info));
   }
 
-  // Counts are integers in a sane range before they become ints (a double cast out of range is UB).
-  auto count = [&](const std::string& key, std::optional<double> fallback = std::nullopt, double lo = 1) {
-    const double v = number(key, fallback);
-    if (!(v >= lo && v <= (1 << 24)) || v != std::floor(v))
-      fail("{}: metadata '{}' = {} is not an integer in {}..2^24", path, key, v, lo);
-    return static_cast<int>(v);
-  };
-  config_.arch = Architecture::Llama;
-  config_.dim = count("llama.embedding_length");
-  config_.hidden_dim = count("llama.feed_forward_length");
-  config_.n_layers = count("llama.block_count");
-  config_.n_heads = count("llama.attention.head_count");
-  config_.n_kv_heads = count("llama.attention.head_count_kv", config_.n_heads);
-  config_.max_seq_len = count("llama.context_length");
-  config_.norm_eps = static_cast<float>(number("llama.attention.layer_norm_rms_epsilon", 1e-5));
-  config_.rope_theta = static_cast<float>(number("llama.rope.freq_base", 10000.0));
-  config_.rope_style = RopeStyle::Interleaved;  // llama.cpp's converter undoes HF's q/k permutation
-  config_.tied_embeddings = !entries_.count("lm_head.weight");
-  config_.bos_id = count("tokenizer.ggml.bos_token_id", 1.0, 0);
-  config_.eos_id = count("tokenizer.ggml.eos_token_id", 2.0, 0);
-  auto emb = entries_.find("model.embed_tokens.weight");
-  if (emb == entries_.end()) fail("{}: missing tensor 'token_embd.weight'", path);
-  config_.vocab_size = static_cast<int>(infos_[emb->second.info].shape[0]);
-  validate_config(config_, path);
+}
 
-  if (kv.count("tokenizer.ggml.model")) tokenizer_model = kv["tokenizer.ggml.model"].text;
-  if (kv.count("tokenizer.ggml.tokens"))
-    for (const auto& t : kv["tokenizer.ggml.tokens"].items) tokenizer_tokens.push_back(t.text);
-  if (kv.count("tokenizer.ggml.scores"))
-    for (const auto& s : kv["tokenizer.ggml.scores"].items) tokenizer_scores.push_back(static_cast<float>(s.number));
-  if (kv.count("tokenizer.ggml.merges"))
-    for (const auto& m : kv["tokenizer.ggml.merges"].items) tokenizer_merges.push_back(m.text);
+double GgufReader::number(const std::string& key) const {
+  const auto it = kv_.find(key);
+  if (it == kv_.end()) fail("{}: missing metadata '{}'", file_->path(), key);
+  if (it->second.type == kString || it->second.type == kArray) fail("{}: metadata '{}' is not a number", file_->path(), key);
+  return it->second.number;
+}
+
+std::string GgufReader::string(const std::string& key) const {
+  const auto it = kv_.find(key);
+  if (it == kv_.end()) fail("{}: missing metadata '{}'", file_->path(), key);
+  if (it->second.type != kString) fail("{}: metadata '{}' is not a string", file_->path(), key);
+  return it->second.text;
+}
+
+std::vector<double> GgufReader::numbers(const std::string& key) const {
+  std::vector<double> out;
+  const auto it = kv_.find(key);
+  if (it == kv_.end()) return out;
+  if (it->second.type != kArray) fail("{}: metadata '{}' is not an array", file_->path(), key);
+  for (const Value& v : it->second.items) {
+    if (v.type == kString || v.type == kArray) fail("{}: metadata '{}' holds a non-number", file_->path(), key);
+    out.push_back(v.number);
+  }
+  return out;
+}
+
+std::vector<std::string> GgufReader::strings(const std::string& key) const {
+  std::vector<std::string> out;
+  const auto it = kv_.find(key);
+  if (it == kv_.end()) return out;
+  if (it->second.type != kArray) fail("{}: metadata '{}' is not an array", file_->path(), key);
+  for (const Value& v : it->second.items) {
+    if (v.type != kString) fail("{}: metadata '{}' holds a non-string", file_->path(), key);
+    out.push_back(v.text);
+  }
+  return out;
+}
+
+const std::string& GgufReader::path() const { return file_->path(); }
+
+std::vector<float> GgufReader::small_tensor(const std::string& name) const {
+  if (!contains(name)) return {};
+  const Tensor t = load(name).to_f32();
+  if (t.numel() > (1 << 20)) fail("{}: tensor '{}' is too large for metadata", file_->path(), name);
+  return std::vector<float>(t.data, t.data + t.numel());
 }
 
 Tensor GgufReader::load(const std::string& name) const {
@@ -227,30 +210,21 @@ Tensor GgufReader::load(const std::string& name) const {
   if (it == entries_.end()) fail("{}: missing tensor '{}'", file_->path(), name);
   const Entry& e = it->second;
   const TensorInfo& info = infos_[e.info];
-  Tensor t = Tensor::zeros(info.shape);
   const uint8_t* src = file_->data() + e.offset;
-  const int64_t n = t.numel();
-  switch (e.type) {
-    case kF32: std::memcpy(t.data, src, static_cast<size_t>(n) * 4); break;
-    case kF16:
-    case kBF16:
-      for (int64_t i = 0; i < n; ++i) {
-        uint16_t h;
-        std::memcpy(&h, src + 2 * i, 2);
-        t.data[i] = e.type == kF16 ? f16_to_f32(h) : bf16_to_f32(h);
-      }
-      break;
-    case kQ8_0:  // blocks of 32: an F16 scale, then 32 signed bytes
-      for (int64_t b = 0; b < n / 32; ++b) {
-        uint16_t h;
-        std::memcpy(&h, src + 34 * b, 2);
-        const float d = f16_to_f32(h);
-        for (int i = 0; i < 32; ++i) t.data[32 * b + i] = d * static_cast<float>(static_cast<int8_t>(src[34 * b + 2 + i]));
-      }
-      break;
+  if (e.type != kQ8_0) {
+    if (reinterpret_cast<uintptr_t>(src) % dtype_size(info.dtype) != 0)
+      fail("{}: tensor '{}' is not aligned for its type", file_->path(), name);
+    return Tensor::view_of(info.shape, info.dtype, src, file_, true);
   }
-  for (int64_t i = 0; i < n; ++i)
-    if (!std::isfinite(t.data[i])) fail("{}: tensor '{}' holds a non-finite value at element {}", file_->path(), name, i);
+  // Q8_0 blocks of 32: an F16 scale, then 32 signed bytes. Decoded once into F32.
+  Tensor t = Tensor::zeros(info.shape);
+  const int64_t n = t.numel();
+  for (int64_t b = 0; b < n / 32; ++b) {
+    uint16_t h;
+    std::memcpy(&h, src + 34 * b, 2);
+    const float d = f16_to_f32(h);
+    for (int i = 0; i < 32; ++i) t.data[32 * b + i] = d * static_cast<float>(static_cast<int8_t>(src[34 * b + 2 + i]));
+  }
   return t;
 }
 

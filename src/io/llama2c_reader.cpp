@@ -3,6 +3,7 @@
 #include <fstream>
 
 #include "baq/error.hpp"
+#include "baq/family.hpp"
 #include "baq/io.hpp"
 #include "io/tensor_convert.hpp"
 
@@ -34,7 +35,7 @@ Llama2cReader::Llama2cReader(const std::string& path) : file_(std::make_shared<M
   if (file_->size() < sizeof h) fail("{}: truncated llama2.c checkpoint ({} bytes, header needs 28)", path, file_->size());
   std::memcpy(&h, file_->data(), sizeof h);
   if (!plausible(h)) fail("{}: not a llama2.c checkpoint (implausible header)", path);
-  config_.arch = Architecture::Llama;
+  config_.family = &family_named("llama");
   config_.dim = h.dim;
   config_.hidden_dim = h.hidden_dim;
   config_.n_layers = h.n_layers;
@@ -44,6 +45,11 @@ Llama2cReader::Llama2cReader(const std::string& path) : file_(std::make_shared<M
   config_.tied_embeddings = h.vocab_size > 0;  // llama2.c's convention: negative = separate classifier
   config_.max_seq_len = h.seq_len;
   config_.rope_style = RopeStyle::Interleaved;
+  if (config_.n_heads > 0 && config_.dim % config_.n_heads != 0)
+    fail("{}: dim {} is not a multiple of n_heads {}", path, config_.dim, config_.n_heads);
+  config_.head_size = config_.n_heads > 0 ? config_.dim / config_.n_heads : 0;
+  config_.embed_dim = config_.dim;
+  config_.norm_eps = 1e-5f;
   validate_config(config_, path);
 
   const int64_t dim = config_.dim, hidden = config_.hidden_dim, L = config_.n_layers, kv = config_.kv_dim();
@@ -65,23 +71,24 @@ Llama2cReader::Llama2cReader(const std::string& path) : file_(std::make_shared<M
     grow(n);
     infos_.push_back(std::move(info));
   };
-  // Stacked arrays in llama2.c order; each layer's slice becomes its own named tensor.
-  auto stacked = [&](const std::string& suffix, std::vector<int64_t> shape) {
-    for (int64_t l = 0; l < L; ++l) add(fmt::format("model.layers.{}.{}", l, suffix), shape);
+  // Stacked arrays in llama2.c order; each layer's slice becomes its own tensor, named by the llama row.
+  const Family& f = *config_.family;
+  auto stacked = [&](Role role, std::vector<int64_t> shape) {
+    for (int64_t l = 0; l < L; ++l) add(f.tensor(role, static_cast<int>(l), false), shape);
   };
-  add("model.embed_tokens.weight", {vocab, dim});
-  stacked("input_layernorm.weight", {dim});
-  stacked("self_attn.q_proj.weight", {dim, dim});
-  stacked("self_attn.k_proj.weight", {kv, dim});
-  stacked("self_attn.v_proj.weight", {kv, dim});
-  stacked("self_attn.o_proj.weight", {dim, dim});
-  stacked("post_attention_layernorm.weight", {dim});
-  stacked("mlp.gate_proj.weight", {hidden, dim});
-  stacked("mlp.down_proj.weight", {dim, hidden});
-  stacked("mlp.up_proj.weight", {hidden, dim});
-  add("model.norm.weight", {dim});
+  add(f.tensor(Role::Embed, 0, false), {vocab, dim});
+  stacked(Role::AttnNorm, {dim});
+  stacked(Role::Q, {dim, dim});
+  stacked(Role::K, {kv, dim});
+  stacked(Role::V, {kv, dim});
+  stacked(Role::O, {dim, dim});
+  stacked(Role::MlpNorm, {dim});
+  stacked(Role::Gate, {hidden, dim});
+  stacked(Role::Down, {dim, hidden});
+  stacked(Role::Up, {hidden, dim});
+  add(f.tensor(Role::FinalNorm, 0, false), {dim});
   grow(static_cast<uint64_t>(config_.max_seq_len) * static_cast<uint64_t>(hs) * 4);  // unused freq_cis tables
-  if (!config_.tied_embeddings) add("lm_head.weight", {vocab, dim});
+  if (!config_.tied_embeddings) add(f.tensor(Role::Head, 0, false), {vocab, dim});
   if (offset != file_->size())
     fail("{}: header describes {} bytes of weights but the file holds {} (truncated or not llama2.c v0)", path,
          offset, file_->size());
@@ -91,7 +98,7 @@ Tensor Llama2cReader::load(const std::string& name) const {
   auto it = offsets_.find(name);
   if (it == offsets_.end()) fail("{}: missing tensor '{}'", file_->path(), name);
   for (const auto& info : infos_)
-    if (info.name == name) return convert_to_f32(file_, it->second, info, name);
+    if (info.name == name) return view_tensor(file_, it->second, info);
   fail("{}: missing tensor '{}'", file_->path(), name);
 }
 

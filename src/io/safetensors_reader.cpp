@@ -92,7 +92,7 @@ Tensor SafetensorsReader::load(const std::string& name) const {
   auto it = index_.find(name);
   if (it == index_.end()) fail("{}: missing tensor '{}'", file_->path(), name);
   const TensorInfo& info = infos_[it->second.info];
-  return convert_to_f32(file_, it->second.offset, info, name);
+  return view_tensor(file_, it->second.offset, info);
 }
 
 std::string SafetensorsReader::describe() const {

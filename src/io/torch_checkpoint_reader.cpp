@@ -110,8 +110,8 @@ Tensor TorchCheckpointReader::load(const std::string& name) const {
   const Entry& e = it->second;
   const TensorInfo& info = infos_[e.info];
   if (row_major(info.shape, e.stride))
-    return convert_to_f32(file_, e.offset + static_cast<uint64_t>(e.element_offset) * dtype_size(info.dtype), info, name);
-  return gather_to_f32(file_, e.offset, e.element_offset, e.stride, info, name);
+    return view_tensor(file_, e.offset + static_cast<uint64_t>(e.element_offset) * dtype_size(info.dtype), info);
+  return gather_to_f32(file_, e.offset, e.element_offset, e.stride, info);
 }
 
 std::string TorchCheckpointReader::describe() const {

@@ -1,44 +1,44 @@
 #pragma once
+#include "baq/family.hpp"
 #include "baq/model.hpp"
 #include "model/kernels.hpp"
 
 namespace baq {
 
-// Pre-norm Llama block: RMSNorm, rotary GQA attention, RMSNorm, SwiGLU MLP.
-class LlamaBlock final : public Block {
+// The one decoder block every family runs, shaped by its ModelConfig: norms (RMS, RMS(1 + w),
+// LayerNorm; before or after the residual add; Gemma 2's second norm on each sub-block's output),
+// attention (separate or fused q/k/v, biases, rotary or none, grouped KV heads, sliding window,
+// score soft-cap) and MLP (gated SiLU/GELU, separate or fused gate/up, or plain fc1/fc2).
+class TransformerBlock final : public Block {
  public:
-  LlamaBlock(int index, const ModelConfig& config, const TensorSource& source,
-             std::shared_ptr<const kernels::RopeTable> rope);
+  TransformerBlock(int index, const ModelConfig& config, const TensorSource& source,
+                   std::shared_ptr<const kernels::RopeTable> rope);
   void forward(float* x, BatchShape shape, LinearObserver* observer, KvCache::Layer* cache) const override;
-  std::vector<Linear*> linears() override { return {&q_, &k_, &v_, &o_, &gate_, &up_, &down_}; }
+  std::vector<Linear*> linears() override;
   std::vector<std::pair<std::string, const Tensor*>> tensors() const override;
 
  private:
+  struct Norm {
+    Tensor weight, bias;
+    std::string name;  // the weight's tensor name
+    bool present() const { return !weight.empty(); }
+  };
+  void apply_norm(const Norm& n, const float* x, int64_t rows, float* out) const;
+  void attention(float* x, BatchShape shape, LinearObserver* observer, KvCache::Layer* cache, float* out) const;
+  void mlp(const float* xn, int64_t rows, LinearObserver* observer, float* out) const;
+
   ModelConfig config_;
   std::shared_ptr<const kernels::RopeTable> rope_;
-  Tensor attn_norm_, mlp_norm_;
-  Linear q_, k_, v_, o_, gate_, up_, down_;
+  Norm attn_norm_, post_attn_norm_, mlp_norm_, post_mlp_norm_;
+  Linear q_, k_, v_, qkv_, o_, gate_, up_, gate_up_, down_;
 };
 
-// Pre-norm OPT block: LayerNorm, biased MHA (no rotary), LayerNorm, ReLU MLP.
-class OptBlock final : public Block {
- public:
-  OptBlock(int index, const ModelConfig& config, const TensorSource& source, const std::string& prefix);
-  void forward(float* x, BatchShape shape, LinearObserver* observer, KvCache::Layer* cache) const override;
-  std::vector<Linear*> linears() override { return {&q_, &k_, &v_, &o_, &fc1_, &fc2_}; }
-  std::vector<std::pair<std::string, const Tensor*>> tensors() const override;
-
- private:
-  ModelConfig config_;
-  std::string prefix_;
-  Tensor attn_norm_, attn_norm_bias_, mlp_norm_, mlp_norm_bias_;
-  Linear q_, k_, v_, o_, fc1_, fc2_;
-};
-
-// Loads `name` from `source` and checks its shape, naming the tensor on mismatch.
-Tensor load_checked(const TensorSource& source, const std::string& name, std::vector<int64_t> shape);
-// A linear's weight: kept packed when the source stores it packed, else loaded as F32.
-Linear load_linear(const TensorSource& source, const std::string& linear_name, const std::string& tensor,
-                   int64_t out, int64_t in);
+// A source's tensor `name` with its shape checked (naming the tensor on mismatch); `dtype_any` keeps
+// the stored dtype, else it is converted to F32 (norms and biases, which are small).
+Tensor load_checked(const TensorSource& source, const std::string& name, std::vector<int64_t> shape, bool keep_dtype);
+// A linear of the model: packed when the source stores it packed, else a view of its stored weights;
+// its bias when `bias`. `name` is the linear's name in the model ("attn.q"), `role`/`layer` locate it.
+Linear load_linear(const TensorSource& source, const ModelConfig& c, const std::string& name, Role role, int layer,
+                   int64_t out, int64_t in, bool bias);
 
 }  // namespace baq

@@ -1,6 +1,7 @@
 #include "model/kernels.hpp"
 
 #include <cblas.h>
+#include <immintrin.h>
 
 #include <algorithm>
 #include <cmath>
@@ -16,66 +17,187 @@ float* Scratch::get(int slot, size_t n) {
   return b.data();
 }
 
+namespace {
+
+__attribute__((target("avx2,fma,f16c"))) inline __m256 load8(DType dtype, const uint16_t* w) {
+  const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(w));
+  return dtype == DType::BF16 ? _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16)) : _mm256_cvtph_ps(h);
+}
+
+// One output row's dot product with x, the weight row converted as it is read.
+__attribute__((target("avx2,fma,f16c"))) float dot_avx2(DType dtype, const void* row, const float* x, int64_t n) {
+  __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+  int64_t j = 0;
+  if (dtype == DType::F32) {
+    const auto* w = static_cast<const float*>(row);
+    for (; j + 16 <= n; j += 16) {
+      acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(w + j), _mm256_loadu_ps(x + j), acc0);
+      acc1 = _mm256_fmadd_ps(_mm256_loadu_ps(w + j + 8), _mm256_loadu_ps(x + j + 8), acc1);
+    }
+  } else {
+    const auto* w = static_cast<const uint16_t*>(row);
+    for (; j + 16 <= n; j += 16) {
+      acc0 = _mm256_fmadd_ps(load8(dtype, w + j), _mm256_loadu_ps(x + j), acc0);
+      acc1 = _mm256_fmadd_ps(load8(dtype, w + j + 8), _mm256_loadu_ps(x + j + 8), acc1);
+    }
+  }
+  const __m256 s = _mm256_add_ps(acc0, acc1);
+  __m128 r = _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps(s, 1));
+  r = _mm_hadd_ps(r, r);
+  r = _mm_hadd_ps(r, r);
+  float sum = _mm_cvtss_f32(r);
+  if (j < n) {
+    float tail[16];
+    convert_to_f32(dtype, static_cast<const uint8_t*>(row) + static_cast<size_t>(j) * dtype_size(dtype), n - j, tail);
+    for (int64_t t = 0; t < n - j; ++t) sum += tail[t] * x[j + t];
+  }
+  return sum;
+}
+
+float dot_generic(DType dtype, const void* row, const float* x, int64_t n) {
+  float buf[256], sum = 0.0f;
+  for (int64_t j = 0; j < n; j += 256) {
+    const int64_t m = std::min<int64_t>(256, n - j);
+    convert_to_f32(dtype, static_cast<const uint8_t*>(row) + static_cast<size_t>(j) * dtype_size(dtype), m, buf);
+    for (int64_t t = 0; t < m; ++t) sum += buf[t] * x[j + t];
+  }
+  return sum;
+}
+
+bool has_avx2() {
+  static const bool has = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+  return has;
+}
+
+// One token: every output row is one dot product, rows split over the threads. A generated token is
+// bound by reading the weights once, so nothing is converted or written but the sums.
+void dense_matvec(const float* x, const Tensor& w, float* out) {
+  const int64_t rows = w.rows(), cols = w.cols();
+  const size_t stride = static_cast<size_t>(cols) * dtype_size(w.dtype);
+  const auto* base = static_cast<const uint8_t*>(w.raw);
+  const bool avx2 = has_avx2();
+#pragma omp parallel for schedule(static)
+  for (int64_t r = 0; r < rows; ++r)
+    out[r] = avx2 ? dot_avx2(w.dtype, base + static_cast<size_t>(r) * stride, x, cols)
+                  : dot_generic(w.dtype, base + static_cast<size_t>(r) * stride, x, cols);
+}
+
+}  // namespace
+
+void dense_matmul(const float* x, int64_t rows, const Tensor& w, float* out) {
+  const int64_t n = w.rows(), k = w.cols();
+  if (rows == 1) return dense_matvec(x, w, out);
+  if (w.dtype == DType::F32) {
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(rows), static_cast<int>(n), static_cast<int>(k),
+                1.0f, x, static_cast<int>(k), w.data, static_cast<int>(k), 0.0f, out, static_cast<int>(n));
+    return;
+  }
+  // Half-precision weights: 64-row tiles converted into a per-thread buffer and multiplied there, so
+  // the weights are never expanded whole and each tile is converted once per call.
+  constexpr int64_t kTile = 64;
+  const int64_t tiles = (n + kTile - 1) / kTile;
+  const int blas_threads = openblas_get_num_threads();
+  openblas_set_num_threads(1);
+#pragma omp parallel
+  {
+    float* tile = Scratch::get(9, static_cast<size_t>(kTile * k));
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t t = 0; t < tiles; ++t) {
+      const int64_t r0 = t * kTile, r1 = std::min(n, r0 + kTile);
+      w.rows_to_f32(r0, r1, tile);
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(rows), static_cast<int>(r1 - r0),
+                  static_cast<int>(k), 1.0f, x, static_cast<int>(k), tile, static_cast<int>(k), 0.0f, out + r0,
+                  static_cast<int>(n));
+    }
+  }
+  openblas_set_num_threads(blas_threads);
+}
+
 void linear(const float* x, int64_t rows, const Linear& l, float* out) {
-  const int64_t n = l.out_features(), k = l.in_features();
+  const int64_t n = l.out_features();
   if (l.packed != nullptr)
     packed_matmul(x, rows, *l.packed, out);
   else
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(rows), static_cast<int>(n),
-              static_cast<int>(k), 1.0f, x, static_cast<int>(k), l.weight.data, static_cast<int>(k), 0.0f, out,
-              static_cast<int>(n));
+    dense_matmul(x, rows, l.weight, out);
   if (!l.bias.empty()) {
     const float* b = l.bias.data;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (rows > 1)
     for (int64_t r = 0; r < rows; ++r)
       for (int64_t j = 0; j < n; ++j) out[r * n + j] += b[j];
   }
 }
 
-void rmsnorm(const float* x, const float* weight, int64_t rows, int64_t dim, float eps, float* out) {
-#pragma omp parallel for schedule(static)
+void norm(NormKind kind, const float* x, const float* weight, const float* bias, int64_t rows, int64_t dim, float eps,
+          float* out) {
+#pragma omp parallel for schedule(static) if (rows > 1)
   for (int64_t r = 0; r < rows; ++r) {
     const float* xr = x + r * dim;
-    float ss = 0.0f;
-    for (int64_t i = 0; i < dim; ++i) ss += xr[i] * xr[i];
-    const float inv = 1.0f / std::sqrt(ss / static_cast<float>(dim) + eps);
-    for (int64_t i = 0; i < dim; ++i) out[r * dim + i] = weight[i] * (xr[i] * inv);
+    float* yr = out + r * dim;
+    if (kind == NormKind::Layer) {
+      float mean = 0.0f;
+      for (int64_t i = 0; i < dim; ++i) mean += xr[i];
+      mean /= static_cast<float>(dim);
+      float var = 0.0f;
+      for (int64_t i = 0; i < dim; ++i) var += (xr[i] - mean) * (xr[i] - mean);
+      const float inv = 1.0f / std::sqrt(var / static_cast<float>(dim) + eps);
+      for (int64_t i = 0; i < dim; ++i) yr[i] = (xr[i] - mean) * inv * weight[i] + (bias != nullptr ? bias[i] : 0.0f);
+    } else {
+      float ss = 0.0f;
+      for (int64_t i = 0; i < dim; ++i) ss += xr[i] * xr[i];
+      const float inv = 1.0f / std::sqrt(ss / static_cast<float>(dim) + eps);
+      if (kind == NormKind::Rms)
+        for (int64_t i = 0; i < dim; ++i) yr[i] = weight[i] * (xr[i] * inv);
+      else
+        for (int64_t i = 0; i < dim; ++i) yr[i] = (1.0f + weight[i]) * (xr[i] * inv);
+    }
   }
 }
 
-void layernorm(const float* x, const float* weight, const float* bias, int64_t rows, int64_t dim, float eps,
-               float* out) {
-#pragma omp parallel for schedule(static)
-  for (int64_t r = 0; r < rows; ++r) {
-    const float* xr = x + r * dim;
-    float mean = 0.0f;
-    for (int64_t i = 0; i < dim; ++i) mean += xr[i];
-    mean /= static_cast<float>(dim);
-    float var = 0.0f;
-    for (int64_t i = 0; i < dim; ++i) var += (xr[i] - mean) * (xr[i] - mean);
-    const float inv = 1.0f / std::sqrt(var / static_cast<float>(dim) + eps);
-    for (int64_t i = 0; i < dim; ++i) out[r * dim + i] = (xr[i] - mean) * inv * weight[i] + bias[i];
+namespace {
+
+inline float apply(Activation act, float a) {
+  switch (act) {
+    case Activation::Silu: return a / (1.0f + std::exp(-a));
+    case Activation::Relu: return std::max(a, 0.0f);
+    case Activation::Gelu: return 0.5f * a * (1.0f + std::erf(a * 0.70710678118654752f));
+    case Activation::GeluTanh: {
+      const float inner = 0.79788456080286536f * (a + 0.044715f * a * a * a);
+      return 0.5f * a * (1.0f + std::tanh(inner));
+    }
   }
+  return a;
 }
 
-RopeTable::RopeTable(int max_pos, int hd, float theta) : head_dim(hd) {
-  const int half = hd / 2;
+}  // namespace
+
+void activate(Activation act, float* x, int64_t n) {
+#pragma omp parallel for schedule(static) if (n > 4096)
+  for (int64_t i = 0; i < n; ++i) x[i] = apply(act, x[i]);
+}
+
+void gated(Activation act, float* g, const float* u, int64_t n) {
+#pragma omp parallel for schedule(static) if (n > 4096)
+  for (int64_t i = 0; i < n; ++i) g[i] = apply(act, g[i]) * u[i];
+}
+
+RopeTable::RopeTable(int max_pos, const std::vector<float>& frequencies)
+    : head_size(static_cast<int>(frequencies.size()) * 2) {
+  const size_t half = frequencies.size();
   cos.resize(static_cast<size_t>(max_pos) * half);
   sin.resize(cos.size());
   for (int p = 0; p < max_pos; ++p)
-    for (int i = 0; i < half; ++i) {
-      // F32 frequencies and angles, as both llama2.c and transformers compute them.
-      const float freq = 1.0f / std::pow(theta, static_cast<float>(2 * i) / static_cast<float>(hd));
-      const float angle = static_cast<float>(p) * freq;
+    for (size_t i = 0; i < half; ++i) {
+      // F32 angles, as both llama2.c and transformers compute them.
+      const float angle = static_cast<float>(p) * frequencies[i];
       cos[static_cast<size_t>(p) * half + i] = static_cast<float>(std::cos(static_cast<double>(angle)));
       sin[static_cast<size_t>(p) * half + i] = static_cast<float>(std::sin(static_cast<double>(angle)));
     }
 }
 
 void rope(float* x, BatchShape shape, int n_heads, const RopeTable& table, RopeStyle style) {
-  const int hd = table.head_dim, half = hd / 2;
+  const int hd = table.head_size, half = hd / 2;
   const int64_t width = static_cast<int64_t>(n_heads) * hd;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (shape.rows() > 1)
   for (int64_t r = 0; r < shape.rows(); ++r) {
     const int64_t pos = shape.start + r % shape.seqlen;
     const float* c = table.cos.data() + pos * half;
@@ -105,14 +227,13 @@ KeysValues keys_values(const float* k, const float* v, BatchShape shape, int64_t
   return {cache->k.data(), cache->v.data(), shape.start + shape.seqlen};
 }
 
-void attention(const float* q, const KeysValues& kv, BatchShape shape, int n_heads, int n_kv_heads, int head_dim,
-               float scale, float* out) {
-  const int T = shape.seqlen, S = kv.kv_len, past = S - T;
+void attention(const float* q, const KeysValues& kv, BatchShape shape, const AttentionShape& a, float* out) {
+  const int T = shape.seqlen, S = kv.kv_len, past = S - T, head_dim = a.head_size;
   const float *k = kv.k, *v = kv.v;
-  const int group = n_heads / n_kv_heads;
-  const int qw = n_heads * head_dim, kw = n_kv_heads * head_dim;
-  const int jobs = shape.batch * n_heads;
-  // Each (window, head) is one job with its own T×T score matrix; BLAS runs single-threaded inside
+  const int group = a.n_heads / a.n_kv_heads;
+  const int qw = a.n_heads * head_dim, kw = a.n_kv_heads * head_dim;
+  const int jobs = shape.batch * a.n_heads;
+  // Each (window, head) is one job with its own T×S score matrix; BLAS runs single-threaded inside
   // so the OpenMP threads do not oversubscribe the cores.
   const int blas_threads = openblas_get_num_threads();
   openblas_set_num_threads(1);
@@ -121,30 +242,32 @@ void attention(const float* q, const KeysValues& kv, BatchShape shape, int n_hea
     float* scores = Scratch::get(0, static_cast<size_t>(T) * S);
 #pragma omp for schedule(dynamic, 1)
     for (int job = 0; job < jobs; ++job) {
-      const int b = job / n_heads, h = job % n_heads, kvh = h / group;
+      const int b = job / a.n_heads, h = job % a.n_heads, kvh = h / group;
       const int64_t qrow0 = static_cast<int64_t>(b) * T, krow0 = static_cast<int64_t>(b) * S;
       const float* qb = q + qrow0 * qw + static_cast<int64_t>(h) * head_dim;
       const float* kb = k + krow0 * kw + static_cast<int64_t>(kvh) * head_dim;
       const float* vb = v + krow0 * kw + static_cast<int64_t>(kvh) * head_dim;
       float* ob = out + qrow0 * qw + static_cast<int64_t>(h) * head_dim;
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, S, head_dim, scale, qb, qw, kb, kw, 0.0f,
-                  scores, S);
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, S, head_dim, a.scale, qb, qw, kb, kw, 0.0f, scores, S);
       for (int i = 0; i < T; ++i) {
         float* row = scores + static_cast<int64_t>(i) * S;
         const int last = past + i;  // causal: the query at position past+i sees keys up to itself
-        float mx = row[0];
-        for (int j = 1; j <= last; ++j) mx = std::max(mx, row[j]);
+        const int first = a.window > 0 ? std::max(0, last - a.window + 1) : 0;
+        if (a.softcap > 0.0f)
+          for (int j = first; j <= last; ++j) row[j] = a.softcap * std::tanh(row[j] / a.softcap);
+        float mx = row[first];
+        for (int j = first + 1; j <= last; ++j) mx = std::max(mx, row[j]);
         float sum = 0.0f;
-        for (int j = 0; j <= last; ++j) {
+        for (int j = first; j <= last; ++j) {
           row[j] = std::exp(row[j] - mx);
           sum += row[j];
         }
         const float inv = 1.0f / sum;
-        for (int j = 0; j <= last; ++j) row[j] *= inv;
+        for (int j = 0; j < first; ++j) row[j] = 0.0f;
+        for (int j = first; j <= last; ++j) row[j] *= inv;
         for (int j = last + 1; j < S; ++j) row[j] = 0.0f;
       }
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, head_dim, S, 1.0f, scores, S, vb, kw, 0.0f,
-                  ob, qw);
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, head_dim, S, 1.0f, scores, S, vb, kw, 0.0f, ob, qw);
     }
   }
   openblas_set_num_threads(blas_threads);

@@ -1,5 +1,7 @@
 #pragma once
-// The forward pass's numerical kernels: F32, OpenBLAS sgemm for every matmul, OpenMP for the rest.
+// The forward pass's numerical kernels: F32 activations, weights in their stored dtype (F32, F16,
+// BF16 or packed) converted a tile at a time inside the product, OpenBLAS sgemm for every batched
+// matmul, fused dot products for one row, OpenMP for the rest.
 #include <cstdint>
 #include <vector>
 
@@ -15,19 +17,25 @@ class Scratch {
   static float* get(int slot, size_t n);
 };
 
-// out (rows × out_features) = x (rows × in) · Wᵀ + bias
+// out (rows × out_features) = x (rows × in) · Wᵀ + bias, whatever W's storage.
 void linear(const float* x, int64_t rows, const Linear& l, float* out);
-void rmsnorm(const float* x, const float* weight, int64_t rows, int64_t dim, float eps, float* out);
-void layernorm(const float* x, const float* weight, const float* bias, int64_t rows, int64_t dim, float eps,
-               float* out);
+// The same for a dense weight tensor of any dtype (no bias).
+void dense_matmul(const float* x, int64_t rows, const Tensor& w, float* out);
+
+// y = norm(x) over `dim` per row, for the three norm kinds (bias only for LayerNorm; may be null).
+void norm(NormKind kind, const float* x, const float* weight, const float* bias, int64_t rows, int64_t dim, float eps,
+          float* out);
+// In place: x = act(x) (no gate), or g = act(g)·u.
+void activate(Activation act, float* x, int64_t n);
+void gated(Activation act, float* g, const float* u, int64_t n);
 
 struct RopeTable {
-  int head_dim = 0;
-  std::vector<float> cos, sin;  // [pos][head_dim/2]
+  int head_size = 0;
+  std::vector<float> cos, sin;  // [pos][head_size/2]
   RopeTable() = default;
-  RopeTable(int max_pos, int head_dim, float theta);
+  RopeTable(int max_pos, const std::vector<float>& frequencies);
 };
-// Rotates every head of `x` ((batch·seqlen) × n_heads·head_dim) by its position (shape.start + row in window).
+// Rotates every head of `x` ((batch·seqlen) × n_heads·head_size) by its position (shape.start + row in window).
 void rope(float* x, BatchShape shape, int n_heads, const RopeTable& table, RopeStyle style);
 
 // Keys and values attention reads: this step's own rows, or (with a cache) the cache after
@@ -39,9 +47,14 @@ struct KeysValues {
 };
 KeysValues keys_values(const float* k, const float* v, BatchShape shape, int64_t kv_width, KvCache::Layer* cache);
 
+struct AttentionShape {
+  int n_heads, n_kv_heads, head_size;
+  float scale;    // applied to q·k
+  float softcap;  // 0: none, else cap·tanh(score/cap)
+  int window;     // 0: causal over every earlier key; else the last `window` keys (itself included)
+};
 // Causal multi-head attention with grouped KV heads: the seqlen queries of each window are its last
-// positions, query i sees keys 0..kv.kv_len - seqlen + i. Scores scaled by `scale`.
-void attention(const float* q, const KeysValues& kv, BatchShape shape, int n_heads, int n_kv_heads, int head_dim,
-               float scale, float* out);
+// positions, query i sees keys 0..kv.kv_len − seqlen + i (and only the last `window` of them).
+void attention(const float* q, const KeysValues& kv, BatchShape shape, const AttentionShape& a, float* out);
 
 }  // namespace baq::kernels

@@ -1,5 +1,4 @@
-#include <cblas.h>
-
+#include <cmath>
 #include <cstring>
 
 #include "baq/error.hpp"
@@ -7,7 +6,19 @@
 
 namespace baq {
 
-Tensor load_checked(const TensorSource& source, const std::string& name, std::vector<int64_t> shape) {
+namespace {
+
+// Checkpoints of the base model (OPTModel, LlamaModel) lack the "model." prefix of the causal-LM class.
+std::string stored_name(const TensorSource& source, const std::string& name) {
+  if (source.contains(name) || source.naming() != TensorNaming::HuggingFace || !name.starts_with("model.")) return name;
+  const std::string bare = name.substr(6);
+  return source.contains(bare) ? bare : name;
+}
+
+}  // namespace
+
+Tensor load_checked(const TensorSource& source, const std::string& wanted, std::vector<int64_t> shape, bool keep_dtype) {
+  const std::string name = stored_name(source, wanted);
   if (!source.contains(name)) fail("{}: missing tensor '{}'", source.describe(), name);
   Tensor t = source.load(name);
   if (t.shape != shape) {
@@ -15,59 +26,88 @@ Tensor load_checked(const TensorSource& source, const std::string& name, std::ve
     expected.shape = shape;
     fail("{}: tensor '{}' has shape {}, expected {}", source.describe(), name, t.shape_string(), expected.shape_string());
   }
-  return t;
+  if (keep_dtype) return t;
+  Tensor f = t.to_f32();
+  if (const int64_t bad = f.first_non_finite(); bad >= 0)
+    fail("{}: tensor '{}' holds a non-finite value (NaN or Inf) at element {}", source.describe(), name, bad);
+  return f;
 }
 
-Linear load_linear(const TensorSource& source, const std::string& linear_name, const std::string& tensor, int64_t out,
-                   int64_t in) {
-  if (auto packed = source.load_packed(tensor)) {
+Linear load_linear(const TensorSource& source, const ModelConfig& c, const std::string& linear_name, Role role,
+                   int layer, int64_t out, int64_t in, bool bias) {
+  const bool gguf = source.naming() == TensorNaming::Gguf;
+  const std::string stored = stored_name(source, c.family->tensor(role, layer, gguf));
+  if (stored.empty()) fail("{}: the {} family names no GGUF tensor for '{}'", source.describe(), c.family->name, linear_name);
+  Linear l;
+  l.name = linear_name;
+  l.tensor = c.family->tensor(role, layer, false);
+  if (auto packed = source.load_packed(stored)) {
     if (packed->rows != out || packed->cols != in)
-      fail("{}: packed tensor '{}' is {}x{}, expected {}x{}", source.describe(), tensor, packed->rows, packed->cols, out, in);
-    return Linear{linear_name, Tensor::view({out, in}, nullptr, nullptr), {}, std::move(packed)};
+      fail("{}: packed tensor '{}' is {}x{}, expected {}x{}", source.describe(), stored, packed->rows, packed->cols, out, in);
+    l.weight.shape = {out, in};
+    l.weight.dtype = DType::Packed;
+    l.packed = std::move(packed);
+  } else {
+    l.weight = load_checked(source, stored, {out, in}, true);
   }
-  return Linear{linear_name, load_checked(source, tensor, {out, in}), {}, nullptr};
+  if (bias) l.bias = load_checked(source, c.family->tensor(role, layer, gguf, "bias"), {out}, false);
+  return l;
 }
 
-Model::Model(ModelConfig config, std::vector<std::unique_ptr<Block>> blocks, Tensor embeddings, Tensor positions,
-             Tensor final_norm, Tensor final_norm_bias, Tensor head)
-    : config_(std::move(config)),
-      blocks_(std::move(blocks)),
-      embeddings_(std::move(embeddings)),
-      positions_(std::move(positions)),
-      final_norm_(std::move(final_norm)),
-      final_norm_bias_(std::move(final_norm_bias)),
-      head_(std::move(head)) {}
+Model::Model(ModelConfig config, std::vector<std::unique_ptr<Block>> blocks, Parts parts)
+    : config_(std::move(config)), blocks_(std::move(blocks)), parts_(std::move(parts)) {}
 
 Model::~Model() = default;
 
 void Model::embed(std::span<const int> tokens, BatchShape shape, float* x) const {
-  const int64_t dim = config_.dim;
+  const ModelConfig& c = config_;
+  const int64_t dim = c.dim, width = c.embed_dim;
   if (static_cast<int64_t>(tokens.size()) != shape.rows()) fail("embed: {} tokens for a batch of {}", tokens.size(), shape.rows());
-  if (shape.start < 0 || shape.seqlen > config_.max_seq_len - shape.start)
-    fail("positions {}..{} exceed the model's context {}", shape.start, shape.start + shape.seqlen - 1, config_.max_seq_len);
+  if (shape.start < 0 || shape.seqlen > c.max_seq_len - shape.start)
+    fail("positions {}..{} exceed the model's context {}", shape.start, shape.start + shape.seqlen - 1, c.max_seq_len);
   for (int t : tokens)
-    if (t < 0 || t >= config_.vocab_size) fail("token id {} is outside the vocabulary (0..{})", t, config_.vocab_size - 1);
-#pragma omp parallel for schedule(static)
+    if (t < 0 || t >= c.vocab_size) fail("token id {} is outside the vocabulary (0..{})", t, c.vocab_size - 1);
+  // Rows are converted from the stored dtype one token at a time: the table is never expanded.
+  float* e = width == dim ? x : kernels::Scratch::get(11, static_cast<size_t>(shape.rows() * width));
+#pragma omp parallel for schedule(static) if (shape.rows() > 1)
   for (int64_t r = 0; r < shape.rows(); ++r) {
-    std::memcpy(x + r * dim, embeddings_.data + static_cast<int64_t>(tokens[static_cast<size_t>(r)]) * dim,
-                static_cast<size_t>(dim) * sizeof(float));
-    if (!positions_.empty()) {  // OPT's learned positions sit at an offset of 2
-      const float* p = positions_.data + (shape.start + r % shape.seqlen + 2) * dim;
+    const int64_t t = tokens[static_cast<size_t>(r)];
+    parts_.embeddings.rows_to_f32(t, t + 1, e + r * width);
+    if (c.embed_scale != 1.0f)
+      for (int64_t i = 0; i < width; ++i) e[r * width + i] *= c.embed_scale;
+  }
+  if (width != dim) kernels::linear(e, shape.rows(), parts_.project_in, x);
+  if (!parts_.positions.empty()) {
+#pragma omp parallel for schedule(static) if (shape.rows() > 1)
+    for (int64_t r = 0; r < shape.rows(); ++r) {
+      // OPT's learned positions sit at an offset of 2.
+      const float* p = parts_.positions.data + (shape.start + r % shape.seqlen + 2) * dim;
       for (int64_t i = 0; i < dim; ++i) x[r * dim + i] += p[i];
     }
   }
 }
 
 void Model::final_norm(float* x, int64_t rows) const {
-  if (config_.arch == Architecture::Llama)
-    kernels::rmsnorm(x, final_norm_.data, rows, config_.dim, config_.norm_eps, x);
-  else
-    kernels::layernorm(x, final_norm_.data, final_norm_bias_.data, rows, config_.dim, config_.norm_eps, x);
+  if (parts_.final_norm.empty()) return;
+  kernels::norm(config_.norm, x, parts_.final_norm.data,
+                parts_.final_norm_bias.empty() ? nullptr : parts_.final_norm_bias.data, rows, config_.dim,
+                config_.norm_eps, x);
 }
 
 void Model::logits(const float* hidden, int64_t rows, float* out) const {
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(rows), config_.vocab_size, config_.dim, 1.0f,
-              hidden, config_.dim, head_.data, config_.dim, 0.0f, out, config_.vocab_size);
+  const float* h = hidden;
+  if (!parts_.project_out.name.empty()) {
+    float* p = kernels::Scratch::get(12, static_cast<size_t>(rows * config_.embed_dim));
+    kernels::linear(hidden, rows, parts_.project_out, p);
+    h = p;
+  }
+  kernels::linear(h, rows, parts_.head, out);
+  if (config_.final_softcap > 0.0f) {
+    const float cap = config_.final_softcap;
+    const int64_t n = rows * config_.vocab_size;
+#pragma omp parallel for schedule(static) if (n > 4096)
+    for (int64_t i = 0; i < n; ++i) out[i] = cap * std::tanh(out[i] / cap);
+  }
 }
 
 void Model::forward(std::span<const int> tokens, BatchShape shape, float* hidden, LinearObserver* observer,
@@ -92,39 +132,72 @@ int64_t Model::parameter_count() const {
 
 std::vector<std::pair<std::string, const Tensor*>> Model::tensors() const {
   std::vector<std::pair<std::string, const Tensor*>> out;
-  const bool llama = config_.arch == Architecture::Llama;
-  const std::string prefix = llama ? "model." : "model.decoder.";
-  out.emplace_back(prefix + "embed_tokens.weight", &embeddings_);
-  if (!positions_.empty()) out.emplace_back(prefix + "embed_positions.weight", &positions_);
+  out.emplace_back(parts_.embeddings_name, &parts_.embeddings);
+  if (!parts_.positions.empty()) out.emplace_back(parts_.positions_name, &parts_.positions);
+  if (!parts_.project_in.name.empty()) out.emplace_back(parts_.project_in.tensor, &parts_.project_in.weight);
   for (const auto& b : blocks_)
     for (auto& entry : b->tensors()) out.push_back(entry);
-  out.emplace_back(prefix + (llama ? "norm.weight" : "final_layer_norm.weight"), &final_norm_);
-  if (!final_norm_bias_.empty()) out.emplace_back(prefix + "final_layer_norm.bias", &final_norm_bias_);
-  if (!config_.tied_embeddings) out.emplace_back("lm_head.weight", &head_);
+  if (!parts_.final_norm.empty()) out.emplace_back(parts_.final_norm_name, &parts_.final_norm);
+  if (!parts_.final_norm_bias.empty()) out.emplace_back(parts_.final_norm_bias_name, &parts_.final_norm_bias);
+  if (!parts_.project_out.name.empty()) out.emplace_back(parts_.project_out.tensor, &parts_.project_out.weight);
+  if (!config_.tied_embeddings) out.emplace_back(parts_.head.tensor, &parts_.head.weight);
   return out;
 }
 
+std::vector<const Linear*> Model::outer_linears() const {
+  std::vector<const Linear*> out;
+  for (const Linear* l : {&parts_.project_in, &parts_.project_out, &parts_.head})
+    if (!l->name.empty()) out.push_back(l);
+  return out;
+}
+
+std::string Model::find_non_finite() const {
+  for (const auto& [name, t] : tensors())
+    if (!t->empty() && t->first_non_finite() >= 0) return name;
+  return {};
+}
+
 std::unique_ptr<Model> build_model(const ModelConfig& c, const TensorSource& src) {
-  const int64_t dim = c.dim, vocab = c.vocab_size;
-  std::vector<std::unique_ptr<Block>> blocks;
-  Tensor embeddings, positions, norm, norm_bias, head;
-  if (c.arch == Architecture::Llama) {
-    auto rope = std::make_shared<const kernels::RopeTable>(c.max_seq_len, c.head_dim(), c.rope_theta);
-    embeddings = load_checked(src, "model.embed_tokens.weight", {vocab, dim});
-    for (int i = 0; i < c.n_layers; ++i) blocks.push_back(std::make_unique<LlamaBlock>(i, c, src, rope));
-    norm = load_checked(src, "model.norm.weight", {dim});
-  } else {
-    // OPT checkpoints name the decoder "model.decoder." (OPTForCausalLM) or "decoder." (OPTModel).
-    const std::string prefix = src.contains("model.decoder.embed_tokens.weight") ? "model.decoder." : "decoder.";
-    embeddings = load_checked(src, prefix + "embed_tokens.weight", {vocab, dim});
-    positions = load_checked(src, prefix + "embed_positions.weight", {static_cast<int64_t>(c.max_seq_len) + 2, dim});
-    for (int i = 0; i < c.n_layers; ++i) blocks.push_back(std::make_unique<OptBlock>(i, c, src, prefix));
-    norm = load_checked(src, prefix + "final_layer_norm.weight", {dim});
-    norm_bias = load_checked(src, prefix + "final_layer_norm.bias", {dim});
+  const Family& f = *c.family;
+  const bool gguf = src.naming() == TensorNaming::Gguf;
+  const int64_t dim = c.dim, vocab = c.vocab_size, width = c.embed_dim;
+  // A config with fewer layers than the checkpoint would quietly drop some: refuse it, naming both.
+  for (Role r : {Role::AttnNorm, Role::Q, Role::Qkv, Role::Down}) {
+    const std::string beyond = stored_name(src, f.tensor(r, c.n_layers, gguf));
+    if (f.has(r) && !beyond.empty() && src.contains(beyond))
+      fail("{}: the config says {} layers but the checkpoint holds more (tensor '{}')", src.describe(), c.n_layers, beyond);
   }
-  head = c.tied_embeddings ? embeddings : load_checked(src, "lm_head.weight", {vocab, dim});
-  return std::make_unique<Model>(c, std::move(blocks), std::move(embeddings), std::move(positions), std::move(norm),
-                                 std::move(norm_bias), std::move(head));
+  Model::Parts p;
+  p.embeddings_name = f.tensor(Role::Embed, 0, false);
+  p.embeddings = load_checked(src, f.tensor(Role::Embed, 0, gguf), {vocab, width}, true);
+  if (!c.rotary) {
+    p.positions_name = f.tensor(Role::Positions, 0, false);
+    p.positions = load_checked(src, f.tensor(Role::Positions, 0, gguf), {static_cast<int64_t>(c.max_seq_len) + 2, dim}, false);
+  }
+  if (width != dim) {
+    p.project_in = load_linear(src, c, "project_in", Role::ProjectIn, 0, dim, width, false);
+    p.project_out = load_linear(src, c, "project_out", Role::ProjectOut, 0, width, dim, false);
+  }
+  std::shared_ptr<const kernels::RopeTable> rope;
+  if (c.rotary) rope = std::make_shared<const kernels::RopeTable>(c.max_seq_len, c.rope_frequencies());
+  std::vector<std::unique_ptr<Block>> blocks;
+  for (int i = 0; i < c.n_layers; ++i) blocks.push_back(std::make_unique<TransformerBlock>(i, c, src, rope));
+  if (c.final_norm) {
+    p.final_norm_name = f.tensor(Role::FinalNorm, 0, false);
+    p.final_norm = load_checked(src, f.tensor(Role::FinalNorm, 0, gguf), {dim}, false);
+    if (c.norm == NormKind::Layer) {
+      p.final_norm_bias_name = f.tensor(Role::FinalNorm, 0, false, "bias");
+      p.final_norm_bias = load_checked(src, f.tensor(Role::FinalNorm, 0, gguf, "bias"), {dim}, false);
+    }
+  }
+  if (c.tied_embeddings) {
+    p.head.name = "head";
+    p.head.tensor = p.embeddings_name;
+    p.head.weight = p.embeddings;
+  } else {
+    p.head = load_linear(src, c, "head", Role::Head, 0, vocab, width, false);
+  }
+  return std::make_unique<Model>(c, std::move(blocks), std::move(p));
 }
 
 }  // namespace baq

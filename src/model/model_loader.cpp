@@ -13,28 +13,31 @@ namespace {
 
 // The vocabulary a GGUF file embeds: SentencePiece-style ("llama": pieces with ▁ for spaces and
 // scores, encoded by llama2.c's greedy merges) or byte-level BPE ("gpt2": tokens and merges).
-std::unique_ptr<Tokenizer> gguf_tokenizer(const GgufReader& g, const std::string& path) {
-  if (g.tokenizer_tokens.empty()) fail("{}: no embedded tokenizer; name one with --tokenizer", path);
+std::unique_ptr<Tokenizer> gguf_tokenizer(const GgufReader& g, const ModelConfig& c, const std::string& path) {
+  const std::vector<std::string> tokens = g.strings("tokenizer.ggml.tokens");
+  if (tokens.empty()) fail("{}: no embedded tokenizer; name one with --tokenizer", path);
+  const std::string model = g.has("tokenizer.ggml.model") ? g.string("tokenizer.ggml.model") : "";
   const std::string source = fs::path(path).filename().string() + " (embedded)";
-  if (g.tokenizer_model == "llama") {
+  if (model == "llama") {
     std::vector<std::string> pieces;
-    for (const std::string& p : g.tokenizer_tokens) pieces.push_back(sentencepiece_piece_to_text(p));
-    std::vector<float> scores = g.tokenizer_scores;
+    for (const std::string& p : tokens) pieces.push_back(sentencepiece_piece_to_text(p));
+    std::vector<float> scores;
+    for (double v : g.numbers("tokenizer.ggml.scores")) scores.push_back(static_cast<float>(v));
     scores.resize(pieces.size(), 0.0f);
     return std::make_unique<Llama2cTokenizer>(std::move(pieces), std::move(scores), source);
   }
-  if (g.tokenizer_model == "gpt2") {
+  if (model == "gpt2") {
     // Kept as vocab.json + merges.txt, so a .baq made from this model carries a tokenizer it reads back.
     nlohmann::ordered_json vocab = nlohmann::ordered_json::object();
-    for (size_t i = 0; i < g.tokenizer_tokens.size(); ++i) vocab[g.tokenizer_tokens[i]] = i;
+    for (size_t i = 0; i < tokens.size(); ++i) vocab[tokens[i]] = i;
     std::string merges = "#version: 0.2\n";
-    for (const std::string& m : g.tokenizer_merges) {
+    for (const std::string& m : g.strings("tokenizer.ggml.merges")) {
       if (m.find(' ') == std::string::npos || m.find('\n') != std::string::npos) fail("{}: merge '{}' is not 'A B'", path, m);
       merges += m + "\n";
     }
-    return ByteLevelBpeTokenizer::from_vocab_merges_bytes(vocab.dump(), merges, source, g.config().bos_id, g.config().eos_id);
+    return ByteLevelBpeTokenizer::from_vocab_merges_bytes(vocab.dump(), merges, source, c.bos_id, c.eos_id());
   }
-  fail("{}: embedded tokenizer model '{}' is not supported (llama, gpt2)", path, g.tokenizer_model);
+  fail("{}: embedded tokenizer model '{}' is not supported (llama, gpt2)", path, model);
 }
 
 std::unique_ptr<TensorSource> open_safetensors(const std::string& path) { return std::make_unique<SafetensorsReader>(path); }
@@ -84,17 +87,21 @@ LoadedModel load_model(const std::string& path, const std::string& tokenizer_pat
       m.format = "Hugging Face safetensors";
     } else if (is_baq_file(path)) {
       auto reader = std::make_unique<BaqFileReader>(path);
-      if (!reader->metadata().contains("config")) fail("{}: .baq metadata has no model config", path);
-      m.config = parse_hf_config(reader->metadata()["config"], path);
-      const std::string style = json_string_or(reader->metadata(), "rope_style", path + ": metadata", "rotate-half");
-      if (style == "interleaved") m.config.rope_style = RopeStyle::Interleaved;
-      else if (style != "rotate-half") fail("{}: metadata 'rope_style' is '{}', not interleaved or rotate-half", path, style);
+      m.config = model_config_from_json(json_field(reader->metadata(), "model_config", path + ": metadata"), path);
       m.config_source = path + " (metadata)";
       m.format = "baq packed";
       m.source = std::move(reader);
     } else if (GgufReader::looks_like(path)) {
       auto reader = std::make_unique<GgufReader>(path);
-      m.config = reader->config();
+      m.config = read_gguf_config(*reader);
+      // The vocabulary is the embedding's height; the head is tied when the file holds none.
+      const Family& f = *m.config.family;
+      const std::string embed = f.tensor(Role::Embed, 0, true);
+      if (!reader->contains(embed)) fail("{}: missing tensor '{}'", path, embed);
+      for (const auto& t : reader->tensors())
+        if (t.name == embed && t.shape.size() == 2) m.config.vocab_size = static_cast<int>(std::min<int64_t>(t.shape[0], 1 << 25));
+      m.config.tied_embeddings = !reader->contains(f.tensor(Role::Head, 0, true));
+      validate_config(m.config, path);
       m.config_source = path + " (GGUF metadata)";
       m.format = "GGUF";
       m.source = std::move(reader);
@@ -123,7 +130,7 @@ LoadedModel load_model(const std::string& path, const std::string& tokenizer_pat
 std::unique_ptr<Tokenizer> open_model_tokenizer(const LoadedModel& m, const std::string& tokenizer_path) {
   const ModelConfig& c = m.config;
   if (tokenizer_path.empty()) {
-    if (const auto* g = dynamic_cast<const GgufReader*>(m.source.get())) return gguf_tokenizer(*g, m.path);
+    if (const auto* g = dynamic_cast<const GgufReader*>(m.source.get())) return gguf_tokenizer(*g, c, m.path);
     const auto* baq = dynamic_cast<const BaqFileReader*>(m.source.get());
     if (baq != nullptr && baq->metadata().contains("tokenizer_files")) {
       // Read from the file's own records, in memory: a name in the file never becomes a path.
@@ -134,10 +141,10 @@ std::unique_ptr<Tokenizer> open_model_tokenizer(const LoadedModel& m, const std:
         const std::string name = json_as_string(n, m.path + ": metadata 'tokenizer_files' entry");
         files.push_back({name, baq->file("tokenizer/" + name), fmt::format("{} (embedded)", m.path)});
       }
-      return open_tokenizer(files, c.vocab_size, c.bos_id, c.eos_id);
+      return open_tokenizer(files, c.vocab_size, c.bos_id, c.eos_id());
     }
   }
-  return open_tokenizer(tokenizer_path, m.folder, c.vocab_size, c.bos_id, c.eos_id);
+  return open_tokenizer(tokenizer_path, m.folder, c.vocab_size, c.bos_id, c.eos_id());
 }
 
 }  // namespace baq

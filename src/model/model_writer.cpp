@@ -11,7 +11,7 @@ void write_model_folder(const std::string& dir, const Model& model, const Tokeni
   OutputFolder out(dir, InputSet{});
   write_file_atomically(out.file("config.json"), hf_config_json(model.config()));
   std::map<std::string, std::string> metadata = {{"format", "pt"}};
-  if (model.config().rope_style == RopeStyle::Interleaved && model.config().arch == Architecture::Llama)
+  if (model.config().rope_style == RopeStyle::Interleaved && model.config().rotary)
     metadata[kRopeStyleMetadataKey] = "interleaved";
   write_safetensors(out.file("model.safetensors"), model.tensors(), metadata);
   if (tokenizer != nullptr)

@@ -1,15 +1,37 @@
 #include "baq/tensor.hpp"
 
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <cmath>
+#include <cstring>
+
 #include <fmt/format.h>
 #include <fmt/ranges.h>
+#include <immintrin.h>
+
+#include "baq/half.hpp"
 
 namespace baq {
+
+const char* dtype_name(DType dtype) {
+  switch (dtype) {
+    case DType::F32: return "F32";
+    case DType::F16: return "F16";
+    case DType::BF16: return "BF16";
+    case DType::Packed: return "packed";
+  }
+  return "?";
+}
+
+size_t dtype_size(DType dtype) { return dtype == DType::F32 ? 4 : dtype == DType::Packed ? 0 : 2; }
 
 Tensor Tensor::zeros(std::vector<int64_t> shape) {
   Tensor t;
   t.shape = std::move(shape);
   auto storage = std::make_shared<std::vector<float>>(static_cast<size_t>(t.numel()), 0.0f);
   t.data = storage->data();
+  t.raw = t.data;
   t.owner = storage;
   return t;
 }
@@ -18,7 +40,19 @@ Tensor Tensor::view(std::vector<int64_t> shape, float* data, std::shared_ptr<voi
   Tensor t;
   t.shape = std::move(shape);
   t.data = data;
+  t.raw = data;
   t.owner = std::move(owner);
+  return t;
+}
+
+Tensor Tensor::view_of(std::vector<int64_t> shape, DType dtype, const void* raw, std::shared_ptr<void> owner, bool mapped) {
+  Tensor t;
+  t.shape = std::move(shape);
+  t.dtype = dtype;
+  t.raw = raw;
+  t.data = dtype == DType::F32 ? static_cast<float*>(const_cast<void*>(raw)) : nullptr;
+  t.owner = std::move(owner);
+  t.mapped = mapped;
   return t;
 }
 
@@ -29,5 +63,87 @@ int64_t Tensor::numel() const {
 }
 
 std::string Tensor::shape_string() const { return fmt::format("[{}]", fmt::join(shape, ", ")); }
+
+namespace {
+
+__attribute__((target("avx2,f16c"))) void f16_avx2(const uint16_t* s, int64_t n, float* out) {
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8)
+    _mm256_storeu_ps(out + i, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(s + i))));
+  for (; i < n; ++i) out[i] = f16_to_f32(s[i]);
+}
+
+__attribute__((target("avx2"))) void bf16_avx2(const uint16_t* s, int64_t n, float* out) {
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const __m256i w = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(s + i)));
+    _mm256_storeu_ps(out + i, _mm256_castsi256_ps(_mm256_slli_epi32(w, 16)));
+  }
+  for (; i < n; ++i) out[i] = bf16_to_f32(s[i]);
+}
+
+bool has_avx2_f16c() {
+  static const bool has = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c");
+  return has;
+}
+
+}  // namespace
+
+void convert_to_f32(DType dtype, const void* src, int64_t n, float* out) {
+  const auto* s = static_cast<const uint16_t*>(src);
+  switch (dtype) {
+    case DType::F32: std::memcpy(out, src, static_cast<size_t>(n) * 4); return;
+    case DType::F16:
+      if (has_avx2_f16c()) return f16_avx2(s, n, out);
+      for (int64_t i = 0; i < n; ++i) out[i] = f16_to_f32(s[i]);
+      return;
+    case DType::BF16:
+      if (has_avx2_f16c()) return bf16_avx2(s, n, out);
+      for (int64_t i = 0; i < n; ++i) out[i] = bf16_to_f32(s[i]);
+      return;
+    case DType::Packed: break;
+  }
+}
+
+void Tensor::rows_to_f32(int64_t r0, int64_t r1, float* out) const {
+  const int64_t c = cols();
+  convert_to_f32(dtype, static_cast<const uint8_t*>(raw) + static_cast<size_t>(r0 * c) * dtype_size(dtype), (r1 - r0) * c, out);
+}
+
+Tensor Tensor::to_f32() const {
+  if (dtype == DType::F32) return *this;
+  Tensor t = zeros(shape);
+  const int64_t n = numel();
+  constexpr int64_t kChunk = 1 << 16;
+#pragma omp parallel for schedule(static)
+  for (int64_t i = 0; i < n; i += kChunk)
+    convert_to_f32(dtype, static_cast<const uint8_t*>(raw) + static_cast<size_t>(i) * dtype_size(dtype),
+                   std::min(kChunk, n - i), t.data + i);
+  return t;
+}
+
+int64_t Tensor::first_non_finite() const {
+  const int64_t n = numel();
+  int64_t bad = n;
+  const auto* h = static_cast<const uint16_t*>(raw);
+#pragma omp parallel for reduction(min : bad) schedule(static)
+  for (int64_t i = 0; i < n; ++i) {
+    // F16/BF16 are non-finite exactly when their exponent bits are all ones.
+    const bool finite = dtype == DType::F32 ? std::isfinite(data[i])
+                        : dtype == DType::F16 ? (h[i] & 0x7c00) != 0x7c00
+                                              : (h[i] & 0x7f80) != 0x7f80;
+    if (!finite) bad = std::min(bad, i);
+  }
+  return bad == n ? -1 : bad;
+}
+
+void Tensor::release_pages() const {
+  if (!mapped || raw == nullptr) return;
+  static const auto page = static_cast<uintptr_t>(::sysconf(_SC_PAGESIZE));
+  // Only whole pages inside the tensor: a neighbour sharing a page edge keeps its bytes.
+  const auto begin = (reinterpret_cast<uintptr_t>(raw) + page - 1) / page * page;
+  const auto end = (reinterpret_cast<uintptr_t>(raw) + bytes()) / page * page;
+  if (end > begin) ::madvise(reinterpret_cast<void*>(begin), end - begin, MADV_DONTNEED);
+}
 
 }  // namespace baq

@@ -82,7 +82,13 @@ std::unique_ptr<Tokenizer> open_tokenizer(const TokenizerFiles& files, int vocab
          "tokenizer.bin)",
          first.origin);
   }
-  tok->set_files(files);
+  // Stored under the names a model folder uses for this format, so a copy written beside a quantized
+  // model (or into a .baq) is found again by name.
+  TokenizerFiles named = files;
+  if (first.name.ends_with(".bin")) named.front().name = "tokenizer.bin";
+  else if (first.name.ends_with(".model")) named.front().name = "tokenizer.model";
+  else if (first.name.ends_with(".json") && first.name != "vocab.json") named.front().name = "tokenizer.json";
+  tok->set_files(std::move(named));
   if (vocab_size > 0 && tok->vocab_size() > vocab_size)
     fail("{}: tokenizer has {} tokens but the model only {} (a tokenizer of another model?)", tok->describe(),
          tok->vocab_size(), vocab_size);

@@ -33,10 +33,10 @@ Command add_info_command(CLI::App& app) {
             } catch (const Error& e) {
               tokenizer_line = fmt::format("none: {}", e.what());
             }
-            fmt::print("architecture {} (rotary {}), {} layers, dim {}, ffn {}, heads {} / kv heads {} (head size {})\n",
-                       c.arch_name(), c.arch == Architecture::Opt ? "none"
-                                      : c.rope_style == RopeStyle::Interleaved ? "interleaved" : "rotate-half",
-                       c.n_layers, c.dim, c.hidden_dim, c.n_heads, c.n_kv_heads, c.head_dim());
+            fmt::print("architecture {} ({}), {} layers, dim {}, ffn {}, heads {} / kv heads {} (head size {})\n",
+                       c.arch_name(), c.family->hf_architectures.front(), c.n_layers, c.dim, c.hidden_dim, c.n_heads,
+                       c.n_kv_heads, c.head_dim());
+            for (const std::string& line : c.describe()) fmt::print("  {}\n", line);
             fmt::print("vocabulary   {}, context {}, output head {}\n", c.vocab_size, c.max_seq_len,
                        c.tied_embeddings ? "tied to the embedding" : "separate");
             fmt::print("parameters   {}\n", m.model->parameter_count());

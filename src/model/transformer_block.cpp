@@ -1,0 +1,183 @@
+#include <cmath>
+#include <cstring>
+
+#include "baq/error.hpp"
+#include "model/blocks.hpp"
+
+namespace baq {
+
+TransformerBlock::TransformerBlock(int index, const ModelConfig& c, const TensorSource& src,
+                                   std::shared_ptr<const kernels::RopeTable> rope)
+    : Block(index), config_(c), rope_(std::move(rope)) {
+  const Family& f = *c.family;
+  const bool gguf = src.naming() == TensorNaming::Gguf;
+  const int64_t dim = c.dim, q = c.q_dim(), kv = c.kv_dim(), hidden = c.hidden_dim;
+  auto norm = [&](Role role) {
+    Norm n;
+    if (!f.has(role)) return n;
+    const std::string stored = f.tensor(role, index, gguf);
+    if (stored.empty()) fail("{}: the {} family has no GGUF name for one of its norms", src.describe(), f.name);
+    n.name = f.tensor(role, index, false);
+    n.weight = load_checked(src, stored, {dim}, false);
+    if (c.norm == NormKind::Layer) n.bias = load_checked(src, f.tensor(role, index, gguf, "bias"), {dim}, false);
+    return n;
+  };
+  attn_norm_ = norm(Role::AttnNorm);
+  mlp_norm_ = norm(Role::MlpNorm);
+  if (c.sandwich_norm) {
+    post_attn_norm_ = norm(Role::PostAttnNorm);
+    post_mlp_norm_ = norm(Role::PostMlpNorm);
+  }
+  auto linear = [&](const char* name, Role role, int64_t out, int64_t in, bool bias) {
+    return load_linear(src, c, name, role, index, out, in, bias);
+  };
+  if (c.fused_qkv) {
+    qkv_ = linear("attn.qkv", Role::Qkv, q + 2 * kv, dim, c.qkv_bias);
+  } else {
+    q_ = linear("attn.q", Role::Q, q, dim, c.qkv_bias);
+    k_ = linear("attn.k", Role::K, kv, dim, c.qkv_bias);
+    v_ = linear("attn.v", Role::V, kv, dim, c.qkv_bias);
+  }
+  o_ = linear("attn.o", Role::O, dim, q, c.o_bias);
+  if (!c.gated_mlp) {
+    up_ = linear("mlp.fc1", Role::Up, hidden, dim, c.mlp_bias);
+    down_ = linear("mlp.fc2", Role::Down, dim, hidden, c.mlp_bias);
+  } else {
+    if (c.fused_gate_up) {
+      gate_up_ = linear("mlp.gate_up", Role::GateUp, 2 * hidden, dim, c.mlp_bias);
+    } else {
+      gate_ = linear("mlp.gate", Role::Gate, hidden, dim, c.mlp_bias);
+      up_ = linear("mlp.up", Role::Up, hidden, dim, c.mlp_bias);
+    }
+    down_ = linear("mlp.down", Role::Down, dim, hidden, c.mlp_bias);
+  }
+}
+
+std::vector<Linear*> TransformerBlock::linears() {
+  std::vector<Linear*> out;
+  for (Linear* l : {&q_, &k_, &v_, &qkv_, &o_, &gate_, &up_, &gate_up_, &down_})
+    if (!l->name.empty()) out.push_back(l);
+  return out;
+}
+
+void TransformerBlock::apply_norm(const Norm& n, const float* x, int64_t rows, float* out) const {
+  kernels::norm(config_.norm, x, n.weight.data, n.bias.empty() ? nullptr : n.bias.data, rows, config_.dim,
+                config_.norm_eps, out);
+}
+
+namespace {
+void apply(const Linear& l, int block, LinearObserver* observer, const float* in, int64_t rows, float* out) {
+  if (observer != nullptr) observer->observe(block, l, in, rows);
+  kernels::linear(in, rows, l, out);
+}
+}  // namespace
+
+void TransformerBlock::attention(float* xn, BatchShape shape, LinearObserver* observer, KvCache::Layer* cache,
+                                 float* out) const {
+  const ModelConfig& c = config_;
+  const int64_t rows = shape.rows(), qd = c.q_dim(), kvd = c.kv_dim();
+  float *q = kernels::Scratch::get(2, static_cast<size_t>(rows * qd)), *k = kernels::Scratch::get(5, static_cast<size_t>(rows * kvd)),
+        *v = kernels::Scratch::get(6, static_cast<size_t>(rows * kvd));
+  if (c.fused_qkv) {
+    // One product for q, k and v (one input, one Hessian), split into the three buffers.
+    const int64_t w = qd + 2 * kvd;
+    float* qkv = kernels::Scratch::get(10, static_cast<size_t>(rows * w));
+    apply(qkv_, index_, observer, xn, rows, qkv);
+#pragma omp parallel for schedule(static) if (rows > 1)
+    for (int64_t r = 0; r < rows; ++r) {
+      std::memcpy(q + r * qd, qkv + r * w, static_cast<size_t>(qd) * 4);
+      std::memcpy(k + r * kvd, qkv + r * w + qd, static_cast<size_t>(kvd) * 4);
+      std::memcpy(v + r * kvd, qkv + r * w + qd + kvd, static_cast<size_t>(kvd) * 4);
+    }
+  } else {
+    apply(q_, index_, observer, xn, rows, q);
+    apply(k_, index_, observer, xn, rows, k);
+    apply(v_, index_, observer, xn, rows, v);
+  }
+  if (c.rotary) {
+    kernels::rope(q, shape, c.n_heads, *rope_, c.rope_style);
+    kernels::rope(k, shape, c.n_kv_heads, *rope_, c.rope_style);
+  }
+  const kernels::AttentionShape a{c.n_heads, c.n_kv_heads, c.head_size,
+                                  c.attn_scale > 0 ? c.attn_scale : 1.0f / std::sqrt(static_cast<float>(c.head_size)),
+                                  c.attn_softcap, c.window.empty() ? 0 : c.window[static_cast<size_t>(index_)]};
+  float* att = kernels::Scratch::get(3, static_cast<size_t>(rows * qd));
+  kernels::attention(q, kernels::keys_values(k, v, shape, kvd, cache), shape, a, att);
+  apply(o_, index_, observer, att, rows, out);
+}
+
+void TransformerBlock::mlp(const float* xn, int64_t rows, LinearObserver* observer, float* out) const {
+  const ModelConfig& c = config_;
+  const int64_t hidden = c.hidden_dim;
+  float* g = kernels::Scratch::get(7, static_cast<size_t>(rows * hidden));
+  if (!c.gated_mlp) {
+    apply(up_, index_, observer, xn, rows, g);
+    kernels::activate(c.activation, g, rows * hidden);
+  } else if (c.fused_gate_up) {
+    float* gu = kernels::Scratch::get(8, static_cast<size_t>(rows * 2 * hidden));
+    apply(gate_up_, index_, observer, xn, rows, gu);
+#pragma omp parallel for schedule(static) if (rows > 1)
+    for (int64_t r = 0; r < rows; ++r) {
+      const float* gr = gu + r * 2 * hidden;  // gate rows first, then up
+      for (int64_t i = 0; i < hidden; ++i) g[r * hidden + i] = gr[i];
+      kernels::gated(c.activation, g + r * hidden, gr + hidden, hidden);
+    }
+  } else {
+    float* u = kernels::Scratch::get(8, static_cast<size_t>(rows * hidden));
+    apply(gate_, index_, observer, xn, rows, g);
+    apply(up_, index_, observer, xn, rows, u);
+    kernels::gated(c.activation, g, u, rows * hidden);
+  }
+  apply(down_, index_, observer, g, rows, out);
+}
+
+void TransformerBlock::forward(float* x, BatchShape shape, LinearObserver* observer, KvCache::Layer* cache) const {
+  const int64_t rows = shape.rows(), dim = config_.dim;
+  const auto n = static_cast<size_t>(rows * dim);
+  float *xn = kernels::Scratch::get(1, n), *o = kernels::Scratch::get(4, n);
+  auto residual = [&](const Norm& post, float* delta) {
+    if (post.present()) apply_norm(post, delta, rows, delta);
+#pragma omp parallel for schedule(static) if (rows > 1)
+    for (int64_t i = 0; i < rows * dim; ++i) x[i] += delta[i];
+  };
+  if (config_.pre_norm) {
+    apply_norm(attn_norm_, x, rows, xn);
+    attention(xn, shape, observer, cache, o);
+    residual(post_attn_norm_, o);
+    apply_norm(mlp_norm_, x, rows, xn);
+    mlp(xn, rows, observer, o);
+    residual(post_mlp_norm_, o);
+  } else {
+    // Post-LN (OPT-350m): each sub-block reads the residual stream itself; the norm follows the add.
+    std::memcpy(xn, x, n * sizeof(float));
+    attention(xn, shape, observer, cache, o);
+    residual(Norm{}, o);
+    apply_norm(attn_norm_, x, rows, x);
+    mlp(x, rows, observer, o);
+    residual(Norm{}, o);
+    apply_norm(mlp_norm_, x, rows, x);
+  }
+}
+
+std::vector<std::pair<std::string, const Tensor*>> TransformerBlock::tensors() const {
+  std::vector<std::pair<std::string, const Tensor*>> out;
+  auto norm = [&](const Norm& n) {
+    if (!n.present()) return;
+    out.emplace_back(n.name, &n.weight);
+    if (!n.bias.empty()) out.emplace_back(n.name.substr(0, n.name.size() - 6) + "bias", &n.bias);
+  };
+  auto linear = [&](const Linear& l) {
+    if (l.name.empty()) return;
+    out.emplace_back(l.tensor, &l.weight);
+    if (!l.bias.empty()) out.emplace_back(l.tensor.substr(0, l.tensor.size() - 6) + "bias", &l.bias);
+  };
+  norm(attn_norm_);
+  linear(q_), linear(k_), linear(v_), linear(qkv_), linear(o_);
+  norm(post_attn_norm_);
+  norm(mlp_norm_);
+  linear(gate_), linear(up_), linear(gate_up_), linear(down_);
+  norm(post_mlp_norm_);
+  return out;
+}
+
+}  // namespace baq
