@@ -94,8 +94,8 @@ TEST(Calibration, SequentialGptqBeatsRtnAndIsDeterministic) {
     };
     runs.push_back(quantize_model(*m.model, calib, 16, o));
     EXPECT_EQ(calls, 14);
-    weights.push_back(std::vector<float>(m.model->block(1).linears()[6]->weight.span().begin(),
-                                         m.model->block(1).linears()[6]->weight.span().end()));
+    const Tensor q = dequantize(*m.model->block(1).linears()[6]->packed);
+    weights.push_back(std::vector<float>(q.span().begin(), q.span().end()));
   }
   const QuantizeRun &rtn = runs[0], &gptq = runs[1];
   ASSERT_EQ(gptq.layers.size(), 14u);

@@ -138,7 +138,7 @@ TEST_F(OutputSafety, EmbeddedTokenizerNamesNeverBecomePaths) {
   for (const std::string& name : {std::string("../victim.txt"), dir.file("victim.txt"), std::string("a/b.bin"), std::string("..")}) {
     m.tokenizer->set_files({{name, bytes, "test"}});
     const std::string path = dir.file("sub/crafted.baq");
-    save_baq(path, *m.model, run, m.tokenizer.get(), nlohmann::json::object());
+    save_baq(path, *m.model, m.tokenizer.get(), nlohmann::json::object());
     const auto before = snapshot(dir.path());
     for (const char* cmd : {" info ", " generate "}) {
       const auto r = run_command(kBaq + cmd + path + (std::string(cmd) == " generate " ? " --prompt A -n 2" : ""));

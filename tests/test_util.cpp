@@ -180,6 +180,10 @@ void write_hf_folder(const fs::path& dir, const ModelConfig& c, const Weights& w
                      const std::string& dtype) {
   fs::create_directories(dir);
   write_bytes((dir / "config.json").string(), baq::hf_config_json(c));
+  write_weights_safetensors((dir / "model.safetensors").string(), w, shapes, dtype);
+}
+
+void write_weights_safetensors(const std::string& path, const Weights& w, const Shapes& shapes, const std::string& dtype) {
   nlohmann::ordered_json header;
   std::string data;
   for (const auto& [name, values] : w) {
@@ -195,7 +199,86 @@ void write_hf_folder(const fs::path& dir, const ModelConfig& c, const Weights& w
     }
     header[name] = {{"dtype", dtype}, {"shape", shapes.at(name)}, {"data_offsets", {begin, data.size()}}};
   }
-  write_raw_safetensors((dir / "model.safetensors").string(), header.dump(), data);
+  write_raw_safetensors(path, header.dump(), data);
+}
+
+void GgufWriter::u32(const std::string& key, uint32_t v) { kv_.push_back({key, 4, std::string(reinterpret_cast<const char*>(&v), 4)}); }
+void GgufWriter::f32(const std::string& key, float v) { kv_.push_back({key, 6, std::string(reinterpret_cast<const char*>(&v), 4)}); }
+void GgufWriter::str(const std::string& key, const std::string& v) {
+  const uint64_t n = v.size();
+  kv_.push_back({key, 8, std::string(reinterpret_cast<const char*>(&n), 8) + v});
+}
+void GgufWriter::strings(const std::string& key, const std::vector<std::string>& v) {
+  std::string bytes;
+  const uint32_t type = 8;
+  const uint64_t n = v.size();
+  bytes.append(reinterpret_cast<const char*>(&type), 4).append(reinterpret_cast<const char*>(&n), 8);
+  for (const auto& s : v) {
+    const uint64_t len = s.size();
+    bytes.append(reinterpret_cast<const char*>(&len), 8);
+    bytes += s;
+  }
+  kv_.push_back({key, 9, bytes});
+}
+void GgufWriter::floats(const std::string& key, const std::vector<float>& v) {
+  std::string bytes;
+  const uint32_t type = 6;
+  const uint64_t n = v.size();
+  bytes.append(reinterpret_cast<const char*>(&type), 4).append(reinterpret_cast<const char*>(&n), 8);
+  bytes.append(reinterpret_cast<const char*>(v.data()), v.size() * 4);
+  kv_.push_back({key, 9, bytes});
+}
+void GgufWriter::tensor(const std::string& name, const std::vector<int64_t>& shape, const std::vector<double>& values,
+                        bool f16) {
+  std::string data;
+  for (double v : values) {
+    const float f = static_cast<float>(v);
+    if (f16) {
+      const uint16_t h = f32_to_f16(f);
+      data.append(reinterpret_cast<const char*>(&h), 2);
+    } else {
+      data.append(reinterpret_cast<const char*>(&f), 4);
+    }
+  }
+  tensors_.push_back({name, shape, f16 ? 1u : 0u, data});
+}
+void GgufWriter::write(const std::string& path) const {
+  std::string out = "GGUF";
+  auto put = [&](const void* p, size_t n) { out.append(static_cast<const char*>(p), n); };
+  auto put_str = [&](const std::string& s) {
+    const uint64_t n = s.size();
+    put(&n, 8);
+    out += s;
+  };
+  const uint32_t version = 3;
+  const uint64_t nt = tensors_.size(), nkv = kv_.size();
+  put(&version, 4);
+  put(&nt, 8);
+  put(&nkv, 8);
+  for (const auto& k : kv_) {
+    put_str(k.key);
+    put(&k.type, 4);
+    out += k.bytes;
+  }
+  uint64_t at = 0;
+  for (const auto& t : tensors_) {
+    put_str(t.name);
+    const auto nd = static_cast<uint32_t>(t.shape.size());
+    put(&nd, 4);
+    for (size_t d = t.shape.size(); d-- > 0;) {  // GGUF lists the fastest dimension first
+      const auto v = static_cast<uint64_t>(t.shape[d]);
+      put(&v, 8);
+    }
+    put(&t.type, 4);
+    put(&at, 8);
+    at = (at + t.data.size() + 31) / 32 * 32;
+  }
+  out.resize((out.size() + 31) / 32 * 32, '\0');
+  for (const auto& t : tensors_) {
+    out += t.data;
+    out.resize((out.size() + 31) / 32 * 32, '\0');
+  }
+  write_bytes(path, out);
 }
 
 void write_llama2c(const std::string& path, const ModelConfig& c, const Weights& w) {

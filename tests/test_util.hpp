@@ -50,6 +50,37 @@ void write_llama2c_tokenizer(const std::string& path, const std::vector<std::pai
 void write_hf_folder(const std::filesystem::path& dir, const ModelConfig& c, const Weights& w, const Shapes& shapes,
                      const std::string& dtype = "F32");
 
+// Writes `w` as one safetensors file in `dtype` ("F32", "F16" or "BF16"), tensors in name order.
+void write_weights_safetensors(const std::string& path, const Weights& w, const Shapes& shapes, const std::string& dtype);
+
+// A GGUF v3 file as llama.cpp lays it out: metadata, then tensors (F32 or F16) aligned to 32.
+class GgufWriter {
+ public:
+  void u32(const std::string& key, uint32_t v);
+  void f32(const std::string& key, float v);
+  void str(const std::string& key, const std::string& v);
+  void strings(const std::string& key, const std::vector<std::string>& v);
+  void floats(const std::string& key, const std::vector<float>& v);
+  // `shape` as the model sees it (rows first); stored fastest dimension first, as GGUF does.
+  void tensor(const std::string& name, const std::vector<int64_t>& shape, const std::vector<double>& values, bool f16 = false);
+  void write(const std::string& path) const;
+
+ private:
+  struct Kv {
+    std::string key;
+    uint32_t type;
+    std::string bytes;
+  };
+  struct T {
+    std::string name;
+    std::vector<int64_t> shape;
+    uint32_t type;
+    std::string data;
+  };
+  std::vector<Kv> kv_;
+  std::vector<T> tensors_;
+};
+
 // Writes a raw safetensors file from a header object and data bytes (for malformed-file tests).
 void write_raw_safetensors(const std::string& path, const std::string& header, const std::string& data);
 

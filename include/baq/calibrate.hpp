@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <functional>
 #include <map>
+#include <set>
 
 #include <nlohmann/json.hpp>
 #include <span>
@@ -54,24 +55,41 @@ struct QuantizeOptions {
   int batch_windows = 8;  // calibration windows per forward
   std::function<void(const LayerRecord&, int done, int total)> on_layer;
   std::function<void(const std::string&)> warn;
+  // Called once a block is quantized for good (its linears packed, its outputs computed): a writer
+  // streams it out here and may release it, so the model is never held quantized whole.
+  std::function<void(int block, Block& b)> on_block;
 };
 
 struct QuantizeRun {
   std::vector<LayerRecord> layers;
   int64_t quantized_weights = 0;
   StorageBits bits;  // summed over layers
-  std::vector<PackedLinear> packed;  // per layer, as a .baq file stores it
   double bits_per_weight() const { return bits.total() / static_cast<double>(quantized_weights); }
   double code_bits_per_weight() const { return bits.codes / static_cast<double>(quantized_weights); }
   double seconds = 0.0;
 };
 
-// Writes a quantized model as one .baq file: every quantized linear packed, every other tensor F32,
-// the tokenizer files embedded, `metadata` (quantization settings, report summary) beside the config.
-void save_baq(const std::string& path, const Model& model, const QuantizeRun& run, const Tokenizer* tokenizer,
-              const nlohmann::json& metadata);
+// Writes a quantized model as one .baq file: every quantized linear packed, every other tensor as
+// stored (BF16 when lossless), the tokenizer files embedded, `metadata` (quantization settings, report
+// summary) beside the config.
+void save_baq(const std::string& path, const Model& model, const Tokenizer* tokenizer, const nlohmann::json& metadata);
 
-// Quantizes `model`'s block linears in place (weights replaced by their dequantized values).
+// Streams a .baq: the model's outer tensors first, then each block as the quantizer finishes it
+// (QuantizeOptions::on_block = [&](int, Block& b) { out.add_block(b); }), then finish(). A block
+// written is released (its packed linears and mapped pages), so memory holds one block.
+class BaqModelWriter {
+ public:
+  BaqModelWriter(const std::string& path, const Model& model);
+  ~BaqModelWriter();
+  void add_block(Block& block);
+  void finish(const Model& model, const Tokenizer* tokenizer, const nlohmann::json& metadata);
+
+ private:
+  std::unique_ptr<class BaqFileWriter> writer_;
+  std::set<std::string> written_;
+};
+
+// Quantizes `model`'s block linears in place: each becomes packed (Linear::packed).
 // `calibration` holds nsamples·seqlen token ids, window after window.
 QuantizeRun quantize_model(Model& model, std::span<const int> calibration, int seqlen, const QuantizeOptions& options);
 

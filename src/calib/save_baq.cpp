@@ -6,29 +6,76 @@
 
 namespace baq {
 
-void save_baq(const std::string& path, const Model& model, const QuantizeRun& run, const Tokenizer* tokenizer,
-              const nlohmann::json& metadata) {
-  // The run's layers follow the blocks' linears in order; match each to its tensor name by identity.
-  std::map<const Tensor*, const PackedLinear*> packed;
-  size_t k = 0;
-  for (int b = 0; b < model.n_blocks(); ++b)
-    for (Linear* l : const_cast<Model&>(model).block(b).linears()) {
-      if (k >= run.packed.size()) fail("{}: the quantization run has fewer layers than the model", path);
-      packed[&l->weight] = &run.packed[k++];
-    }
+namespace {
+
+// The linears of a block (or the model's outer ones) by the name of their weight tensor.
+std::map<std::string, const Linear*> linears_by_tensor(const std::vector<Linear*>& linears) {
+  std::map<std::string, const Linear*> out;
+  for (const Linear* l : linears) out[l->tensor] = l;
+  return out;
+}
+
+void write_tensors(BaqFileWriter& writer, const std::vector<std::pair<std::string, const Tensor*>>& tensors,
+                   const std::map<std::string, const Linear*>& linears, std::set<std::string>& written) {
+  for (const auto& [name, t] : tensors) {
+    if (!written.insert(name).second) continue;  // a tied head is the embedding, written once
+    const auto it = linears.find(name);
+    if (it != linears.end() && it->second->packed != nullptr)
+      writer.add_packed(name, *it->second->packed);
+    else
+      writer.add_tensor(name, *t);
+  }
+}
+
+}  // namespace
+
+BaqModelWriter::BaqModelWriter(const std::string& path, const Model& model)
+    : writer_(std::make_unique<BaqFileWriter>(path)) {
+  (void)model;
+}
+
+BaqModelWriter::~BaqModelWriter() = default;
+
+void BaqModelWriter::add_block(Block& block) {
+  write_tensors(*writer_, block.tensors(), linears_by_tensor(block.linears()), written_);
+  // Written for good: the packed layers and the mapped pages of the block go.
+  for (Linear* l : block.linears()) {
+    l->packed.reset();
+    l->weight.release_pages();
+  }
+}
+
+void BaqModelWriter::finish(const Model& model, const Tokenizer* tokenizer, const nlohmann::json& metadata) {
+  std::vector<Linear*> outer;
+  for (const Linear* l : model.outer_linears()) outer.push_back(const_cast<Linear*>(l));
+  write_tensors(*writer_, model.tensors(), linears_by_tensor(outer), written_);
   nlohmann::json meta = metadata;
   meta["model_config"] = model_config_to_json(model.config());
-  BaqFileWriter writer(path);
-  size_t written = 0;
-  for (const auto& [name, t] : model.tensors()) {
-    if (auto it = packed.find(t); it != packed.end()) {
-      writer.add_packed(name, *it->second);
-      ++written;
-    } else {
-      writer.add_tensor(name, *t);
+  if (tokenizer != nullptr) {
+    auto& names = meta["tokenizer_files"] = nlohmann::json::array();
+    for (const auto& f : tokenizer->files()) {
+      writer_->add_file("tokenizer/" + f.name, f.bytes);
+      names.push_back(f.name);
     }
   }
-  if (written != run.packed.size()) fail("{}: not every quantized layer maps to a model tensor", path);
+  writer_->finish(meta);
+}
+
+void save_baq(const std::string& path, const Model& model, const Tokenizer* tokenizer, const nlohmann::json& metadata) {
+  for (int b = 0; b < model.n_blocks(); ++b)
+    for (Linear* l : const_cast<Model&>(model).block(b).linears())
+      if (l->packed == nullptr) fail("{}: layer blocks.{}.{} is not quantized", path, b, l->name);
+  BaqFileWriter writer(path);
+  std::set<std::string> written;
+  for (int b = 0; b < model.n_blocks(); ++b) {
+    Block& block = const_cast<Model&>(model).block(b);
+    write_tensors(writer, block.tensors(), linears_by_tensor(block.linears()), written);
+  }
+  std::vector<Linear*> outer;
+  for (const Linear* l : model.outer_linears()) outer.push_back(const_cast<Linear*>(l));
+  write_tensors(writer, model.tensors(), linears_by_tensor(outer), written);
+  nlohmann::json meta = metadata;
+  meta["model_config"] = model_config_to_json(model.config());
   if (tokenizer != nullptr) {
     auto& names = meta["tokenizer_files"] = nlohmann::json::array();
     for (const auto& f : tokenizer->files()) {

@@ -37,15 +37,15 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
-// Quantizes one linear given its Hessian; fills the method-specific fields of the record.
-using LayerQuantizer =
-    std::function<QuantizedMatrix(size_t layer, const Linear& linear, const std::vector<double>& h, LayerRecord& rec)>;
+// Quantizes one linear given its F32 weights and Hessian; fills the method-specific fields of the record.
+using LayerQuantizer = std::function<QuantizedMatrix(size_t layer, const float* w, const std::vector<double>& h, LayerRecord& rec)>;
 
 // The GPTQ protocol over every block: observe, quantize each linear with `quantize`, re-run the
-// quantized block for the next block's inputs. `progress_offset`/`progress_total` place this pass
-// in a multi-pass run for the progress callback.
+// quantized block for the next block's inputs. Only the block being worked on exists in F32 (its
+// weights converted from the map, released once packed). `progress_offset`/`progress_total` place
+// this pass in a multi-pass run for the progress callback.
 QuantizeRun run_sequential(Model& model, std::span<const int> calibration, int seqlen, const QuantizeOptions& options,
-                           const LayerQuantizer& quantize, int progress_offset, int progress_total) {
+                           const LayerQuantizer& quantize, int progress_offset, int progress_total, bool last_pass) {
   const auto t_start = std::chrono::steady_clock::now();
   const int nsamples = static_cast<int>(calibration.size() / static_cast<size_t>(seqlen));
   const int64_t dim = model.config().dim;
@@ -72,31 +72,37 @@ QuantizeRun run_sequential(Model& model, std::span<const int> calibration, int s
       rec.name = fmt::format("blocks.{}.{}", b, l->name);
       rec.rows = l->out_features();
       rec.cols = l->in_features();
+      const Tensor w = l->weight.to_f32();  // this layer in F32, for as long as it is worked on
+      if (const int64_t bad = w.first_non_finite(); bad >= 0)
+        fail("tensor '{}' holds a non-finite value (NaN or Inf) at row {}, column {}", l->tensor, bad / rec.cols,
+             bad % rec.cols);
       const std::vector<double>& h = collector.hessian(l->name);
       for (int64_t i = 0; i < rec.cols; ++i) rec.hessian_trace += h[i * rec.cols + i];
-      const QuantizedMatrix q = quantize(run.layers.size(), *l, h, rec);
+      const QuantizedMatrix q = quantize(run.layers.size(), w.data, h, rec);
       rec.loss = q.loss;
       rec.damp = q.damp;
       rec.damp_retries = q.damp_retries;
       rec.n_groups = q.n_groups;
-      rec.proxy_loss = proxy_loss(l->weight.data, q.dequant.data(), rec.rows, rec.cols, h.data());
+      rec.proxy_loss = proxy_loss(w.data, q.dequant.data(), rec.rows, rec.cols, h.data());
       rec.levels = q.levels;
       for (int L : q.levels) {
         rec.level_histogram[L]++;
         rec.bits += std::log2(static_cast<double>(L)) / static_cast<double>(rec.cols);
       }
-      run.packed.push_back(pack_linear(q, options.settings));
-      rec.storage = storage_bits(run.packed.back());
+      for (float v : q.dequant)
+        if (!std::isfinite(v)) fail("{}: quantization produced a non-finite weight", rec.name);
+      auto packed = std::make_shared<PackedLinear>(pack_linear(q, options.settings));
+      rec.storage = storage_bits(*packed);
       if (q.damp_retries > 0 && options.warn)
         options.warn(fmt::format("{}: Hessian not positive definite; damping raised to {:.3g} after {} retries",
                                  rec.name, q.damp, q.damp_retries));
-      for (float v : q.dequant)
-        if (!std::isfinite(v)) fail("{}: quantization produced a non-finite weight", rec.name);
-      // The quantized weights replace the layer's own (a fresh buffer: the old one may be a file view,
-      // and BAQ's model-wide allocation restores the originals for its second pass).
-      Tensor replaced = Tensor::zeros(l->weight.shape);
-      std::memcpy(replaced.data, q.dequant.data(), q.dequant.size() * sizeof(float));
-      l->weight = std::move(replaced);
+      // The layer now runs packed (its exact dequantized values); the mapped original is dropped
+      // from memory (a model-wide pass that needs it again reads it back from the file).
+      l->weight.release_pages();
+      l->packed = std::move(packed);
+      l->weight = Tensor{};
+      l->weight.shape = {rec.rows, rec.cols};
+      l->weight.dtype = DType::Packed;
 
       run.quantized_weights += rec.rows * rec.cols;
       run.bits.codes += rec.storage.codes;
@@ -113,6 +119,7 @@ QuantizeRun run_sequential(Model& model, std::span<const int> calibration, int s
       const int nb = std::min(per_batch, nsamples - w0);
       block.forward(x.data() + static_cast<size_t>(w0) * seqlen * dim, BatchShape{nb, seqlen}, nullptr);
     }
+    if (last_pass && options.on_block) options.on_block(b, block);
   }
   run.seconds = seconds_since(t_start);
   return run;
@@ -135,17 +142,17 @@ QuantizeRun quantize_model(Model& model, std::span<const int> calibration, int s
     case QuantMethod::Rtn:
       return run_sequential(
           model, calibration, seqlen, options,
-          [&](size_t, const Linear& l, const std::vector<double>&, LayerRecord& rec) {
-            return quantize_rtn(l.weight.data, rec.rows, rec.cols, s);
+          [&](size_t, const float* w, const std::vector<double>&, LayerRecord& rec) {
+            return quantize_rtn(w, rec.rows, rec.cols, s);
           },
-          0, n_layers);
+          0, n_layers, true);
     case QuantMethod::Gptq:
       return run_sequential(
           model, calibration, seqlen, options,
-          [&](size_t, const Linear& l, const std::vector<double>& h, LayerRecord& rec) {
-            return quantize_gptq(l.weight.data, rec.rows, rec.cols, h.data(), s, rec.name);
+          [&](size_t, const float* w, const std::vector<double>& h, LayerRecord& rec) {
+            return quantize_gptq(w, rec.rows, rec.cols, h.data(), s, rec.name);
           },
-          0, n_layers);
+          0, n_layers, true);
     case QuantMethod::Baq:
       break;
   }
@@ -153,18 +160,18 @@ QuantizeRun quantize_model(Model& model, std::span<const int> calibration, int s
   if (options.allocation == Allocation::Layer)
     return run_sequential(
         model, calibration, seqlen, options,
-        [&](size_t, const Linear& l, const std::vector<double>& h, LayerRecord& rec) {
-          BaqLayerResult r = quantize_baq(l.weight.data, rec.rows, rec.cols, h.data(), s, options.rate, rec.name);
+        [&](size_t, const float* w, const std::vector<double>& h, LayerRecord& rec) {
+          BaqLayerResult r = quantize_baq(w, rec.rows, rec.cols, h.data(), s, options.rate, rec.name);
           rec.loss_before = r.loss_before;
           rec.predicted_loss_ratio = r.predicted_loss_ratio;
           return std::move(r.quantized);
         },
-        0, n_layers);
+        0, n_layers, true);
 
   // Model-wide: a full sequential GPTQ pass at the uniform rate measures every layer's c_j; one
   // closed form on the pooled columns, each weighted by its rows, sets every layer's levels; the
   // original weights are restored and a second sequential pass quantizes with those levels.
-  std::vector<Tensor> originals;
+  std::vector<Tensor> originals;  // the mapped views (their pages are released, the file keeps them)
   for (int b = 0; b < model.n_blocks(); ++b)
     for (Linear* l : model.block(b).linears()) originals.push_back(l->weight);
   const int l0 = measurement_levels(options.rate);
@@ -172,19 +179,19 @@ QuantizeRun quantize_model(Model& model, std::span<const int> calibration, int s
   std::vector<double> loss_before;
   run_sequential(
       model, calibration, seqlen, options,
-      [&](size_t, const Linear& l, const std::vector<double>& h, LayerRecord& rec) {
+      [&](size_t, const float* w, const std::vector<double>& h, LayerRecord& rec) {
         const std::vector<int> uniform(static_cast<size_t>(rec.cols), l0);
-        QuantizedMatrix q = quantize_gptq(l.weight.data, rec.rows, rec.cols, h.data(), s, rec.name, &uniform);
+        QuantizedMatrix q = quantize_gptq(w, rec.rows, rec.cols, h.data(), s, rec.name, &uniform);
         // Proxy losses are in each layer's own output units; pooled, they are made relative to the
         // layer's output energy tr(W H Wᵀ) (the proxy loss of quantizing everything to zero).
         const std::vector<float> zeros(static_cast<size_t>(rec.rows * rec.cols), 0.0f);
-        const double energy = proxy_loss(l.weight.data, zeros.data(), rec.rows, rec.cols, h.data());
+        const double energy = proxy_loss(w, zeros.data(), rec.rows, rec.cols, h.data());
         for (double& v : q.column_loss) v /= energy > 0.0 ? energy : 1.0;
         column_loss.push_back(q.column_loss);
         loss_before.push_back(q.loss);
         return q;
       },
-      0, 2 * n_layers);
+      0, 2 * n_layers, false);
   std::vector<double> c, weights;
   std::vector<size_t> first_column;
   {
@@ -202,11 +209,14 @@ QuantizeRun quantize_model(Model& model, std::span<const int> calibration, int s
   {
     size_t k = 0;
     for (int b = 0; b < model.n_blocks(); ++b)
-      for (Linear* l : model.block(b).linears()) l->weight = originals[k++];
+      for (Linear* l : model.block(b).linears()) {
+        l->weight = originals[k++];
+        l->packed.reset();
+      }
   }
   QuantizeRun run = run_sequential(
       model, calibration, seqlen, options,
-      [&](size_t layer, const Linear& l, const std::vector<double>& h, LayerRecord& rec) {
+      [&](size_t layer, const float* w, const std::vector<double>& h, LayerRecord& rec) {
         const auto begin = static_cast<std::ptrdiff_t>(first_column[layer]);
         const auto end = static_cast<std::ptrdiff_t>(first_column[layer + 1]);
         const std::vector<int> levels(a.levels.begin() + begin, a.levels.begin() + end);
@@ -217,9 +227,9 @@ QuantizeRun quantize_model(Model& model, std::span<const int> calibration, int s
           allocated += c[static_cast<size_t>(j)] * std::exp2(-2.0 * a.rate[static_cast<size_t>(j)]);
         }
         rec.predicted_loss_ratio = uniform > 0 ? allocated / uniform : 1.0;
-        return quantize_gptq(l.weight.data, rec.rows, rec.cols, h.data(), s, rec.name, &levels);
+        return quantize_gptq(w, rec.rows, rec.cols, h.data(), s, rec.name, &levels);
       },
-      n_layers, 2 * n_layers);
+      n_layers, 2 * n_layers, true);
   run.seconds = seconds_since(t_start);  // both passes
   return run;
 }

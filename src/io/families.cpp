@@ -338,6 +338,9 @@ std::vector<Family> make_families() {
     const std::string a = c.family->gguf_arch + ".";
     c.attn_softcap = m.has(a + "attn_logit_softcapping") ? static_cast<float>(m.number(a + "attn_logit_softcapping")) : 0.0f;
     c.final_softcap = m.has(a + "final_logit_softcapping") ? static_cast<float>(m.number(a + "final_logit_softcapping")) : 0.0f;
+    // No key holds query_pre_attn_scalar: llama.cpp takes hidden/heads for the 27B (46 layers) and
+    // the head size otherwise, and so does this reader.
+    c.attn_scale = 1.0f / std::sqrt(static_cast<float>(c.n_layers == 46 ? c.dim / c.n_heads : c.head_size));
     // Alternating local/global layers, as llama.cpp runs Gemma 2.
     const int window = c.window.empty() ? 0 : c.window.front();
     c.window.assign(static_cast<size_t>(c.n_layers), 0);

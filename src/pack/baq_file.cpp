@@ -112,27 +112,31 @@ void BaqFileWriter::add_record(const std::string& name, const std::string& kind,
 }
 
 void BaqFileWriter::add_tensor(const std::string& name, const Tensor& t) {
-  if (t.data == nullptr) fail("{}: tensor '{}' has no F32 data (already packed)", file_.path(), name);
-  for (float v : t.span())
-    if (!std::isfinite(v)) fail("{}: refusing to write tensor '{}' with a non-finite value", file_.path(), name);
+  if (t.empty()) fail("{}: tensor '{}' has no data (packed, or never loaded)", file_.path(), name);
+  if (t.first_non_finite() >= 0) fail("{}: refusing to write tensor '{}' with a non-finite value", file_.path(), name);
+  if (t.dtype == DType::BF16) {  // as stored, without a detour through F32
+    add_record(name, "bf16", std::string(static_cast<const char*>(t.raw), t.bytes()), {{"shape", t.shape}});
+    return;
+  }
+  const Tensor f = t.to_f32();
   // Tensors whose every value is a BF16 number (a BF16 checkpoint's) are stored in half the bytes, losslessly.
   bool bf16 = true;
-  for (float v : t.span()) {
+  for (float v : f.span()) {
     uint32_t bits;
     std::memcpy(&bits, &v, 4);
     bf16 = bf16 && (bits & 0xffff) == 0;
   }
   std::string bytes;
   if (bf16) {
-    bytes.resize(static_cast<size_t>(t.numel()) * 2);
-    for (int64_t i = 0; i < t.numel(); ++i) {
+    bytes.resize(static_cast<size_t>(f.numel()) * 2);
+    for (int64_t i = 0; i < f.numel(); ++i) {
       uint32_t bits;
-      std::memcpy(&bits, t.data + i, 4);
+      std::memcpy(&bits, f.data + i, 4);
       const auto h = static_cast<uint16_t>(bits >> 16);
       std::memcpy(bytes.data() + 2 * i, &h, 2);
     }
   } else {
-    bytes.assign(reinterpret_cast<const char*>(t.data), static_cast<size_t>(t.numel()) * 4);
+    bytes.assign(reinterpret_cast<const char*>(f.data), static_cast<size_t>(f.numel()) * 4);
   }
   add_record(name, bf16 ? "bf16" : "f32", bytes, {{"shape", t.shape}});
 }
@@ -352,22 +356,11 @@ std::shared_ptr<const PackedLinear> BaqFileReader::load_packed(const std::string
 Tensor BaqFileReader::load(const std::string& name) const {
   const Record& r = record(name, "tensor");
   if (r.kind == "packed") return dequantize(packed(name));
+  // A view of the record in place (64-byte aligned), checked once against its CRC.
   const uint8_t* d = verified(r);
   std::vector<int64_t> shape;
   for (const auto& dim : r.fields["shape"]) shape.push_back(dim.get<int64_t>());
-  Tensor t = Tensor::zeros(shape);
-  if (r.kind == "bf16") {
-    for (int64_t i = 0; i < t.numel(); ++i) {
-      uint16_t h;
-      std::memcpy(&h, d + 2 * i, 2);
-      t.data[i] = bf16_to_f32(h);
-    }
-  } else {
-    std::memcpy(t.data, d, r.bytes);
-  }
-  for (float v : t.span())
-    if (!std::isfinite(v)) fail("{}: tensor '{}' holds a non-finite value", file_->path(), name);
-  return t;
+  return Tensor::view_of(shape, r.kind == "bf16" ? DType::BF16 : DType::F32, d, file_, true);
 }
 
 std::string BaqFileReader::file(const std::string& name) const {

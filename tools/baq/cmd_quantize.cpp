@@ -113,6 +113,12 @@ Command add_quantize_command(CLI::App& app) {
                        a->bits, options.method == QuantMethod::Baq ? fmt::format(" ({} allocation)", a->alloc) : "",
                        a->settings.group_size > 0 ? fmt::format(", groups of {}", a->settings.group_size) : "",
                        a->nsamples, seqlen, a->calib);
+            // A .baq is written as blocks finish (memory holds one block); a folder is written at the end.
+            std::unique_ptr<BaqModelWriter> writer;
+            if (to_baq) {
+              writer = std::make_unique<BaqModelWriter>(a->out, *m.model);
+              options.on_block = [&writer](int, Block& block) { writer->add_block(block); };
+            }
             const QuantizeRun run = quantize_model(*m.model, calib, seqlen, options);
             bar.finish();
 
@@ -123,8 +129,20 @@ Command add_quantize_command(CLI::App& app) {
             ctx.seqlen = seqlen;
             ctx.seed = a->seed;
             ctx.calibration_text_tokens = static_cast<int64_t>(tokens.size());
+            const std::string report_before_eval = quantize_report_json(run, options, ctx);
+            if (to_baq) {
+              const auto full = nlohmann::json::parse(report_before_eval);
+              const nlohmann::json summary = {{"tool", full["tool"]},         {"method", full["method"]},
+                                              {"settings", full["settings"]}, {"calibration", full["calibration"]},
+                                              {"totals", full["totals"]}};
+              writer->finish(*m.model, m.tokenizer.get(), {{"quantization", summary}});
+            }
             if (!a->eval.empty()) {
               const LoadedModel original = load_model(a->model, a->tokenizer, /*need_tokenizer=*/false);
+              // The .baq's blocks were released as they were written: evaluate the file itself.
+              LoadedModel written;
+              if (to_baq) written = load_model(a->out, "", /*need_tokenizer=*/false);
+              const Model& quantized = to_baq ? *written.model : *m.model;
               const std::vector<int> eval_tokens = m.tokenizer->encode(read_text_file(a->eval), /*add_bos=*/true);
               PplOptions eval;
               eval.seqlen = std::min(m.config.max_seq_len, 2048);
@@ -132,7 +150,7 @@ Command add_quantize_command(CLI::App& app) {
               ProgressBar eval_bar("eval", "windows");
               eval.progress = [&eval_bar](int64_t done, int64_t total) { eval_bar.update(done, total); };
               KldResult kld;
-              const PplResult r = evaluate_perplexity(*m.model, eval_tokens, eval, original.model.get(), &kld);
+              const PplResult r = evaluate_perplexity(quantized, eval_tokens, eval, original.model.get(), &kld);
               eval_bar.finish();
               ctx.evaluated = true;
               ctx.eval_text = a->eval;
@@ -148,11 +166,6 @@ Command add_quantize_command(CLI::App& app) {
             }
             const std::string report = quantize_report_json(run, options, ctx);
             if (to_baq) {
-              const auto full = nlohmann::json::parse(report);
-              const nlohmann::json summary = {{"tool", full["tool"]},         {"method", full["method"]},
-                                              {"settings", full["settings"]}, {"calibration", full["calibration"]},
-                                              {"totals", full["totals"]}};
-              save_baq(a->out, *m.model, run, m.tokenizer.get(), {{"quantization", summary}});
               write_file_atomically(report_path, report);
             } else {
               write_model_folder(a->out, *m.model, m.tokenizer.get(), {{"report.json", report}});
