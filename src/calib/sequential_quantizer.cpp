@@ -58,6 +58,12 @@ QuantizeRun run_sequential(Model& model, std::span<const int> calibration, int s
   const int per_batch = std::max(1, options.batch_windows);
   for (int b = 0; b < model.n_blocks(); ++b) {
     Block& block = model.block(b);
+    // A NaN in the block's weights is named here, before it spreads into the activations.
+    for (Linear* l : block.linears())
+      if (l->packed == nullptr)
+        if (const int64_t bad = l->weight.first_non_finite(); bad >= 0)
+          fail("tensor '{}' holds a non-finite value (NaN or Inf) at row {}, column {}", l->tensor,
+               bad / l->in_features(), bad % l->in_features());
     // Pass 1: the unquantized block on a copy of each batch, only to observe its linears' inputs.
     HessianCollector collector(b);
     for (int w0 = 0; w0 < nsamples; w0 += per_batch) {

@@ -1,5 +1,7 @@
 #include "model/kernels.hpp"
 
+#include "model/cpu_features.hpp"
+
 #include <cblas.h>
 #include <immintrin.h>
 
@@ -64,10 +66,7 @@ float dot_generic(DType dtype, const void* row, const float* x, int64_t n) {
   return sum;
 }
 
-bool has_avx2() {
-  static const bool has = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
-  return has;
-}
+bool has_avx2() { return cpu_has_avx2_fma(); }
 
 // One token: every output row is one dot product, rows split over the threads. A generated token is
 // bound by reading the weights once, so nothing is converted or written but the sums.

@@ -11,6 +11,7 @@
 #include <immintrin.h>
 
 #include "baq/half.hpp"
+#include "model/cpu_features.hpp"
 
 namespace baq {
 
@@ -82,10 +83,7 @@ __attribute__((target("avx2"))) void bf16_avx2(const uint16_t* s, int64_t n, flo
   for (; i < n; ++i) out[i] = bf16_to_f32(s[i]);
 }
 
-bool has_avx2_f16c() {
-  static const bool has = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c");
-  return has;
-}
+bool has_avx2_f16c() { return cpu_has_avx2_fma(); }
 
 }  // namespace
 

@@ -320,7 +320,7 @@ PackedLinear BaqFileReader::packed(const std::string& name) const {
   for (int64_t j = 0; j < p.cols; ++j) p.levels[static_cast<size_t>(j)] = p.uniform ? uniform : d[off[0] + j] + 1;
   auto read16 = [&](int section, std::vector<uint16_t>& v, int64_t n) {
     v.resize(static_cast<size_t>(n));
-    std::memcpy(v.data(), d + off[section], static_cast<size_t>(n) * 2);
+    if (n > 0) std::memcpy(v.data(), d + off[section], static_cast<size_t>(n) * 2);
   };
   read16(1, p.lo, p.rows * p.n_groups);
   read16(2, p.hi, p.rows * p.n_groups);
@@ -343,7 +343,7 @@ PackedLinear BaqFileReader::packed(const std::string& name) const {
     for (uint16_t h : *v)
       if (!std::isfinite(f16_to_f32(h))) fail("{}: record '{}' holds a non-finite grid value", file_->path(), name);
   p.codes.resize(static_cast<size_t>(p.rows * words));
-  std::memcpy(p.codes.data(), d + off[5], p.codes.size() * 8);
+  if (!p.codes.empty()) std::memcpy(p.codes.data(), d + off[5], p.codes.size() * 8);
   return p;
 }
 

@@ -1,4 +1,5 @@
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <random>
 #include <span>
@@ -47,8 +48,6 @@ Command add_generate_command(CLI::App& app) {
               return t.starts_with(' ') ? t.substr(1) : t;
             };
             std::string printed = text_of(ids);
-            fmt::print("{}", printed);
-            std::fflush(stdout);
             const auto t1 = std::chrono::steady_clock::now();
             // Keys and values stay in a cache, so each new token runs one row through the model. When
             // the context fills, the cache restarts from the last half-context of tokens.
@@ -58,6 +57,12 @@ Command add_generate_command(CLI::App& app) {
               hidden.resize(static_cast<size_t>(T) * c.dim);
               m.model->forward(tokens, BatchShape{1, T}, hidden.data(), nullptr, &cache);
               m.model->logits(hidden.data() + static_cast<size_t>(T - 1) * c.dim, 1, logits.data());
+              for (float v : logits)
+                if (!std::isfinite(v)) {
+                  const std::string bad = m.model->find_non_finite();
+                  if (!bad.empty()) fail("tensor '{}' holds a non-finite value (NaN or Inf): the model computes NaN", bad);
+                  fail("the model computed a non-finite logit (it overflows on this prompt)");
+                }
             };
             auto restart_from_last = [&](size_t keep) {
               cache = KvCache{};
@@ -65,6 +70,8 @@ Command add_generate_command(CLI::App& app) {
               run(std::span<const int>(ids).subspan(ids.size() - keep));
             };
             restart_from_last(static_cast<size_t>(c.max_seq_len));
+            fmt::print("{}", printed);  // after the prompt ran: a broken model fails before any output
+            std::fflush(stdout);
             int generated = 0;
             while (generated < a->n) {
               const int next = sample_token(logits.data(), c.vocab_size, a->temp, a->top_p, rng);
