@@ -3,7 +3,7 @@
 set -euo pipefail
 packages=(
   g++ cmake ninja-build pkg-config
-  libopenblas-pthread-dev liblapacke-dev   # OpenBLAS itself (pthread flavour) + LAPACKE
+  libopenblas-openmp-dev liblapacke-dev    # OpenBLAS itself, OpenMP flavour (shares baq's threads) + LAPACKE
   libomp-dev nlohmann-json3-dev libcli11-dev libfmt-dev libpcre2-dev zlib1g-dev
   libsentencepiece-dev libgtest-dev libbenchmark-dev
   chromium                                  # renders the HTML report in a test

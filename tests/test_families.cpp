@@ -527,6 +527,16 @@ void expect_model_matches_reference(const Spec& s, const Model& m, const Weights
     EXPECT_LE(diff, 2e-4 * max_abs(ref)) << what << " cached step at " << at;
     at += step;
   }
+  // Token by token through the generation path (one parallel region per token, worksharing loops).
+  KvCache gen;
+  std::vector<float> l(static_cast<size_t>(c.vocab_size));
+  for (int t = 0; t < T; ++t) {
+    m.next_logits(a[static_cast<size_t>(t)], gen, l.data());
+    double diff = 0;
+    for (int v = 0; v < c.vocab_size; ++v) diff = std::max(diff, std::abs(ref[t][v] - l[v]));
+    EXPECT_LE(diff, 2e-4 * max_abs(ref)) << what << " generated token " << t;
+  }
+  EXPECT_EQ(gen.length, T);
 }
 
 TEST(Families, EveryFamilyMatchesItsReferenceInEveryDtype) {

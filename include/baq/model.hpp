@@ -48,6 +48,7 @@ struct KvCache {
   };
   std::vector<Layer> layers;
   int length = 0;  // positions held
+  std::vector<float> work;  // one token's buffers, kept so generation allocates nothing per token
 };
 
 class Block {
@@ -57,6 +58,11 @@ class Block {
   // shape.start = positions already in it) this step's keys and values are appended to it and the
   // attention also reads the earlier ones.
   virtual void forward(float* x, BatchShape shape, LinearObserver* observer, KvCache::Layer* cache = nullptr) const = 0;
+  // One token at position `pos` (x: dim values) through the block with its cache, called by every
+  // thread of an enclosing OpenMP parallel region (generation runs one region per token).
+  // `work` holds token_work_size() floats shared by the team.
+  virtual void forward_token(float* x, KvCache::Layer& cache, int pos, float* work) const = 0;
+  virtual size_t token_work_size() const = 0;
   virtual std::vector<Linear*> linears() = 0;
   // Every parameter under its Hugging Face name, linear weights included.
   virtual std::vector<std::pair<std::string, const Tensor*>> tensors() const = 0;
@@ -100,6 +106,9 @@ class Model {
   // the cache grows by them; the context length bounds the total.
   void forward(std::span<const int> tokens, BatchShape shape, float* hidden, LinearObserver* observer = nullptr,
                KvCache* cache = nullptr) const;
+  // The next token of the window `cache` holds: its logits (vocab values), computed in one parallel
+  // region (no fork/join per operation); the cache grows by one position.
+  void next_logits(int token, KvCache& cache, float* logits) const;
 
   int64_t parameter_count() const;
   // Every parameter under its Hugging Face name, in checkpoint order (for writing checkpoints); a

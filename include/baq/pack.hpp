@@ -97,6 +97,9 @@ void packed_matmul(const float* x, int64_t rows_x, const PackedLinear& p, float*
 // in AVX2 lanes (they share every column's level count and word boundaries) and dotted with x as they
 // decode, nothing written but the sums. Without AVX2: rows decoded, then dotted.
 void packed_matvec(const float* x, const PackedLinear& p, float* out);
+// The same for output rows [r0, r1) only, on the calling thread (the fused path wants r0 and r1
+// multiples of 8, or r1 the last row).
+void packed_matvec_rows(const float* x, const PackedLinear& p, int64_t r0, int64_t r1, float* out);
 
 // The scale and zero of row r's grids, one per (group, distinct level count), at g·nd + d.
 void fit_row_grids(const PackedLinear& p, int64_t r, float* scale, float* zero);

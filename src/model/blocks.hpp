@@ -14,6 +14,8 @@ class TransformerBlock final : public Block {
   TransformerBlock(int index, const ModelConfig& config, const TensorSource& source,
                    std::shared_ptr<const kernels::RopeTable> rope);
   void forward(float* x, BatchShape shape, LinearObserver* observer, KvCache::Layer* cache) const override;
+  void forward_token(float* x, KvCache::Layer& cache, int pos, float* work) const override;
+  size_t token_work_size() const override;
   std::vector<Linear*> linears() override;
   std::vector<std::pair<std::string, const Tensor*>> tensors() const override;
 

@@ -68,17 +68,45 @@ float dot_generic(DType dtype, const void* row, const float* x, int64_t n) {
 
 bool has_avx2() { return cpu_has_avx2_fma(); }
 
+__attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma,f16c"))) inline __m512 load16(DType dtype, const void* row, int64_t at) {
+  if (dtype == DType::F32) return _mm512_loadu_ps(static_cast<const float*>(row) + at);
+  const __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(static_cast<const uint16_t*>(row) + at));
+  return dtype == DType::BF16 ? _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16)) : _mm512_cvtph_ps(h);
+}
+
+// The same dot product in 512-bit lanes, two accumulators deep.
+__attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma,f16c"))) float dot_avx512(DType dtype, const void* row, const float* x,
+                                                                                   int64_t n) {
+  __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
+  int64_t j = 0;
+  for (; j + 32 <= n; j += 32) {
+    acc0 = _mm512_fmadd_ps(load16(dtype, row, j), _mm512_loadu_ps(x + j), acc0);
+    acc1 = _mm512_fmadd_ps(load16(dtype, row, j + 16), _mm512_loadu_ps(x + j + 16), acc1);
+  }
+  float sum = _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1));
+  if (j < n) {
+    float tail[32];
+    convert_to_f32(dtype, static_cast<const uint8_t*>(row) + static_cast<size_t>(j) * dtype_size(dtype), n - j, tail);
+    for (int64_t t = 0; t < n - j; ++t) sum += tail[t] * x[j + t];
+  }
+  return sum;
+}
+
+using DotFn = float (*)(DType, const void*, const float*, int64_t);
+DotFn best_dot() {
+  static const DotFn fn = cpu_has_avx512() ? dot_avx512 : cpu_has_avx2_fma() ? dot_avx2 : dot_generic;
+  return fn;
+}
+
 // One token: every output row is one dot product, rows split over the threads. A generated token is
 // bound by reading the weights once, so nothing is converted or written but the sums.
 void dense_matvec(const float* x, const Tensor& w, float* out) {
   const int64_t rows = w.rows(), cols = w.cols();
   const size_t stride = static_cast<size_t>(cols) * dtype_size(w.dtype);
   const auto* base = static_cast<const uint8_t*>(w.raw);
-  const bool avx2 = has_avx2();
+  const DotFn dot = best_dot();
 #pragma omp parallel for schedule(static)
-  for (int64_t r = 0; r < rows; ++r)
-    out[r] = avx2 ? dot_avx2(w.dtype, base + static_cast<size_t>(r) * stride, x, cols)
-                  : dot_generic(w.dtype, base + static_cast<size_t>(r) * stride, x, cols);
+  for (int64_t r = 0; r < rows; ++r) out[r] = dot(w.dtype, base + static_cast<size_t>(r) * stride, x, cols);
 }
 
 }  // namespace
@@ -95,8 +123,6 @@ void dense_matmul(const float* x, int64_t rows, const Tensor& w, float* out) {
   // the weights are never expanded whole and each tile is converted once per call.
   constexpr int64_t kTile = 64;
   const int64_t tiles = (n + kTile - 1) / kTile;
-  const int blas_threads = openblas_get_num_threads();
-  openblas_set_num_threads(1);
 #pragma omp parallel
   {
     float* tile = Scratch::get(9, static_cast<size_t>(kTile * k));
@@ -109,7 +135,6 @@ void dense_matmul(const float* x, int64_t rows, const Tensor& w, float* out) {
                   static_cast<int>(n));
     }
   }
-  openblas_set_num_threads(blas_threads);
 }
 
 void linear(const float* x, int64_t rows, const Linear& l, float* out) {
@@ -123,6 +148,52 @@ void linear(const float* x, int64_t rows, const Linear& l, float* out) {
 #pragma omp parallel for schedule(static) if (rows > 1)
     for (int64_t r = 0; r < rows; ++r)
       for (int64_t j = 0; j < n; ++j) out[r * n + j] += b[j];
+  }
+}
+
+void matvec_team(const float* x, std::initializer_list<MatvecJob> jobs) {
+  // Tasks of 32 rows (whole 8-row tiles for packed weights) over every job, in job order.
+  constexpr int64_t kRows = 32;
+  struct Task {
+    const MatvecJob* job;
+    int64_t r0, r1;
+  };
+  Task tasks[2048];
+  int64_t n = 0;
+  for (const MatvecJob& job : jobs) {
+    const int64_t rows = job.linear->out_features();
+    for (int64_t r0 = 0; r0 < rows; r0 += kRows) {
+      if (n == 2048) {  // a huge layer (the head of a large vocabulary): its own static split
+        n = -1;
+        break;
+      }
+      tasks[n++] = {&job, r0, std::min(rows, r0 + kRows)};
+    }
+    if (n < 0) break;
+  }
+  const DotFn dot = best_dot();
+  auto run_rows = [&](const MatvecJob& job, int64_t r0, int64_t r1) {
+    const Linear& l = *job.linear;
+    if (l.packed != nullptr) {
+      packed_matvec_rows(x, *l.packed, r0, r1, job.out);
+    } else {
+      const int64_t cols = l.in_features();
+      const size_t stride = static_cast<size_t>(cols) * dtype_size(l.weight.dtype);
+      const auto* base = static_cast<const uint8_t*>(l.weight.raw);
+      for (int64_t r = r0; r < r1; ++r) job.out[r] = dot(l.weight.dtype, base + static_cast<size_t>(r) * stride, x, cols);
+    }
+    if (!l.bias.empty())
+      for (int64_t r = r0; r < r1; ++r) job.out[r] += l.bias.data[r];
+  };
+  if (n >= 0) {
+#pragma omp for schedule(static)
+    for (int64_t t = 0; t < n; ++t) run_rows(*tasks[t].job, tasks[t].r0, tasks[t].r1);
+    return;
+  }
+  for (const MatvecJob& job : jobs) {
+    const int64_t rows = job.linear->out_features(), chunks = (rows + kRows - 1) / kRows;
+#pragma omp for schedule(static)
+    for (int64_t c = 0; c < chunks; ++c) run_rows(job, c * kRows, std::min(rows, (c + 1) * kRows));
   }
 }
 
@@ -232,10 +303,8 @@ void attention(const float* q, const KeysValues& kv, BatchShape shape, const Att
   const int group = a.n_heads / a.n_kv_heads;
   const int qw = a.n_heads * head_dim, kw = a.n_kv_heads * head_dim;
   const int jobs = shape.batch * a.n_heads;
-  // Each (window, head) is one job with its own T×S score matrix; BLAS runs single-threaded inside
-  // so the OpenMP threads do not oversubscribe the cores.
-  const int blas_threads = openblas_get_num_threads();
-  openblas_set_num_threads(1);
+  // Each (window, head) is one job with its own T×S score matrix; BLAS called inside an OpenMP
+  // region runs on the calling thread (OpenBLAS's OpenMP flavour).
 #pragma omp parallel
   {
     float* scores = Scratch::get(0, static_cast<size_t>(T) * S);
@@ -269,7 +338,38 @@ void attention(const float* q, const KeysValues& kv, BatchShape shape, const Att
       cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, head_dim, S, 1.0f, scores, S, vb, kw, 0.0f, ob, qw);
     }
   }
-  openblas_set_num_threads(blas_threads);
+}
+
+void attention_team(const float* q, const KeysValues& kv, const AttentionShape& a, float* out) {
+  const int S = kv.kv_len, hd = a.head_size, group = a.n_heads / a.n_kv_heads;
+  const int kw = a.n_kv_heads * hd;
+  const int first = a.window > 0 ? std::max(0, S - a.window) : 0;
+#pragma omp for schedule(static)
+  for (int h = 0; h < a.n_heads; ++h) {
+    float* scores = Scratch::get(0, static_cast<size_t>(S));
+    const float* qh = q + static_cast<int64_t>(h) * hd;
+    const int kvh = h / group;
+    float mx = -INFINITY;
+    for (int j = first; j < S; ++j) {
+      const float* kj = kv.k + static_cast<int64_t>(j) * kw + static_cast<int64_t>(kvh) * hd;
+      float dot = 0.0f;
+      for (int i = 0; i < hd; ++i) dot += qh[i] * kj[i];
+      dot *= a.scale;
+      if (a.softcap > 0.0f) dot = a.softcap * std::tanh(dot / a.softcap);
+      scores[j] = dot;
+      mx = std::max(mx, dot);
+    }
+    float sum = 0.0f;
+    for (int j = first; j < S; ++j) sum += scores[j] = std::exp(scores[j] - mx);
+    const float inv = 1.0f / sum;
+    float* oh = out + static_cast<int64_t>(h) * hd;
+    for (int i = 0; i < hd; ++i) oh[i] = 0.0f;
+    for (int j = first; j < S; ++j) {
+      const float p = scores[j] * inv;
+      const float* vj = kv.v + static_cast<int64_t>(j) * kw + static_cast<int64_t>(kvh) * hd;
+      for (int i = 0; i < hd; ++i) oh[i] += p * vj[i];
+    }
+  }
 }
 
 }  // namespace baq::kernels

@@ -19,6 +19,16 @@ class Scratch {
 
 // out (rows × out_features) = x (rows × in) · Wᵀ + bias, whatever W's storage.
 void linear(const float* x, int64_t rows, const Linear& l, float* out);
+
+// One token (the generation step): y = W·x + bias for each job, all their output rows shared among
+// the threads of the enclosing OpenMP parallel region in one worksharing loop (a barrier at its end);
+// called outside a region it runs on the calling thread. One region per token instead of one per
+// operation is what keeps per-token overhead below the cost of reading the weights.
+struct MatvecJob {
+  const Linear* linear;
+  float* out;
+};
+void matvec_team(const float* x, std::initializer_list<MatvecJob> jobs);
 // The same for a dense weight tensor of any dtype (no bias).
 void dense_matmul(const float* x, int64_t rows, const Tensor& w, float* out);
 
@@ -56,5 +66,8 @@ struct AttentionShape {
 // Causal multi-head attention with grouped KV heads: the seqlen queries of each window are its last
 // positions, query i sees keys 0..kv.kv_len − seqlen + i (and only the last `window` of them).
 void attention(const float* q, const KeysValues& kv, BatchShape shape, const AttentionShape& a, float* out);
+// The same for one query (the last of kv.kv_len positions), heads shared among the threads of the
+// enclosing parallel region (a worksharing loop with a barrier at its end).
+void attention_team(const float* q, const KeysValues& kv, const AttentionShape& a, float* out);
 
 }  // namespace baq::kernels

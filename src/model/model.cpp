@@ -124,6 +124,52 @@ void Model::forward(std::span<const int> tokens, BatchShape shape, float* hidden
   if (cache != nullptr) cache->length += shape.seqlen;
 }
 
+void Model::next_logits(int token, KvCache& cache, float* logits) const {
+  const ModelConfig& c = config_;
+  if (token < 0 || token >= c.vocab_size) fail("token id {} is outside the vocabulary (0..{})", token, c.vocab_size - 1);
+  if (cache.length >= c.max_seq_len) fail("position {} exceeds the model's context {}", cache.length, c.max_seq_len);
+  cache.layers.resize(blocks_.size());
+  size_t block_work = 0;
+  for (const auto& b : blocks_) block_work = std::max(block_work, b->token_work_size());
+  const size_t need = static_cast<size_t>(c.dim) + static_cast<size_t>(c.embed_dim) * 2 + block_work;
+  if (cache.work.size() < need) cache.work.resize(need);
+  float* x = cache.work.data();
+  float* spare = x + c.dim;  // embed_dim floats (embedding row before projection, or projected output)
+  float* work = spare + 2 * c.embed_dim;
+  const int pos = cache.length;
+  const BatchShape one{1, 1, pos};
+#pragma omp parallel
+  {
+#pragma omp single
+    {
+      if (c.embed_dim == c.dim) embed(std::span<const int>(&token, 1), one, x);
+    }
+    if (c.embed_dim != c.dim) {  // OPT-350m: the row, then project_in shared by the team, then positions
+#pragma omp single
+      {
+        parts_.embeddings.rows_to_f32(token, token + 1, spare);
+        for (int64_t i = 0; i < c.embed_dim; ++i) spare[i] *= c.embed_scale;
+      }
+      kernels::matvec_team(spare, {{&parts_.project_in, x}});
+#pragma omp single
+      if (!parts_.positions.empty())
+        for (int64_t i = 0; i < c.dim; ++i) x[i] += parts_.positions.data[(pos + 2) * c.dim + i];
+    }
+    for (size_t i = 0; i < blocks_.size(); ++i) blocks_[i]->forward_token(x, cache.layers[i], pos, work);
+#pragma omp single
+    final_norm(x, 1);
+    const float* h = x;
+    if (!parts_.project_out.name.empty()) {
+      kernels::matvec_team(x, {{&parts_.project_out, spare}});
+      h = spare;
+    }
+    kernels::matvec_team(h, {{&parts_.head, logits}});
+  }
+  if (c.final_softcap > 0.0f)
+    for (int64_t i = 0; i < c.vocab_size; ++i) logits[i] = c.final_softcap * std::tanh(logits[i] / c.final_softcap);
+  cache.length += 1;
+}
+
 int64_t Model::parameter_count() const {
   int64_t n = 0;
   for (const auto& [name, t] : tensors()) n += t->numel();

@@ -159,6 +159,74 @@ void TransformerBlock::forward(float* x, BatchShape shape, LinearObserver* obser
   }
 }
 
+size_t TransformerBlock::token_work_size() const {
+  const ModelConfig& c = config_;
+  return static_cast<size_t>(2 * c.dim + 2 * c.q_dim() + 2 * c.kv_dim() + 2 * c.hidden_dim);
+}
+
+void TransformerBlock::forward_token(float* x, KvCache::Layer& cache, int pos, float* work) const {
+  // Every thread runs this; `single` sections do the small serial steps (each ends in a barrier),
+  // matvec_team and attention_team share the heavy loops.
+  const ModelConfig& c = config_;
+  const int64_t dim = c.dim, qd = c.q_dim(), kvd = c.kv_dim(), hidden = c.hidden_dim;
+  float *xn = work, *qkv = xn + dim, *att = qkv + qd + 2 * kvd, *o = att + qd, *gu = o + dim;
+#pragma omp single
+  if (cache.k.capacity() == 0) {  // the whole context at once: no reallocation per token
+    cache.k.reserve(static_cast<size_t>(c.max_seq_len) * static_cast<size_t>(kvd));
+    cache.v.reserve(cache.k.capacity());
+  }
+  float *q = qkv, *k = qkv + qd, *v = qkv + qd + kvd;
+  const BatchShape one{1, 1, pos};
+
+  // Attention.
+#pragma omp single
+  {
+    if (c.pre_norm) apply_norm(attn_norm_, x, 1, xn);
+    else std::memcpy(xn, x, static_cast<size_t>(dim) * sizeof(float));
+  }
+  if (c.fused_qkv) kernels::matvec_team(xn, {{&qkv_, qkv}});
+  else kernels::matvec_team(xn, {{&q_, q}, {&k_, k}, {&v_, v}});
+#pragma omp single
+  {
+    if (c.rotary) {
+      kernels::rope(q, one, c.n_heads, *rope_, c.rope_style);
+      kernels::rope(k, one, c.n_kv_heads, *rope_, c.rope_style);
+    }
+    cache.k.insert(cache.k.end(), k, k + kvd);
+    cache.v.insert(cache.v.end(), v, v + kvd);
+  }
+  const kernels::AttentionShape a{c.n_heads, c.n_kv_heads, c.head_size,
+                                  c.attn_scale > 0 ? c.attn_scale : 1.0f / std::sqrt(static_cast<float>(c.head_size)),
+                                  c.attn_softcap, c.window.empty() ? 0 : c.window[static_cast<size_t>(index_)]};
+  kernels::attention_team(q, {cache.k.data(), cache.v.data(), pos + 1}, a, att);
+  kernels::matvec_team(att, {{&o_, o}});
+#pragma omp single
+  {
+    if (post_attn_norm_.present()) apply_norm(post_attn_norm_, o, 1, o);
+    for (int64_t i = 0; i < dim; ++i) x[i] += o[i];
+    if (c.pre_norm) apply_norm(mlp_norm_, x, 1, xn);
+    else apply_norm(attn_norm_, x, 1, x);
+  }
+  // MLP.
+  const float* in = c.pre_norm ? xn : x;
+  float *g = gu, *u = gu + hidden;
+  if (!c.gated_mlp) kernels::matvec_team(in, {{&up_, g}});
+  else if (c.fused_gate_up) kernels::matvec_team(in, {{&gate_up_, gu}});
+  else kernels::matvec_team(in, {{&gate_, g}, {&up_, u}});
+#pragma omp single
+  {
+    if (!c.gated_mlp) kernels::activate(c.activation, g, hidden);
+    else kernels::gated(c.activation, g, u, hidden);
+  }
+  kernels::matvec_team(g, {{&down_, o}});
+#pragma omp single
+  {
+    if (post_mlp_norm_.present()) apply_norm(post_mlp_norm_, o, 1, o);
+    for (int64_t i = 0; i < dim; ++i) x[i] += o[i];
+    if (!c.pre_norm) apply_norm(mlp_norm_, x, 1, x);
+  }
+}
+
 std::vector<std::pair<std::string, const Tensor*>> TransformerBlock::tensors() const {
   std::vector<std::pair<std::string, const Tensor*>> out;
   auto norm = [&](const Norm& n) {

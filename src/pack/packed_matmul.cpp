@@ -87,9 +87,7 @@ void packed_matmul(const float* x, int64_t rows_x, const PackedLinear& p, float*
   if (rows_x == 1) return packed_matvec(x, p, out);
   constexpr int64_t kTile = 64;
   const int64_t tiles = (p.rows + kTile - 1) / kTile;
-  // Tiles run on the OpenMP threads, each decoding into its own buffer; BLAS stays single-threaded.
-  const int blas_threads = openblas_get_num_threads();
-  openblas_set_num_threads(1);
+  // Tiles run on the OpenMP threads, each decoding into its own buffer; BLAS inside runs on the calling thread.
 #pragma omp parallel
   {
     std::vector<float> w(static_cast<size_t>(kTile * p.cols));
@@ -102,7 +100,6 @@ void packed_matmul(const float* x, int64_t rows_x, const PackedLinear& p, float*
                   out + r0, static_cast<int>(p.rows));
     }
   }
-  openblas_set_num_threads(blas_threads);
 }
 
 }  // namespace baq

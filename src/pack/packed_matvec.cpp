@@ -92,10 +92,10 @@ __attribute__((target("avx2,fma"))) void matvec_tiles_avx2(const float* x, const
 
 }  // namespace
 
-void packed_matvec(const float* x, const PackedLinear& p, float* out) {
-  if (!cpu_has_avx2()) {
+void packed_matvec_rows(const float* x, const PackedLinear& p, int64_t r0, int64_t r1, float* out) {
+  if (!cpu_has_avx2() || r0 % kLanes != 0 || (r1 % kLanes != 0 && r1 != p.rows)) {
     std::vector<float> w(static_cast<size_t>(p.cols));
-    for (int64_t r = 0; r < p.rows; ++r) {
+    for (int64_t r = r0; r < r1; ++r) {
       decode_rows(p, r, r + 1, w.data());
       float s = 0.0f;
       for (int64_t j = 0; j < p.cols; ++j) s += w[static_cast<size_t>(j)] * x[j];
@@ -107,12 +107,15 @@ void packed_matvec(const float* x, const PackedLinear& p, float* out) {
   float constant = 0.0f;
   for (int64_t j = 0; j < p.cols; ++j)
     if (p.one_level[static_cast<size_t>(j)]) constant += p.column_value[static_cast<size_t>(j)] * x[j];
-  const int64_t tiles = (p.rows + kLanes - 1) / kLanes;
-  constexpr int64_t kTilesPerJob = 4;
-  const int64_t jobs = (tiles + kTilesPerJob - 1) / kTilesPerJob;
+  matvec_tiles_avx2(x, p, r0 / kLanes, (r1 + kLanes - 1) / kLanes, constant, out);
+}
+
+void packed_matvec(const float* x, const PackedLinear& p, float* out) {
+  constexpr int64_t kRowsPerJob = 4 * kLanes;
+  const int64_t jobs = (p.rows + kRowsPerJob - 1) / kRowsPerJob;
 #pragma omp parallel for schedule(dynamic, 1)
   for (int64_t job = 0; job < jobs; ++job)
-    matvec_tiles_avx2(x, p, job * kTilesPerJob, std::min(tiles, (job + 1) * kTilesPerJob), constant, out);
+    packed_matvec_rows(x, p, job * kRowsPerJob, std::min(p.rows, (job + 1) * kRowsPerJob), out);
 }
 
 }  // namespace baq

@@ -64,9 +64,15 @@ std::unique_ptr<Llama2cTokenizer> Llama2cTokenizer::from_sentencepiece_json(cons
     fail("{}: model.vocab or model.merges missing", path);
   const auto spaced = sentencepiece_piece_to_text;
   int max_id = -1;
-  for (const auto& [tok, id] : model["vocab"].items()) max_id = std::max(max_id, id.get<int>());
+  for (const auto& [tok, id] : model["vocab"].items())
+    max_id = std::max(max_id, static_cast<int>(json_as_int(id, path + ": model.vocab id of '" + tok + "'", 0, 1 << 24)));
   std::vector<std::string> pieces(static_cast<size_t>(max_id) + 1);
-  for (const auto& [tok, id] : model["vocab"].items()) pieces[static_cast<size_t>(id.get<int>())] = spaced(tok);
+  std::vector<char> seen(pieces.size(), 0);
+  for (const auto& [tok, id] : model["vocab"].items()) {
+    const auto i = static_cast<size_t>(id.get<int>());
+    if (seen[i]++) fail("{}: model.vocab gives id {} to two tokens", path, i);
+    pieces[i] = spaced(tok);
+  }
   auto t = std::make_unique<Llama2cTokenizer>(std::move(pieces), std::vector<float>(static_cast<size_t>(max_id) + 1, 0.0f),
                                               path);
   int rank = 0;
@@ -84,8 +90,8 @@ std::unique_ptr<Llama2cTokenizer> Llama2cTokenizer::from_sentencepiece_json(cons
   }
   if (j.contains("added_tokens") && j["added_tokens"].is_array())
     for (const auto& a : j["added_tokens"]) {
-      const std::string content = a.value("content", "");
-      const int id = a.value("id", -1);
+      const std::string content = json_string_or(a, "content", path + ": added_tokens entry", "");
+      const int id = static_cast<int>(json_int_or(a, "id", path + ": added_tokens entry", -1, 1 << 24, -1));
       // Only tokens added beyond the vocabulary are matched literally: SentencePiece spells a literal
       // "<unk>" or "<s>" in text as ordinary pieces, and so must we.
       if (content.empty() || id <= max_id) continue;

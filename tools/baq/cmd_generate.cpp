@@ -21,6 +21,15 @@ struct GenerateArgs {
   float temp = 0.8f, top_p = 0.9f;
   uint64_t seed = 0;
 };
+
+void check_finite(const Model& model, const std::vector<float>& logits) {
+  for (float v : logits)
+    if (!std::isfinite(v)) {
+      const std::string bad = model.find_non_finite();
+      if (!bad.empty()) fail("tensor '{}' holds a non-finite value (NaN or Inf): the model computes NaN", bad);
+      fail("the model computed a non-finite logit (it overflows on this prompt)");
+    }
+}
 }  // namespace
 
 Command add_generate_command(CLI::App& app) {
@@ -42,58 +51,63 @@ Command add_generate_command(CLI::App& app) {
             const ModelConfig& c = m.config;
             std::mt19937_64 rng(a->seed);
             std::vector<float> hidden, logits(static_cast<size_t>(c.vocab_size));
-            // Text after BOS, without the one leading space SentencePiece-style vocabularies prefix.
-            auto text_of = [&](const std::vector<int>& all) {
-              std::string t = m.tokenizer->decode(std::vector<int>(all.begin() + 1, all.end()));
-              return t.starts_with(' ') ? t.substr(1) : t;
+            const bool has_bos = !ids.empty() && ids.front() == m.tokenizer->bos_id();
+            // Text of ids[from..to) as the tokenizer spells a sequence (SentencePiece drops the leading
+            // space of a sequence's first piece; a BOS is not text).
+            auto text_of = [&](size_t from, size_t to) {
+              return m.tokenizer->decode(std::vector<int>(ids.begin() + static_cast<std::ptrdiff_t>(from),
+                                                          ids.begin() + static_cast<std::ptrdiff_t>(to)));
             };
-            std::string printed = text_of(ids);
-            const auto t1 = std::chrono::steady_clock::now();
-            // Keys and values stay in a cache, so each new token runs one row through the model. When
-            // the context fills, the cache restarts from the last half-context of tokens.
+            // Keys and values stay in a cache, so each new token runs one row through the model in one
+            // parallel region. When the context fills, the cache restarts from the last half-context.
             KvCache cache;
-            auto run = [&](std::span<const int> tokens) {
+            auto prefill = [&](size_t keep) {
+              cache = KvCache{};
+              keep = std::min(keep, ids.size());
+              const std::span<const int> tokens = std::span<const int>(ids).subspan(ids.size() - keep);
               const int T = static_cast<int>(tokens.size());
               hidden.resize(static_cast<size_t>(T) * c.dim);
               m.model->forward(tokens, BatchShape{1, T}, hidden.data(), nullptr, &cache);
               m.model->logits(hidden.data() + static_cast<size_t>(T - 1) * c.dim, 1, logits.data());
-              for (float v : logits)
-                if (!std::isfinite(v)) {
-                  const std::string bad = m.model->find_non_finite();
-                  if (!bad.empty()) fail("tensor '{}' holds a non-finite value (NaN or Inf): the model computes NaN", bad);
-                  fail("the model computed a non-finite logit (it overflows on this prompt)");
-                }
+              check_finite(*m.model, logits);
             };
-            auto restart_from_last = [&](size_t keep) {
-              cache = KvCache{};
-              keep = std::min(keep, ids.size());
-              run(std::span<const int>(ids).subspan(ids.size() - keep));
-            };
-            restart_from_last(static_cast<size_t>(c.max_seq_len));
-            fmt::print("{}", printed);  // after the prompt ran: a broken model fails before any output
+            const auto t1 = std::chrono::steady_clock::now();
+            prefill(static_cast<size_t>(c.max_seq_len));
+            // After the prompt ran, so a broken model fails before any output.
+            std::string shown = text_of(has_bos ? 1 : 0, ids.size());
+            if (shown.starts_with(' ')) shown.erase(0, 1);
+            fmt::print("{}", shown);
             std::fflush(stdout);
+            const double prefill_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t1).count();
+            const auto t2 = std::chrono::steady_clock::now();
             int generated = 0;
+            const auto& eos = c.eos_ids;
             while (generated < a->n) {
               const int next = sample_token(logits.data(), c.vocab_size, a->temp, a->top_p, rng);
-              if (next == m.tokenizer->eos_id()) break;
+              if (std::find(eos.begin(), eos.end(), next) != eos.end() || next == m.tokenizer->eos_id()) break;
               ids.push_back(next);
               ++generated;
-              const std::string text = text_of(ids);
-              if (text.size() >= printed.size() && text.compare(0, printed.size(), printed) == 0) {
-                fmt::print("{}", text.substr(printed.size()));
-                printed = text;
-              }
+              // Only the new text: the last few tokens decoded with and without the new one (a piece's
+              // text can depend on its neighbours), so each step costs the same however long the output.
+              const size_t from = std::max<size_t>(has_bos ? 1 : 0, ids.size() >= 9 ? ids.size() - 9 : 0);
+              const std::string with = text_of(from, ids.size()), without = text_of(from, ids.size() - 1);
+              if (with.size() >= without.size() && with.compare(0, without.size(), without) == 0)
+                fmt::print("{}", with.substr(without.size()));
               std::fflush(stdout);
               if (generated == a->n) break;
-              if (cache.length >= c.max_seq_len)
-                restart_from_last(static_cast<size_t>(std::max(1, c.max_seq_len / 2)));
-              else
-                run(std::span<const int>(&ids.back(), 1));
+              if (cache.length >= c.max_seq_len) {
+                prefill(static_cast<size_t>(std::max(1, c.max_seq_len / 2)));
+              } else {
+                m.model->next_logits(next, cache, logits.data());
+                check_finite(*m.model, logits);
+              }
             }
-            const double gen_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t1).count();
+            const double gen_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t2).count();
             fmt::print("\n");
-            fmt::print(stderr, "prompt {} tokens, generated {} tokens in {:.2f} s ({:.1f} tokens/s), load {:.3f} s, peak memory {:.1f} MiB\n",
-                       prompt_len, generated, gen_s, generated / std::max(gen_s, 1e-9), load_s, peak_rss_mib());
+            fmt::print(stderr,
+                       "prompt {} tokens in {:.3f} s, generated {} tokens in {:.2f} s ({:.1f} tokens/s), load {:.3f} s, "
+                       "peak memory {:.1f} MiB\n",
+                       prompt_len, prefill_s, generated, gen_s, generated / std::max(gen_s, 1e-9), load_s, peak_rss_mib());
           }};
 }
 
