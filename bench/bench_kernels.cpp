@@ -100,6 +100,31 @@ void BM_MatvecPacked(benchmark::State& state) {
   state.counters["weights/s"] = benchmark::Counter(static_cast<double>(n) * n, benchmark::Counter::kIsIterationInvariantRate);
 }
 
+// Uniform b-bit codes (the planes layout, per-row grids): one token, on one core (rows on this thread).
+const baq::PackedLinear& planes_layer(int n, int bits) {
+  static std::map<std::pair<int, int>, baq::PackedLinear> cache;
+  auto it = cache.find({n, bits});
+  if (it != cache.end()) return it->second;
+  const Layer& l = layer(n);
+  baq::QuantSettings s;
+  s.bits = bits;
+  const baq::QuantizedMatrix q = baq::quantize_rtn(l.w.data(), n, n, s);
+  return cache.emplace(std::make_pair(n, bits), baq::pack_linear(q, s)).first->second;
+}
+
+void BM_MatvecPlanesOneCore(benchmark::State& state) {
+  const int n = static_cast<int>(state.range(0)), bits = static_cast<int>(state.range(1));
+  const baq::PackedLinear& p = planes_layer(n, bits);
+  std::vector<float> x(static_cast<size_t>(n), 0.5f), y(static_cast<size_t>(n));
+  for (auto _ : state) {
+    baq::packed_matvec_rows(x.data(), p, 0, p.rows, y.data());
+    benchmark::DoNotOptimize(y.data());
+  }
+  state.counters["weights/s"] = benchmark::Counter(static_cast<double>(n) * n, benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["bytes/s"] = benchmark::Counter(static_cast<double>(p.rows * p.row_bytes), benchmark::Counter::kIsIterationInvariantRate);
+}
+
+BENCHMARK(BM_MatvecPlanesOneCore)->ArgsProduct({{256, 768, 4096}, {2, 3, 4}})->Unit(benchmark::kMicrosecond);
 BENCHMARK(BM_MatvecF32)->Arg(1024)->Arg(4096)->Unit(benchmark::kMicrosecond);
 BENCHMARK(BM_MatvecPacked)->Arg(1024)->Arg(4096)->Unit(benchmark::kMicrosecond);
 BENCHMARK(BM_Rtn)->Arg(1024)->Arg(2048)->Arg(4096)->Unit(benchmark::kMillisecond);

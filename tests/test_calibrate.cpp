@@ -103,12 +103,14 @@ TEST(Calibration, SequentialGptqBeatsRtnAndIsDeterministic) {
   EXPECT_EQ(gptq.layers[6].n_groups, 6);
   // Block 0 sees the same inputs under both methods: GPTQ's proxy loss must be lower per layer.
   for (int i = 0; i < 7; ++i) EXPECT_LT(gptq.layers[i].proxy_loss, rtn.layers[i].proxy_loss) << gptq.layers[i].name;
-  // Exact accounting: 8 levels pack 21 codes per 64-bit word along a row; F16 min and max per (row, group).
+  // Exact accounting: 3-bit codes as a 2-bit and a 1-bit plane, bytes per row from the closed form
+  // (128-column chunks whole, the rest dense); F16 min and max per (row, group).
   int64_t weights_n = 0;
   double bits = 0;
+  auto plane = [](int64_t cols, int w) { return cols / 128 * 16 * w + (cols % 128 * w + 7) / 8; };
   for (const auto& l : gptq.layers) {
     weights_n += l.rows * l.cols;
-    bits += l.rows * ((l.cols + 20) / 21) * 64.0 + 32.0 * l.rows * l.n_groups;
+    bits += l.rows * (plane(l.cols, 2) + plane(l.cols, 1)) * 8.0 + 32.0 * l.rows * l.n_groups;
   }
   EXPECT_EQ(gptq.quantized_weights, weights_n);
   EXPECT_DOUBLE_EQ(gptq.bits_per_weight(), bits / weights_n);

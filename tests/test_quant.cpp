@@ -137,10 +137,10 @@ TEST(Rtn, MatchesRoundToNearestWithPartialLastGroup) {
       const float code = std::clamp(std::nearbyint(l.w[r * 37 + j] / scale) + zero, 0.0f, 7.0f);
       EXPECT_FLOAT_EQ(m.dequant[r * 37 + j], scale * (code - zero));
     }
-  // Stored: 8 levels = 21 codes per 64-bit word, so 2 words per row of 37; F16 min and max per
-  // (row, group); no per-column widths for uniform levels.
+  // Stored as bit planes (2 + 1 bits): 37 columns are a partial chunk, ⌈37·2/8⌉ + ⌈37/8⌉ = 10 + 5
+  // bytes per row; F16 min and max per (row, group); no per-column widths for uniform levels.
   const StorageBits b = storage_bits(pack_linear(m, s));
-  EXPECT_DOUBLE_EQ(b.codes, 5 * 2 * 64.0);
+  EXPECT_DOUBLE_EQ(b.codes, 5 * 15 * 8.0);
   EXPECT_DOUBLE_EQ(b.ranges, 5 * 3 * 32.0);
   EXPECT_DOUBLE_EQ(b.widths + b.means, 0.0);
 }
@@ -162,7 +162,8 @@ TEST(Gptq, PartialLastGroupOnWidth172) {
       EXPECT_EQ(g.grid(r, j).maxq, 15);
       EXPECT_FLOAT_EQ(g.dequant[r * 172 + j], g.grid(r, j).value(g.codes[r * 172 + j]));
     }
-  EXPECT_DOUBLE_EQ(storage_bits(pack_linear(g, s)).total(), 8 * 11 * 64.0 + 8 * 6 * 32.0);  // ⌈172/16⌉ words per row
+  // A 4-bit plane: one 128-column chunk (64 bytes) and 44 columns dense (22 bytes) per row.
+  EXPECT_DOUBLE_EQ(storage_bits(pack_linear(g, s)).total(), 8 * 86 * 8.0 + 8 * 6 * 32.0);
 }
 
 TEST(Gptq, IdentityHessianEqualsRtnExactly) {

@@ -160,9 +160,12 @@ TEST(EndToEnd, Stories260KRtnVsGptq) {
       EXPECT_TRUE(std::isfinite(r.perplexity()));
       EXPECT_GT(r.perplexity(), fp_ppl.perplexity() * 0.99);
       const double bpw = runs.back().bits_per_weight();
-      // Per-row grids: rows of codes in 64-bit words of ⌊64/bits⌋ codes, F16 min and max per row.
+      // Per-row grids: codes as bit planes (4; or 2 + 1), bytes per row from the closed form
+      // (128-column chunks whole, the rest dense), F16 min and max per row.
+      auto plane = [](int64_t cols, int w) { return cols / 128 * 16 * w + (cols % 128 * w + 7) / 8; };
       double stored = 0;
-      for (const auto& l : runs.back().layers) stored += l.rows * ((l.cols + 64 / bits - 1) / (64 / bits)) * 64.0 + 32.0 * l.rows;
+      for (const auto& l : runs.back().layers)
+        stored += l.rows * (bits == 4 ? plane(l.cols, 4) : plane(l.cols, 2) + plane(l.cols, 1)) * 8.0 + 32.0 * l.rows;
       EXPECT_DOUBLE_EQ(bpw, stored / runs.back().quantized_weights);
       std::printf("%-6s %4d %8.4f %10.4f %10.6f %8.3f\n", method_name(method), bits, bpw, r.perplexity(), k.kl_mean,
                   100 * k.top1_agreement);

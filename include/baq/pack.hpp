@@ -1,29 +1,29 @@
 #pragma once
-// Integer codes of one column (each < L, for any level count L ≥ 1) packed into 64-bit words.
-// A format is a row in a table of (name, bits per column, pack, unpack), as ggml's type traits.
-//   fixed      — ceil(log2 L) bits per code, codes never straddle a word;
-//   mixed-radix — k = ⌊64 / log2 L⌋ codes per word as one base-L number: 1.60 bits for L = 3,
-//                 2.37 for L = 5, 2.67 for L = 6, where fixed width spends 2, 3 and 3.
-// L = 1 stores nothing. Both are exact round trips; baq writes mixed-radix.
+// Quantized linears as stored, and the kernels that use them without expanding them.
+//
+// A format is a row of one table (quant_formats()): how each (row, group)'s range is stored (F16, or
+// 8-bit fractions of a superblock's F16 range) and how codes are laid out along a row —
+//   radix  — mixed radix in 64-bit words, any level count per column (BAQ's allocations);
+//   planes — bit planes of widths 4/2/1 (b = 3 is a 2-bit plane and a 1-bit plane), every column
+//            2^b levels, byte-granular so a row wastes under a byte per plane, decoded by shifts in
+//            SIMD lanes: the fast layout for uniform bits.
+// The solver rounds ranges as the row stores them (QuantSettings::ranges), pack_linear picks the row,
+// the .baq file stores its sections and the kernels use its decode and fused matvec. Every stored bit
+// is counted (storage_bits).
 #include <cstdint>
 #include <span>
 #include <string>
 #include <vector>
 
+#include "baq/quant.hpp"
+#include "baq/tensor.hpp"
+
 namespace baq {
 
-struct CodePacking {
-  const char* name;
-  // Words a column of `n` codes with `levels` levels takes.
-  int64_t (*words)(int64_t n, int levels);
-  void (*pack)(std::span<const uint8_t> codes, int levels, uint64_t* out);
-  void (*unpack)(const uint64_t* words, int levels, std::span<uint8_t> codes);
-};
-
-// Mixed radix along a row, the layout baq stores: consecutive columns share a 64-bit word while the
-// product of their level counts fits in 64 bits, one base-L_j digit each (one-level columns take no
-// space). The segmentation depends only on the levels, so every row of a tensor shares it; a row
-// costs about Σ_j log2 L_j bits whatever its length, and decoding walks the row as a matmul does.
+// Mixed radix along a row: consecutive columns share a 64-bit word while the product of their level
+// counts fits in 64 bits, one base-L_j digit each (one-level columns take no space). The segmentation
+// depends only on the levels, so every row of a tensor shares it; a row costs about Σ_j log2 L_j bits
+// whatever its length, and decoding walks the row as a matmul does.
 class RowRadixLayout {
  public:
   RowRadixLayout() : starts_{0} {}
@@ -40,44 +40,67 @@ class RowRadixLayout {
   std::vector<int64_t> starts_;  // column where each word starts, then cols()
 };
 
-const CodePacking& fixed_width_packing();
-const CodePacking& mixed_radix_packing();
-const CodePacking& packing_by_name(const std::string& name);
-
-// Codes per 64-bit word: the largest k with levels^k ≤ 2^64 (mixed radix), or ⌊64 / ceil(log2 L)⌋.
+// Codes per 64-bit word: the largest k with levels^k ≤ 2^64.
 int mixed_radix_codes_per_word(int levels);
-int fixed_width_codes_per_word(int levels);
 
-}  // namespace baq
+enum class CodeKind { Radix, Planes };
+struct PackedLinear;
 
-#include "baq/quant.hpp"
-#include "baq/tensor.hpp"
+struct QuantFormat {
+  std::string name;  // "f16-radix", "f16-planes", "scaled8-radix", "scaled8-planes"
+  RangeKind ranges;
+  CodeKind codes;
+  // Whether the layout can hold these level counts (planes: every column 2^b levels, groups in order).
+  bool (*accepts)(const std::vector<int>& levels, bool natural_groups);
+  // Bytes one row's codes take, once the linear's levels are set.
+  int64_t (*row_bytes)(const PackedLinear& p);
+  void (*pack_row)(const PackedLinear& p, const uint8_t* codes, uint8_t* out);
+  void (*unpack_row)(const PackedLinear& p, const uint8_t* in, uint8_t* codes);
+  // out[r] = row r · x for rows [r0, r1) (r0 and r1 multiples of 8, or r1 = rows), fused: nothing but
+  // the sums is written.
+  void (*matvec_rows)(const float* x, const PackedLinear& p, int64_t r0, int64_t r1, float* out);
+};
+const std::vector<QuantFormat>& quant_formats();
+const QuantFormat& quant_format(RangeKind ranges, CodeKind codes);
+const QuantFormat& quant_format_named(const std::string& name);
 
-namespace baq {
-
-// A quantized linear as stored: per-column level counts (L−1, omitted when uniform), F16 min and max
-// per (row, group), F16 values of one-level columns, each column's group when act-order permuted
-// them, and the row-wise mixed-radix code words.
+// A quantized linear as stored: its format, per-column level counts (stored when they differ), the
+// ranges of every (row, group), F16 values of one-level columns, each column's group when act-order
+// permuted them, and each row's codes.
 struct PackedLinear {
   int64_t rows = 0, cols = 0;
   int n_groups = 1;
   int64_t group_size = 0;  // columns per group in natural order (when group_of is empty)
   bool sym = false;
+  const QuantFormat* format = nullptr;
   std::vector<int> levels;             // per column (kept expanded in memory)
   bool uniform = true;                 // every column has the same level count
-  std::vector<uint16_t> lo, hi;        // rows × n_groups, F16 bits
+  int super_groups = 1;                // Scaled8: groups per superblock
+  std::vector<uint16_t> lo, hi;        // F16 bits: rows × n_groups (F16) or rows × superblocks (Scaled8)
+  std::vector<uint8_t> qlo, qhi;       // Scaled8: rows × n_groups fractions of the superblock's bounds
   std::vector<uint16_t> means;         // F16 bits, one per one-level column, in column order
   std::vector<uint32_t> group_of;      // per column, only for act-order with groups
-  std::vector<uint64_t> codes;         // rows × words_per_row
+  int64_t row_bytes = 0;               // codes of one row
+  std::vector<uint64_t> code_words;    // rows × row_bytes bytes, then zero padding for SIMD over-reads
+  const uint8_t* row_codes(int64_t r) const { return reinterpret_cast<const uint8_t*>(code_words.data()) + r * row_bytes; }
+  uint8_t* row_codes(int64_t r) { return reinterpret_cast<uint8_t*>(code_words.data()) + r * row_bytes; }
   int64_t group(int64_t col) const;
+  int n_super() const { return (n_groups + super_groups - 1) / super_groups; }
+  // The stored range of (row, group) as the solver quantized with it.
+  void range(int64_t r, int64_t g, float& lo, float& hi) const;
+  // Sizes the code buffer for rows × row_bytes (row_bytes is set by prepare()).
+  void allocate_codes();
 
-  // Decoding state derived from the above by prepare(): the row layout, and each column's grid as an
-  // index into a row's table of grids, one per (group, distinct level count), fitted once per row.
+  // Decoding state derived from the above by prepare(): the radix row layout or the plane widths,
+  // and each column's grid as an index into a row's table of grids, one per (group, distinct level
+  // count), fitted once per row.
   RowRadixLayout layout;
+  std::vector<int> plane_bits;       // planes: widths, first plane lowest bits
   std::vector<int> distinct_levels;
   std::vector<uint32_t> grid_index;  // per column: group · distinct_levels.size() + level count index
   std::vector<uint8_t> one_level;    // per column: 1 when it stores only its mean
   std::vector<float> column_value;   // one-level columns: their value; others 0
+  std::vector<float> row_scale, row_zero;  // planes with one grid per row: each row's, fitted once
   void prepare();
 };
 
@@ -89,27 +112,33 @@ void decode_rows_scalar(const PackedLinear& p, int64_t r0, int64_t r1, float* ou
 void decode_rows_avx2(const PackedLinear& p, int64_t r0, int64_t r1, float* out);
 bool cpu_has_avx2();
 
+// The widest instruction set the packed kernels may use: the best the CPU has by default; tests lower
+// it to check that every path computes the same.
+enum class KernelIsa { Avx512, Avx2, Scalar };
+void limit_kernel_isa(KernelIsa isa);
+KernelIsa kernel_isa();
+
 // out (rows_x × p.rows) = x (rows_x × p.cols) · Wᵀ with W decoded a tile of rows at a time: the
 // weights are never expanded whole.
 void packed_matmul(const float* x, int64_t rows_x, const PackedLinear& p, float* out);
 
-// out (p.rows) = W · x for one input row (a generated token), fused: eight output rows decoded at once
-// in AVX2 lanes (they share every column's level count and word boundaries) and dotted with x as they
-// decode, nothing written but the sums. Without AVX2: rows decoded, then dotted.
+// out (p.rows) = W · x for one input row (a generated token), through the format's fused matvec.
 void packed_matvec(const float* x, const PackedLinear& p, float* out);
-// The same for output rows [r0, r1) only, on the calling thread (the fused path wants r0 and r1
-// multiples of 8, or r1 the last row).
+// The same for output rows [r0, r1) only, on the calling thread (r0 and r1 multiples of 8, or r1 the
+// last row).
 void packed_matvec_rows(const float* x, const PackedLinear& p, int64_t r0, int64_t r1, float* out);
 
 // The scale and zero of row r's grids, one per (group, distinct level count), at g·nd + d.
 void fit_row_grids(const PackedLinear& p, int64_t r, float* scale, float* zero);
 
+// Packs a quantized matrix in the densest format that holds it: planes when every column has the same
+// power-of-two level count and groups are in column order, else mixed radix; ranges as it was solved.
 PackedLinear pack_linear(const QuantizedMatrix& m, const QuantSettings& s);
 
 // Every stored bit of a packed linear, by part: exactly its .baq record less section padding.
 struct StorageBits {
-  double codes = 0;   // rows × 64-bit words of the row-wise mixed-radix layout
-  double ranges = 0;  // per (row, group): F16 min and max
+  double codes = 0;   // rows × the format's bytes per row
+  double ranges = 0;  // F16 bounds per (row, group), or 8-bit fractions per group + F16 bounds per superblock
   double widths = 0;  // per column when levels differ: its level count (8 bits); act-order groups: its group (32)
   double means = 0;   // per one-level column: its F16 value
   double total() const { return codes + ranges + widths + means; }

@@ -8,9 +8,17 @@
 
 namespace baq {
 
+// How each (row, group)'s value range [lo, hi] is stored: two F16 numbers, or two 8-bit fractions of
+// its superblock's F16 range (k-quant-like: a few groups share one F16 pair, each group pays 16 bits).
+enum class RangeKind { F16, Scaled8 };
+const char* range_kind_name(RangeKind kind);
+RangeKind parse_range_kind(const std::string& name);
+
 struct QuantSettings {
   int bits = 4;         // 2..8: 2^bits levels per column
   int group_size = 0;   // 0 = one grid per output row; else per row and per group of input columns
+  RangeKind ranges = RangeKind::F16;
+  int super_groups = 8;  // Scaled8: groups per superblock (sharing one F16 range)
   bool sym = false;     // symmetric grid (no stored zero point)
   double damp = 0.01;   // GPTQ damping as a fraction of mean(diag H)
   int block_size = 128; // GPTQ lazy-batch width
@@ -29,6 +37,18 @@ struct GridParams {
 };
 GridParams fit_grid(float xmin, float xmax, int maxq, bool sym);
 
+// Scaled8: a bound stored as an 8-bit fraction q/255 of its superblock's bound (the same two IEEE
+// operations wherever it is computed, so solver, file and kernels agree to the bit).
+inline float scaled8_value(float super_bound, uint8_t q) { return super_bound * static_cast<float>(q) / 255.0f; }
+// The superblock bounds as stored: min(x, 0) and max(x, 0) of its values, rounded to F16.
+void superblock_bounds(float xmin, float xmax, float& super_lo, float& super_hi);
+// A group's [lo, hi] as stored under `kind` (Scaled8 also gives its two 8-bit fractions).
+struct StoredRange {
+  float lo = 0, hi = 0;
+  uint8_t qlo = 0, qhi = 0;
+};
+StoredRange store_range(RangeKind kind, float lo, float hi, float super_lo, float super_hi);
+
 // A quantized matrix: integer codes, the value range of every (row, group) and the level count of
 // every column — column j of row r uses the grid fit_grid(lo, hi, levels[j] − 1) of its group, and a
 // one-level column holds its mean — dequantized values, and the per-column losses GPTQ measures
@@ -38,7 +58,11 @@ struct QuantizedMatrix {
   bool sym = false;
   std::vector<float> dequant;       // rows × cols
   std::vector<uint8_t> codes;       // rows × cols (0 for one-level columns)
-  std::vector<float> lo, hi;        // rows × n_groups: min and max of the row's group
+  std::vector<float> lo, hi;        // rows × n_groups: min and max of the row's group, as stored
+  RangeKind ranges = RangeKind::F16;
+  int super_groups = 1;             // Scaled8: groups per superblock
+  std::vector<float> super_lo, super_hi;  // Scaled8: rows × superblocks, F16 values
+  std::vector<uint8_t> qlo, qhi;          // Scaled8: rows × n_groups
   std::vector<int> levels;          // per column, ≥ 1
   std::vector<float> column_mean;   // per column: the stored value of a one-level column
   std::vector<int32_t> group_of;    // per column: its group index (act-order may permute groups)

@@ -350,10 +350,10 @@ void attention_team(const float* q, const KeysValues& kv, const AttentionShape& 
     const float* qh = q + static_cast<int64_t>(h) * hd;
     const int kvh = h / group;
     float mx = -INFINITY;
+    const DotFn dot_fn = best_dot();
     for (int j = first; j < S; ++j) {
       const float* kj = kv.k + static_cast<int64_t>(j) * kw + static_cast<int64_t>(kvh) * hd;
-      float dot = 0.0f;
-      for (int i = 0; i < hd; ++i) dot += qh[i] * kj[i];
+      float dot = dot_fn(DType::F32, kj, qh, hd);
       dot *= a.scale;
       if (a.softcap > 0.0f) dot = a.softcap * std::tanh(dot / a.softcap);
       scores[j] = dot;

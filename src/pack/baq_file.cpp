@@ -34,13 +34,15 @@ uint32_t crc32_of(const void* data, uint64_t n) {
 
 uint64_t align_up(uint64_t v, uint64_t a) { return (v + a - 1) / a * a; }
 
-// Byte sizes of a packed record's sections, in order, from its own fields.
+// A packed record's sections, in order, each 8-aligned: [levels − 1, u8 per column, when they differ]
+// [lo F16] [hi F16] (per (row, group); Scaled8: per (row, superblock)) [qlo u8] [qhi u8] (Scaled8, per
+// (row, group)) [one-level column values F16] [group u32 per column, act-order] [codes, rows × row_bytes].
 struct PackedSections {
-  uint64_t levels, lo, hi, means, group_of, codes;
+  uint64_t levels, lo, hi, qlo, qhi, means, group_of, codes;
   std::vector<uint64_t> offsets() const {
     std::vector<uint64_t> off;
     uint64_t at = 0;
-    for (uint64_t s : {levels, lo, hi, means, group_of, codes}) {
+    for (uint64_t s : {levels, lo, hi, qlo, qhi, means, group_of, codes}) {
       off.push_back(at);
       at = align_up(at + s, 8);
     }
@@ -49,20 +51,23 @@ struct PackedSections {
   }
 };
 
-PackedSections sections_of(int64_t rows, int64_t cols, int64_t groups, bool uniform, int64_t n_means, bool has_group_of,
-                            int64_t words_per_row) {
+// The sizes a record's own fields imply. Every count is bounded by the caller first (no overflow).
+PackedSections sections_of(const PackedLinear& p) {
   const auto u = [](int64_t v) { return static_cast<uint64_t>(v); };
-  return {uniform ? 0 : u(cols), 2 * u(rows) * u(groups), 2 * u(rows) * u(groups), 2 * u(n_means),
-          has_group_of ? 4 * u(cols) : 0, 8 * u(rows) * u(words_per_row)};
+  const bool scaled = p.format->ranges == RangeKind::Scaled8;
+  const uint64_t range_count = u(p.rows) * u(scaled ? p.n_super() : p.n_groups);
+  const uint64_t group_count = scaled ? u(p.rows) * u(p.n_groups) : 0;
+  return {p.uniform ? 0 : u(p.cols), 2 * range_count, 2 * range_count, group_count, group_count, 2 * p.means.size(),
+          p.group_of.empty() ? 0 : 4 * u(p.cols), u(p.rows) * u(p.row_bytes)};
 }
 
 std::string packed_record(const PackedLinear& p, nlohmann::ordered_json& fields) {
-  const RowRadixLayout& layout = p.layout;
-  const PackedSections s = sections_of(p.rows, p.cols, p.n_groups, p.uniform, static_cast<int64_t>(p.means.size()),
-                                       !p.group_of.empty(), layout.words_per_row());
+  const PackedSections s = sections_of(p);
   const auto off = s.offsets();
   std::string bytes(off.back(), '\0');
-  auto put = [&](int section, const void* data, uint64_t n) { std::memcpy(bytes.data() + off[section], data, n); };
+  auto put = [&](int section, const void* data, uint64_t n) {
+    if (n > 0) std::memcpy(bytes.data() + off[section], data, n);
+  };
   if (!p.uniform) {
     std::vector<uint8_t> lm1(p.levels.size());
     for (size_t j = 0; j < lm1.size(); ++j) lm1[j] = static_cast<uint8_t>(p.levels[j] - 1);
@@ -70,15 +75,40 @@ std::string packed_record(const PackedLinear& p, nlohmann::ordered_json& fields)
   }
   put(1, p.lo.data(), s.lo);
   put(2, p.hi.data(), s.hi);
-  put(3, p.means.data(), s.means);
-  put(4, p.group_of.data(), s.group_of);
-  put(5, p.codes.data(), s.codes);
-  fields = {{"rows", p.rows},       {"cols", p.cols},
-            {"groups", p.n_groups}, {"group_size", p.group_size},
-            {"sym", p.sym},         {"uniform_levels", p.uniform ? p.levels.front() : 0},
-            {"means", p.means.size()}, {"group_of", !p.group_of.empty()},
-            {"words_per_row", layout.words_per_row()}};
+  put(3, p.qlo.data(), s.qlo);
+  put(4, p.qhi.data(), s.qhi);
+  put(5, p.means.data(), s.means);
+  put(6, p.group_of.data(), s.group_of);
+  put(7, p.row_codes(0), s.codes);
+  fields = {{"format", p.format->name},    {"rows", p.rows},
+            {"cols", p.cols},              {"groups", p.n_groups},
+            {"group_size", p.group_size},  {"super_groups", p.super_groups},
+            {"sym", p.sym},                {"uniform_levels", p.uniform ? p.levels.front() : 0},
+            {"means", p.means.size()},     {"group_of", !p.group_of.empty()},
+            {"row_bytes", p.row_bytes}};
   return bytes;
+}
+
+// A packed record's fields (bounded, consistent) as a PackedLinear without its arrays.
+PackedLinear packed_fields(const nlohmann::json& r, const std::string& what) {
+  constexpr int64_t kMaxDim = int64_t{1} << 32;
+  PackedLinear p;
+  p.format = &quant_format_named(json_string(r, "format", what));
+  p.rows = json_int(r, "rows", what, 1, kMaxDim);
+  p.cols = json_int(r, "cols", what, 1, kMaxDim);
+  p.n_groups = static_cast<int>(json_int(r, "groups", what, 1, std::min<int64_t>(p.cols, 1 << 30)));
+  p.group_size = json_int(r, "group_size", what, 0, p.cols);
+  p.super_groups = static_cast<int>(json_int(r, "super_groups", what, 1, p.n_groups));
+  p.sym = json_bool(r, "sym", what);
+  const int uniform = static_cast<int>(json_int(r, "uniform_levels", what, 0, 256));
+  p.uniform = uniform != 0;
+  if (p.uniform) p.levels.assign(static_cast<size_t>(p.cols), uniform);
+  p.means.resize(static_cast<size_t>(json_int(r, "means", what, 0, p.cols)));
+  if (json_bool(r, "group_of", what)) p.group_of.resize(static_cast<size_t>(p.cols));
+  p.row_bytes = json_int(r, "row_bytes", what, 0, 8 * p.cols + 64);
+  if (p.format->ranges == RangeKind::F16 && p.super_groups != 1) fail("{}: super_groups {} with F16 ranges", what, p.super_groups);
+  if (p.rows > (int64_t{1} << 40) / std::max<int64_t>(p.cols, 1)) fail("{}: {} × {} is too large", what, p.rows, p.cols);
+  return p;
 }
 
 }  // namespace
@@ -246,17 +276,11 @@ BaqFileReader::BaqFileReader(const std::string& path) : file_(std::make_shared<M
       info.dtype = rec.kind == "f32" ? DType::F32 : DType::BF16;
       infos_.push_back(info);
     } else if (rec.kind == "packed") {
-      const int64_t rows = json_int(r, "rows", rwhat, 1, kMaxDim), cols = json_int(r, "cols", rwhat, 1, kMaxDim);
-      const int64_t groups = json_int(r, "groups", rwhat, 1, cols), means = json_int(r, "means", rwhat, 0, cols);
-      const int64_t words = json_int(r, "words_per_row", rwhat, 0, cols);
-      const bool uniform = json_int(r, "uniform_levels", rwhat, 0, 256) != 0;
-      const bool group_of = json_bool(r, "group_of", rwhat);
-      json_bool(r, "sym", rwhat);
-      json_int(r, "group_size", rwhat, 0, cols);
-      const auto off = sections_of(rows, cols, groups, uniform, means, group_of, words).offsets();
-      if (off.back() != rec.bytes)
-        fail("{}: packed record '{}' holds {} bytes but its fields need {}", path, rec.name, rec.bytes, off.back());
-      info.shape = {rows, cols};
+      const PackedLinear p = packed_fields(r, rwhat);
+      const uint64_t need = sections_of(p).offsets().back();
+      if (need != rec.bytes)
+        fail("{}: packed record '{}' holds {} bytes but its fields need {}", path, rec.name, rec.bytes, need);
+      info.shape = {p.rows, p.cols};
       info.dtype = DType::Packed;
       infos_.push_back(info);
     } else if (rec.kind != "file") {
@@ -305,45 +329,52 @@ const uint8_t* BaqFileReader::verified(const Record& r) const {
 PackedLinear BaqFileReader::packed(const std::string& name) const {
   const Record& r = record(name, "packed");
   const uint8_t* d = verified(r);
-  const auto& f = r.fields;
-  PackedLinear p;
-  p.rows = f["rows"].get<int64_t>();
-  p.cols = f["cols"].get<int64_t>();
-  p.n_groups = f["groups"].get<int>();
-  p.group_size = f["group_size"].get<int64_t>();
-  p.sym = f["sym"].get<bool>();
-  const int uniform = f["uniform_levels"].get<int>();
-  p.uniform = uniform != 0;
-  const int64_t means = f["means"].get<int64_t>(), words = f["words_per_row"].get<int64_t>();
-  const auto off = sections_of(p.rows, p.cols, p.n_groups, p.uniform, means, f["group_of"].get<bool>(), words).offsets();
-  p.levels.resize(static_cast<size_t>(p.cols));
-  for (int64_t j = 0; j < p.cols; ++j) p.levels[static_cast<size_t>(j)] = p.uniform ? uniform : d[off[0] + j] + 1;
-  auto read16 = [&](int section, std::vector<uint16_t>& v, int64_t n) {
-    v.resize(static_cast<size_t>(n));
-    if (n > 0) std::memcpy(v.data(), d + off[section], static_cast<size_t>(n) * 2);
+  const std::string what = fmt::format("{}: record '{}'", file_->path(), name);
+  PackedLinear p = packed_fields(r.fields, what);
+  const PackedSections s = sections_of(p);
+  const auto off = s.offsets();
+  if (!p.uniform) {
+    p.levels.resize(static_cast<size_t>(p.cols));
+    for (int64_t j = 0; j < p.cols; ++j) p.levels[static_cast<size_t>(j)] = d[off[0] + j] + 1;
+  }
+  auto read = [&](int section, auto& v, uint64_t bytes) {
+    v.resize(bytes / sizeof(v[0]));
+    if (bytes > 0) std::memcpy(v.data(), d + off[section], bytes);
   };
-  read16(1, p.lo, p.rows * p.n_groups);
-  read16(2, p.hi, p.rows * p.n_groups);
-  read16(3, p.means, means);
-  if (f["group_of"].get<bool>()) {
-    p.group_of.resize(static_cast<size_t>(p.cols));
-    std::memcpy(p.group_of.data(), d + off[4], static_cast<size_t>(p.cols) * 4);
+  read(1, p.lo, s.lo);
+  read(2, p.hi, s.hi);
+  read(3, p.qlo, s.qlo);
+  read(4, p.qhi, s.qhi);
+  read(5, p.means, s.means);
+  read(6, p.group_of, s.group_of);
+  if (!p.group_of.empty()) {
     for (uint32_t g : p.group_of)
-      if (g >= static_cast<uint32_t>(p.n_groups)) fail("{}: record '{}' names group {} of {}", file_->path(), name, g, p.n_groups);
+      if (g >= static_cast<uint32_t>(p.n_groups)) fail("{} names group {} of {}", what, g, p.n_groups);
   } else if (p.group_size <= 0 || (p.cols + p.group_size - 1) / p.group_size != p.n_groups) {
-    fail("{}: record '{}' has group size {} inconsistent with {} groups", file_->path(), name, p.group_size, p.n_groups);
+    fail("{} has group size {} inconsistent with {} groups", what, p.group_size, p.n_groups);
   }
   int64_t ones = 0;
   for (int L : p.levels) ones += L == 1;
-  if (ones != means) fail("{}: record '{}' stores {} column values for {} one-level columns", file_->path(), name, means, ones);
-  p.prepare();  // builds the row layout, which validates the level counts
-  if (p.layout.words_per_row() != words)
-    fail("{}: record '{}' claims {} words per row, its levels need {}", file_->path(), name, words, p.layout.words_per_row());
+  if (ones != static_cast<int64_t>(p.means.size())) fail("{} stores {} column values for {} one-level columns", what, p.means.size(), ones);
+  if (!p.format->accepts(p.levels, p.group_of.empty())) fail("{}: format {} cannot hold these level counts", what, p.format->name);
+  const int64_t claimed = p.row_bytes;
+  p.prepare();  // derives the layout from the levels (validating them) and the bytes per row it needs
+  if (p.row_bytes != claimed) fail("{} claims {} code bytes per row, its levels need {}", what, claimed, p.row_bytes);
   for (auto* v : {&p.lo, &p.hi, &p.means})
     for (uint16_t h : *v)
-      if (!std::isfinite(f16_to_f32(h))) fail("{}: record '{}' holds a non-finite grid value", file_->path(), name);
-  p.codes.resize(static_cast<size_t>(p.rows * words));
-  if (!p.codes.empty()) std::memcpy(p.codes.data(), d + off[5], p.codes.size() * 8);
+      if (!std::isfinite(f16_to_f32(h))) fail("{} holds a non-finite grid value", what);
+  p.allocate_codes();
+  if (s.codes > 0) std::memcpy(p.row_codes(0), d + off[7], s.codes);
+  // Any bit pattern of b-bit planes is a code below 2^b; radix words can hold digits beyond their
+  // column's level count: check every radix code once.
+  std::vector<uint8_t> codes(static_cast<size_t>(p.cols));
+  for (int64_t row = 0; row < (p.format->codes == CodeKind::Radix ? p.rows : 0); ++row) {
+    p.format->unpack_row(p, p.row_codes(row), codes.data());
+    for (int64_t j = 0; j < p.cols; ++j)
+      if (codes[static_cast<size_t>(j)] >= p.levels[static_cast<size_t>(j)])
+        fail("{} holds code {} for a column of {} levels (row {})", what, codes[static_cast<size_t>(j)],
+             p.levels[static_cast<size_t>(j)], row);
+  }
   return p;
 }
 

@@ -1,12 +1,33 @@
+#include <algorithm>
+#include <cstring>
+
 #include "baq/error.hpp"
 #include "baq/half.hpp"
 #include "baq/pack.hpp"
+#include "pack/code_layouts.hpp"
 
 namespace baq {
 
 int64_t PackedLinear::group(int64_t col) const {
   if (!group_of.empty()) return group_of[static_cast<size_t>(col)];
   return group_size > 0 ? col / group_size : 0;
+}
+
+void PackedLinear::range(int64_t r, int64_t g, float& lo_out, float& hi_out) const {
+  if (format->ranges == RangeKind::F16) {
+    const size_t k = static_cast<size_t>(r * n_groups + g);
+    lo_out = f16_to_f32(lo[k]);
+    hi_out = f16_to_f32(hi[k]);
+    return;
+  }
+  const size_t k = static_cast<size_t>(r * n_groups + g), s = static_cast<size_t>(r * n_super() + g / super_groups);
+  lo_out = scaled8_value(f16_to_f32(lo[s]), qlo[k]);
+  hi_out = scaled8_value(f16_to_f32(hi[s]), qhi[k]);
+}
+
+void PackedLinear::allocate_codes() {
+  // 64 bytes of zeros past the last row: SIMD loads may read a little beyond a row's end.
+  code_words.assign(static_cast<size_t>((rows * row_bytes + 64 + 7) / 8), 0);
 }
 
 PackedLinear pack_linear(const QuantizedMatrix& m, const QuantSettings& s) {
@@ -18,31 +39,51 @@ PackedLinear pack_linear(const QuantizedMatrix& m, const QuantSettings& s) {
   p.sym = m.sym;
   p.levels = m.levels;
   for (int L : m.levels) p.uniform = p.uniform && L == m.levels.front();
-  for (float v : m.lo) p.lo.push_back(f32_to_f16(v));
-  for (float v : m.hi) p.hi.push_back(f32_to_f16(v));
+  p.super_groups = m.ranges == RangeKind::Scaled8 ? m.super_groups : 1;
+  if (m.ranges == RangeKind::F16) {
+    for (float v : m.lo) p.lo.push_back(f32_to_f16(v));
+    for (float v : m.hi) p.hi.push_back(f32_to_f16(v));
+  } else {
+    for (float v : m.super_lo) p.lo.push_back(f32_to_f16(v));
+    for (float v : m.super_hi) p.hi.push_back(f32_to_f16(v));
+    p.qlo = m.qlo;
+    p.qhi = m.qhi;
+  }
   for (int64_t j = 0; j < m.cols; ++j)
     if (m.levels[static_cast<size_t>(j)] == 1) p.means.push_back(f32_to_f16(m.column_mean[static_cast<size_t>(j)]));
   bool natural = true;
   for (int64_t j = 0; j < m.cols; ++j) natural = natural && m.group_of[static_cast<size_t>(j)] == j / p.group_size;
   if (!natural) p.group_of.assign(m.group_of.begin(), m.group_of.end());
+  // The densest layout that holds the levels: planes for uniform power-of-two levels, else radix.
+  const QuantFormat& planes = quant_format(m.ranges, CodeKind::Planes);
+  p.format = planes.accepts(m.levels, natural) ? &planes : &quant_format(m.ranges, CodeKind::Radix);
   p.prepare();
-  const int64_t words = p.layout.words_per_row();
-  p.codes.resize(static_cast<size_t>(m.rows * words));
-  for (int64_t r = 0; r < m.rows; ++r) p.layout.pack_row(m.codes.data() + r * m.cols, p.codes.data() + r * words);
+  p.allocate_codes();
+  for (int64_t r = 0; r < m.rows; ++r) p.format->pack_row(p, m.codes.data() + r * m.cols, p.row_codes(r));
   return p;
 }
 
 StorageBits storage_bits(const PackedLinear& p) {
   StorageBits b;
-  b.codes = 64.0 * static_cast<double>(p.codes.size());
-  b.ranges = 16.0 * static_cast<double>(p.lo.size() + p.hi.size());
+  b.codes = 8.0 * static_cast<double>(p.rows * p.row_bytes);
+  b.ranges = 16.0 * static_cast<double>(p.lo.size() + p.hi.size()) + 8.0 * static_cast<double>(p.qlo.size() + p.qhi.size());
   b.widths = (p.uniform ? 0.0 : 8.0 * static_cast<double>(p.cols)) + 32.0 * static_cast<double>(p.group_of.size());
   b.means = 16.0 * static_cast<double>(p.means.size());
   return b;
 }
 
 void PackedLinear::prepare() {
-  layout = RowRadixLayout(levels);
+  if (format == nullptr) fail("packed linear without a format");
+  if (format->codes == CodeKind::Radix) {
+    layout = RowRadixLayout(levels);
+    plane_bits.clear();
+  } else {
+    int b = 0;
+    while ((1 << b) < levels.front()) ++b;
+    plane_bits = plane_widths(b);
+    layout = RowRadixLayout();
+  }
+  row_bytes = format->row_bytes(*this);
   distinct_levels.clear();
   std::vector<uint32_t> level_index(levels.size(), 0);
   column_value.assign(levels.size(), 0.0f);
@@ -50,6 +91,7 @@ void PackedLinear::prepare() {
   std::vector<int> index_of(257, -1);
   for (size_t j = 0, k = 0; j < levels.size(); ++j) {
     const int L = levels[j];
+    if (L < 1 || L > 256) fail("packed linear: column {} has level count {} outside 1..256", j, L);
     if (index_of[static_cast<size_t>(L)] < 0) {
       index_of[static_cast<size_t>(L)] = static_cast<int>(distinct_levels.size());
       distinct_levels.push_back(L);
@@ -60,6 +102,19 @@ void PackedLinear::prepare() {
       one_level[j] = 1;
     }
   }
+  row_scale.clear();
+  row_zero.clear();
+  if (format->codes == CodeKind::Planes && n_groups == 1 && !levels.empty()) {
+    row_scale.resize(static_cast<size_t>(rows));
+    row_zero.resize(static_cast<size_t>(rows));
+    for (int64_t r = 0; r < rows; ++r) {
+      float l, h;
+      range(r, 0, l, h);
+      const GridParams g = fit_grid(l, h, levels.front() - 1, sym);
+      row_scale[static_cast<size_t>(r)] = g.scale;
+      row_zero[static_cast<size_t>(r)] = g.zero;
+    }
+  }
   grid_index.resize(levels.size());
   for (size_t j = 0; j < levels.size(); ++j)
     grid_index[j] = static_cast<uint32_t>(group(static_cast<int64_t>(j))) * static_cast<uint32_t>(distinct_levels.size()) + level_index[j];
@@ -68,8 +123,6 @@ void PackedLinear::prepare() {
 Tensor dequantize(const PackedLinear& p) {
   // The reference decoder: one grid fit per weight, straight from the stored fields.
   Tensor t = Tensor::zeros({p.rows, p.cols});
-  const RowRadixLayout layout(p.levels);
-  const int64_t words = layout.words_per_row();
   std::vector<float> means(static_cast<size_t>(p.cols), 0.0f);
   for (int64_t j = 0, k = 0; j < p.cols; ++j)
     if (p.levels[static_cast<size_t>(j)] == 1) means[static_cast<size_t>(j)] = f16_to_f32(p.means[static_cast<size_t>(k++)]);
@@ -78,13 +131,14 @@ Tensor dequantize(const PackedLinear& p) {
     std::vector<uint8_t> codes(static_cast<size_t>(p.cols));
 #pragma omp for schedule(static)
     for (int64_t r = 0; r < p.rows; ++r) {
-      layout.unpack_row(p.codes.data() + r * words, codes.data());
+      p.format->unpack_row(p, p.row_codes(r), codes.data());
       for (int64_t j = 0; j < p.cols; ++j) {
         const int L = p.levels[static_cast<size_t>(j)];
         float v = means[static_cast<size_t>(j)];
         if (L > 1) {
-          const size_t k = static_cast<size_t>(r * p.n_groups + p.group(j));
-          v = fit_grid(f16_to_f32(p.lo[k]), f16_to_f32(p.hi[k]), L - 1, p.sym).value(codes[static_cast<size_t>(j)]);
+          float lo, hi;
+          p.range(r, p.group(j), lo, hi);
+          v = fit_grid(lo, hi, L - 1, p.sym).value(codes[static_cast<size_t>(j)]);
         }
         t.data[r * p.cols + j] = v;
       }

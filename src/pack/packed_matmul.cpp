@@ -20,7 +20,7 @@ void fit_row(const PackedLinear& p, int64_t r, RowGrids& g) {
   g.zero.resize(g.scale.size());
   fit_row_grids(p, r, g.scale.data(), g.zero.data());
   g.codes.resize(static_cast<size_t>(p.cols));
-  p.layout.unpack_row(p.codes.data() + r * p.layout.words_per_row(), g.codes.data());
+  p.format->unpack_row(p, p.row_codes(r), g.codes.data());
 }
 
 // value = scale·(code − zero) from the column's grid, or the stored value of a one-level column: the
@@ -58,8 +58,8 @@ void decode(const PackedLinear& p, int64_t r0, int64_t r1, float* out) {
 void fit_row_grids(const PackedLinear& p, int64_t r, float* scale, float* zero) {
   const size_t nd = p.distinct_levels.size();
   for (int64_t k = 0; k < p.n_groups; ++k) {
-    const size_t at = static_cast<size_t>(r * p.n_groups + k);
-    const float lo = f16_to_f32(p.lo[at]), hi = f16_to_f32(p.hi[at]);
+    float lo, hi;
+    p.range(r, k, lo, hi);
     for (size_t d = 0; d < nd; ++d) {
       const GridParams grid = p.distinct_levels[d] > 1 ? fit_grid(lo, hi, p.distinct_levels[d] - 1, p.sym) : GridParams{0.0f, 0.0f, 0};
       scale[static_cast<size_t>(k) * nd + d] = grid.scale;
@@ -68,10 +68,22 @@ void fit_row_grids(const PackedLinear& p, int64_t r, float* scale, float* zero) 
   }
 }
 
-bool cpu_has_avx2() {
-  static const bool has = __builtin_cpu_supports("avx2");
-  return has;
+namespace {
+KernelIsa g_isa_limit = KernelIsa::Avx512;
+}  // namespace
+
+void limit_kernel_isa(KernelIsa isa) { g_isa_limit = isa; }
+
+KernelIsa kernel_isa() {
+  static const KernelIsa best = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                                        __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx2")
+                                    ? KernelIsa::Avx512
+                                : __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") ? KernelIsa::Avx2
+                                                                                                   : KernelIsa::Scalar;
+  return static_cast<int>(best) > static_cast<int>(g_isa_limit) ? best : g_isa_limit;
 }
+
+bool cpu_has_avx2() { return kernel_isa() != KernelIsa::Scalar; }
 
 void decode_rows_scalar(const PackedLinear& p, int64_t r0, int64_t r1, float* out) { decode<false>(p, r0, r1, out); }
 void decode_rows_avx2(const PackedLinear& p, int64_t r0, int64_t r1, float* out) { decode<true>(p, r0, r1, out); }
@@ -100,6 +112,18 @@ void packed_matmul(const float* x, int64_t rows_x, const PackedLinear& p, float*
                   out + r0, static_cast<int>(p.rows));
     }
   }
+}
+
+void packed_matvec_rows(const float* x, const PackedLinear& p, int64_t r0, int64_t r1, float* out) {
+  p.format->matvec_rows(x, p, r0, r1, out);
+}
+
+void packed_matvec(const float* x, const PackedLinear& p, float* out) {
+  constexpr int64_t kRowsPerJob = 32;
+  const int64_t jobs = (p.rows + kRowsPerJob - 1) / kRowsPerJob;
+#pragma omp parallel for schedule(dynamic, 1)
+  for (int64_t job = 0; job < jobs; ++job)
+    p.format->matvec_rows(x, p, job * kRowsPerJob, std::min(p.rows, (job + 1) * kRowsPerJob), out);
 }
 
 }  // namespace baq

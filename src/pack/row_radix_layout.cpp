@@ -3,6 +3,19 @@
 
 namespace baq {
 
+int mixed_radix_codes_per_word(int levels) {
+  if (levels < 1 || levels > 256) fail("code packing: level count {} outside 1..256", levels);
+  if (levels == 1) return 64;
+  // Largest k with levels^k ≤ 2^64, by exact integer arithmetic (no floating-point log).
+  int k = 0;
+  unsigned __int128 p = 1;
+  while (p * static_cast<unsigned>(levels) <= (static_cast<unsigned __int128>(1) << 64)) {
+    p *= static_cast<unsigned>(levels);
+    ++k;
+  }
+  return k;
+}
+
 RowRadixLayout::RowRadixLayout(std::vector<int> levels) : levels_(std::move(levels)) {
   const auto limit = static_cast<unsigned __int128>(1) << 64;
   unsigned __int128 product = 1;

@@ -53,6 +53,15 @@ QuantizedMatrix quantize_gptq(const float* w, int64_t rows, int64_t cols, const 
   m.sym = s.sym;
   m.lo.resize(static_cast<size_t>(rows * m.n_groups));
   m.hi.resize(m.lo.size());
+  m.ranges = s.ranges;
+  m.super_groups = s.ranges == RangeKind::Scaled8 ? std::max(1, s.super_groups) : 1;
+  const int n_super = (m.n_groups + m.super_groups - 1) / m.super_groups;
+  if (s.ranges == RangeKind::Scaled8) {
+    m.super_lo.resize(static_cast<size_t>(rows * n_super));
+    m.super_hi.resize(m.super_lo.size());
+    m.qlo.resize(m.lo.size());
+    m.qhi.resize(m.lo.size());
+  }
   m.levels = levels != nullptr ? *levels : std::vector<int>(static_cast<size_t>(cols), 1 << s.bits);
   m.column_mean.assign(static_cast<size_t>(cols), 0.0f);
   m.group_of.resize(static_cast<size_t>(cols));
@@ -68,15 +77,35 @@ QuantizedMatrix quantize_gptq(const float* w, int64_t rows, int64_t cols, const 
     const int64_t i2 = std::min({i1 + static_cast<int64_t>(s.block_size), group_end, cols});
     if (i1 % gs == 0) {
       const int64_t g = i1 / gs, c1 = std::min(cols, i1 + gs);
+      // Scaled8: a superblock's bounds are measured when the loop reaches it (later columns keep moving
+      // as this one's errors spread; a group that outgrows them is clipped to them).
+      const bool new_super = s.ranges == RangeKind::Scaled8 && g % m.super_groups == 0;
+      const int64_t s1 = std::min(cols, i1 + gs * m.super_groups);
 #pragma omp parallel for schedule(static)
       for (int64_t r = 0; r < rows; ++r) {
+        const size_t sk = static_cast<size_t>(r * n_super + g / m.super_groups);
+        if (new_super) {
+          float smin = wt[i1 * rows + r], smax = smin;
+          for (int64_t c = i1 + 1; c < s1; ++c) {
+            smin = std::min(smin, wt[c * rows + r]);
+            smax = std::max(smax, wt[c * rows + r]);
+          }
+          superblock_bounds(smin, smax, m.super_lo[sk], m.super_hi[sk]);
+        }
         float lo = wt[i1 * rows + r], hi = lo;
         for (int64_t c = i1 + 1; c < c1; ++c) {
           lo = std::min(lo, wt[c * rows + r]);
           hi = std::max(hi, wt[c * rows + r]);
         }
-        m.lo[r * m.n_groups + g] = round_to_f16(lo);  // stored as F16: quantize with what a file holds
-        m.hi[r * m.n_groups + g] = round_to_f16(hi);
+        // Stored as the file holds them: quantize with exactly those bounds.
+        const StoredRange sr = store_range(s.ranges, lo, hi, s.ranges == RangeKind::Scaled8 ? m.super_lo[sk] : 0.0f,
+                                           s.ranges == RangeKind::Scaled8 ? m.super_hi[sk] : 0.0f);
+        m.lo[r * m.n_groups + g] = sr.lo;
+        m.hi[r * m.n_groups + g] = sr.hi;
+        if (s.ranges == RangeKind::Scaled8) {
+          m.qlo[r * m.n_groups + g] = sr.qlo;
+          m.qhi[r * m.n_groups + g] = sr.qhi;
+        }
       }
     }
     for (int64_t i = i1; i < i2; ++i) {

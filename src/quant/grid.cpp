@@ -4,6 +4,8 @@
 #include <vector>
 #include <cmath>
 
+#include "baq/error.hpp"
+#include "baq/half.hpp"
 #include "baq/quant.hpp"
 
 namespace baq {
@@ -29,6 +31,40 @@ GridParams fit_grid(float xmin, float xmax, int maxq, bool sym) {
 int GridParams::code(float x) const {
   const float c = std::nearbyint(x / scale) + zero;
   return static_cast<int>(std::clamp(c, 0.0f, static_cast<float>(maxq)));
+}
+
+const char* range_kind_name(RangeKind kind) { return kind == RangeKind::F16 ? "f16" : "scaled8"; }
+
+RangeKind parse_range_kind(const std::string& name) {
+  if (name == "f16") return RangeKind::F16;
+  if (name == "scaled8") return RangeKind::Scaled8;
+  fail("unknown range storage '{}' (f16 or scaled8)", name);
+}
+
+void superblock_bounds(float xmin, float xmax, float& super_lo, float& super_hi) {
+  super_lo = round_to_f16(std::min(xmin, 0.0f));
+  super_hi = round_to_f16(std::max(xmax, 0.0f));
+}
+
+StoredRange store_range(RangeKind kind, float lo, float hi, float super_lo, float super_hi) {
+  StoredRange r;
+  if (kind == RangeKind::F16) {
+    r.lo = round_to_f16(lo);
+    r.hi = round_to_f16(hi);
+    return r;
+  }
+  // Fractions of the superblock's bounds, nearest of 255 steps; a group range wider than the
+  // superblock's (its columns moved since the superblock was measured) is clipped to it.
+  auto fraction = [](float v, float super) -> uint8_t {
+    if (!(super != 0.0f)) return 0;
+    const float f = std::clamp(v / super, 0.0f, 1.0f);
+    return static_cast<uint8_t>(std::lround(f * 255.0f));
+  };
+  r.qlo = fraction(std::min(lo, 0.0f), super_lo);
+  r.qhi = fraction(std::max(hi, 0.0f), super_hi);
+  r.lo = scaled8_value(super_lo, r.qlo);
+  r.hi = scaled8_value(super_hi, r.qhi);
+  return r;
 }
 
 GridParams QuantizedMatrix::grid(int64_t row, int64_t col) const {

@@ -1,5 +1,6 @@
-// One token through a packed linear. Generation is a matrix-vector product, so every weight is
-// decoded once per token and decoding speed is the whole cost: output rows are decoded four at a time
+// The radix code layout (any level count per column, RowRadixLayout's mixed-radix words along a row):
+// its row size, packing, and fused matvec for one token. Generation is a matrix-vector product, so
+// every weight is decoded once per token and decoding speed is the whole cost: output rows are decoded four at a time
 // in the 64-bit lanes of an AVX2 register (they share every column's level count and word layout),
 // the digits extracted by multiplication (RowRadixLayout's fixed-point words) and each value dotted
 // with x at once; no decoded weight is ever stored. Two such registers (eight rows) run side by side
@@ -7,9 +8,11 @@
 #include <immintrin.h>
 
 #include <algorithm>
+#include <cstring>
 #include <vector>
 
 #include "baq/pack.hpp"
+#include "pack/code_layouts.hpp"
 
 namespace baq {
 
@@ -60,7 +63,8 @@ __attribute__((target("avx2,fma"))) void matvec_tiles_avx2(const float* x, const
     const float* scale = g.scale.data();
     const float* zero = g.zero.data();
     const uint64_t* row[kLanes];
-    for (int lane = 0; lane < kLanes; ++lane) row[lane] = p.codes.data() + std::min(r0 + lane, p.rows - 1) * words;
+    for (int lane = 0; lane < kLanes; ++lane)
+      row[lane] = reinterpret_cast<const uint64_t*>(p.row_codes(std::min(r0 + lane, p.rows - 1)));
     __m128 acc0 = _mm_setzero_ps(), acc1 = _mm_setzero_ps();
     for (int64_t w = 0; w < words; ++w) {
       __m256i y0 = _mm256_setr_epi64x(static_cast<long long>(row[0][w]), static_cast<long long>(row[1][w]),
@@ -92,7 +96,22 @@ __attribute__((target("avx2,fma"))) void matvec_tiles_avx2(const float* x, const
 
 }  // namespace
 
-void packed_matvec_rows(const float* x, const PackedLinear& p, int64_t r0, int64_t r1, float* out) {
+bool radix_accepts(const std::vector<int>&, bool) { return true; }
+
+int64_t radix_row_bytes(const PackedLinear& p) { return 8 * p.layout.words_per_row(); }
+
+void radix_pack_row(const PackedLinear& p, const uint8_t* codes, uint8_t* out) {
+  std::vector<uint64_t> words(static_cast<size_t>(p.layout.words_per_row()));
+  p.layout.pack_row(codes, words.data());
+  std::memcpy(out, words.data(), words.size() * 8);
+}
+
+void radix_unpack_row(const PackedLinear& p, const uint8_t* in, uint8_t* codes) {
+  // Rows start at multiples of 8 bytes in the aligned code buffer.
+  p.layout.unpack_row(reinterpret_cast<const uint64_t*>(in), codes);
+}
+
+void radix_matvec_rows(const float* x, const PackedLinear& p, int64_t r0, int64_t r1, float* out) {
   if (!cpu_has_avx2() || r0 % kLanes != 0 || (r1 % kLanes != 0 && r1 != p.rows)) {
     std::vector<float> w(static_cast<size_t>(p.cols));
     for (int64_t r = r0; r < r1; ++r) {
@@ -108,14 +127,6 @@ void packed_matvec_rows(const float* x, const PackedLinear& p, int64_t r0, int64
   for (int64_t j = 0; j < p.cols; ++j)
     if (p.one_level[static_cast<size_t>(j)]) constant += p.column_value[static_cast<size_t>(j)] * x[j];
   matvec_tiles_avx2(x, p, r0 / kLanes, (r1 + kLanes - 1) / kLanes, constant, out);
-}
-
-void packed_matvec(const float* x, const PackedLinear& p, float* out) {
-  constexpr int64_t kRowsPerJob = 4 * kLanes;
-  const int64_t jobs = (p.rows + kRowsPerJob - 1) / kRowsPerJob;
-#pragma omp parallel for schedule(dynamic, 1)
-  for (int64_t job = 0; job < jobs; ++job)
-    packed_matvec_rows(x, p, job * kRowsPerJob, std::min(p.rows, (job + 1) * kRowsPerJob), out);
 }
 
 }  // namespace baq

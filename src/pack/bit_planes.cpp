@@ -1,0 +1,391 @@
+// The planes code layout: every column has 2^b levels, and a row's b-bit codes are split into planes
+// of 4, 2 and 1 bits (lowest bits first). Along a plane, columns go in chunks of 128: a chunk is
+// 16·w bytes where byte i, bit slot s holds the code of column 16·(s + (8/w)·(i / 16)) + i % 16 —
+// so 16 bytes widened to 32-bit lanes give 8/w runs of 16 consecutive columns by one shift and mask
+// each. The last partial chunk is dense, least significant bits first. A row costs b bits per column
+// plus under a byte per plane: no other waste.
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "baq/error.hpp"
+#include "pack/code_layouts.hpp"
+
+namespace baq {
+
+namespace {
+
+constexpr int64_t kChunk = 128;
+
+int code_bits(int levels) {
+  int b = 0;
+  while ((1 << b) < levels) ++b;
+  return b;
+}
+
+int64_t plane_bytes(int64_t cols, int w) { return (cols / kChunk) * 16 * w + ((cols % kChunk) * w + 7) / 8; }
+
+// Byte and shift of column i (0..127) of a full chunk in a plane of width w.
+inline void chunk_position(int64_t i, int w, int64_t& byte, int& shift) {
+  const int64_t per = 8 / w, run = i / 16;
+  byte = 16 * (run / per) + i % 16;
+  shift = static_cast<int>((run % per) * w);
+}
+
+}  // namespace
+
+std::vector<int> plane_widths(int bits) {
+  static const std::vector<int> table[9] = {{}, {1}, {2}, {2, 1}, {4}, {4, 1}, {4, 2}, {4, 2, 1}, {4, 4}};
+  if (bits < 1 || bits > 8) fail("bit planes: {} bits per code outside 1..8", bits);
+  return table[bits];
+}
+
+bool planes_accepts(const std::vector<int>& levels, bool natural_groups) {
+  if (levels.empty() || !natural_groups) return false;
+  const int L = levels.front();
+  if (L < 2 || L > 256 || (L & (L - 1)) != 0) return false;
+  return std::all_of(levels.begin(), levels.end(), [&](int l) { return l == L; });
+}
+
+int64_t planes_row_bytes(const PackedLinear& p) {
+  int64_t bytes = 0;
+  for (int w : p.plane_bits) bytes += plane_bytes(p.cols, w);
+  return bytes;
+}
+
+void planes_pack_row(const PackedLinear& p, const uint8_t* codes, uint8_t* out) {
+  std::memset(out, 0, static_cast<size_t>(p.row_bytes));
+  int offset = 0;
+  uint8_t* plane = out;
+  const int64_t full = p.cols / kChunk * kChunk;
+  for (int w : p.plane_bits) {
+    const unsigned mask = (1u << w) - 1;
+    for (int64_t j = 0; j < full; ++j) {
+      int64_t byte;
+      int shift;
+      chunk_position(j % kChunk, w, byte, shift);
+      plane[(j / kChunk) * 16 * w + byte] |= static_cast<uint8_t>(((codes[j] >> offset) & mask) << shift);
+    }
+    uint8_t* tail = plane + (p.cols / kChunk) * 16 * w;
+    for (int64_t j = full; j < p.cols; ++j) {
+      const int64_t bit = (j - full) * w;
+      tail[bit / 8] |= static_cast<uint8_t>(((codes[j] >> offset) & mask) << (bit % 8));
+    }
+    plane += plane_bytes(p.cols, w);
+    offset += w;
+  }
+}
+
+void planes_unpack_row(const PackedLinear& p, const uint8_t* in, uint8_t* codes) {
+  std::memset(codes, 0, static_cast<size_t>(p.cols));
+  int offset = 0;
+  const uint8_t* plane = in;
+  const int64_t chunks = p.cols / kChunk, full = chunks * kChunk;
+  for (int w : p.plane_bits) {
+    const unsigned mask = (1u << w) - 1;
+    const int per = 8 / w;
+    // Byte by byte: byte i of a chunk holds slot s of column 16·((i / 16)·per + s) + i % 16.
+    for (int64_t c = 0; c < chunks; ++c) {
+      const uint8_t* bytes = plane + c * 16 * w;
+      uint8_t* out = codes + c * kChunk;
+      for (int g = 0; g < w; ++g)
+        for (int s = 0; s < per; ++s) {
+          uint8_t* run = out + 16 * (g * per + s);
+          for (int i = 0; i < 16; ++i)
+            run[i] = static_cast<uint8_t>(run[i] | (((bytes[16 * g + i] >> (s * w)) & mask) << offset));
+        }
+    }
+    const uint8_t* tail = plane + chunks * 16 * w;
+    for (int64_t j = full; j < p.cols; ++j) {
+      const int64_t bit = (j - full) * w;
+      codes[j] |= static_cast<uint8_t>(((tail[bit / 8] >> (bit % 8)) & mask) << offset);
+    }
+    plane += plane_bytes(p.cols, w);
+    offset += w;
+  }
+}
+
+namespace {
+
+// Row r's grid per group (uniform levels): value = scale·(code − zero).
+void row_scales(const PackedLinear& p, int64_t r, float* scale, float* zero) {
+  if (!p.row_scale.empty()) {  // one grid per row, fitted once at load
+    scale[0] = p.row_scale[static_cast<size_t>(r)];
+    zero[0] = p.row_zero[static_cast<size_t>(r)];
+    return;
+  }
+  const int maxq = p.levels.front() - 1;
+  for (int64_t g = 0; g < p.n_groups; ++g) {
+    float lo, hi;
+    p.range(r, g, lo, hi);
+    const GridParams grid = fit_grid(lo, hi, maxq, p.sym);
+    scale[g] = grid.scale;
+    zero[g] = grid.zero;
+  }
+}
+
+// The scalar path: a row's codes unpacked, then the grouped sum.
+float row_dot_scalar(const float* x, const PackedLinear& p, int64_t r, const float* scale, const float* zero,
+                     const float* xsum, std::vector<uint8_t>& codes) {
+  planes_unpack_row(p, p.row_codes(r), codes.data());
+  const int64_t gs = p.group_size > 0 ? p.group_size : p.cols;
+  float total = 0.0f;
+  for (int64_t g = 0; g < p.n_groups; ++g) {
+    float acc = 0.0f;
+    for (int64_t j = g * gs; j < std::min(p.cols, (g + 1) * gs); ++j) acc += static_cast<float>(codes[j]) * x[j];
+    total += scale[g] * (acc - zero[g] * xsum[g]);
+  }
+  return total;
+}
+
+// The tail (the last partial chunk, dense) of a row: Σ_j code_j·x_j·scale_g, on the calling core.
+float tail_dot(const float* x, const PackedLinear& p, int64_t r, const float* scale) {
+  const int64_t full = p.cols / kChunk * kChunk, gs = p.group_size > 0 ? p.group_size : p.cols;
+  if (full == p.cols) return 0.0f;
+  const uint8_t* plane = p.row_codes(r);
+  float sum = 0.0f;
+  thread_local std::vector<int> code;
+  code.assign(static_cast<size_t>(p.cols - full), 0);
+  int offset = 0;
+  for (int w : p.plane_bits) {
+    const uint8_t* tail = plane + (p.cols / kChunk) * 16 * w;
+    for (int64_t j = full; j < p.cols; ++j) {
+      const int64_t bit = (j - full) * w;
+      code[static_cast<size_t>(j - full)] |= ((tail[bit / 8] >> (bit % 8)) & ((1 << w) - 1)) << offset;
+    }
+    plane += plane_bytes(p.cols, w);
+    offset += w;
+  }
+  for (int64_t j = full; j < p.cols; ++j) sum += scale[j / gs] * static_cast<float>(code[static_cast<size_t>(j - full)]) * x[j];
+  return sum;
+}
+
+// 16 columns' codes (run k of a 128-column chunk) from the planes, widened in 512-bit lanes. `lanes`
+// holds each plane's 16-byte groups already widened to 32 bits (w of them per plane).
+template <int B>
+struct Planes {
+  static constexpr int kWidths[3] = {B == 1 ? 1 : B == 2 || B == 3 ? 2 : 4, B == 3 || B == 5 ? 1 : B == 6 ? 2 : B == 7 ? 2 : B == 8 ? 4 : 0,
+                                     B == 7 ? 1 : 0};
+  static constexpr int kCount = B == 7 ? 3 : (B == 3 || B == 5 || B == 6 || B == 8) ? 2 : 1;
+};
+
+// R rows at once (they share every x load and the loop's bookkeeping): dots[i] = Σ_g scale_ig·Σ_{j∈g}
+// code_ij·x_j for rows r0..r0+R−1 over the whole 128-column chunks. `scale` holds R rows of n_groups.
+template <int B, int R, bool kGroups>
+__attribute__((target("avx512f,avx512bw,avx512vl"))) void rows_avx512(const float* x, const PackedLinear& p, int64_t r0,
+                                                                     const float* scale, float* dots) {
+  using P = Planes<B>;
+  const int64_t chunks = p.cols / kChunk, gs = p.group_size > 0 ? p.group_size : p.cols;
+  const uint8_t* plane[R][3];
+  for (int i = 0; i < R; ++i) {
+    const uint8_t* at = p.row_codes(r0 + i);
+    for (int k = 0; k < P::kCount; ++k) {
+      plane[i][k] = at;
+      at += plane_bytes(p.cols, P::kWidths[k]);
+    }
+  }
+  __m512 total[R], acc[R];
+  for (int i = 0; i < R; ++i) total[i] = acc[i] = _mm512_setzero_ps();
+  int64_t group = 0;
+  for (int64_t c = 0; c < chunks; ++c) {
+    __m512i wide[R][3][4];
+    for (int i = 0; i < R; ++i)
+      for (int k = 0; k < P::kCount; ++k)
+        for (int g = 0; g < P::kWidths[k]; ++g)
+          wide[i][k][g] = _mm512_cvtepu8_epi32(
+              _mm_loadu_si128(reinterpret_cast<const __m128i*>(plane[i][k] + c * 16 * P::kWidths[k] + 16 * g)));
+#pragma GCC unroll 8
+    for (int run = 0; run < 8; ++run) {
+      const int64_t j = c * kChunk + 16 * run;
+      if constexpr (kGroups) {
+        if (j / gs != group) {  // a new group: fold the finished one in at its scale
+          for (int i = 0; i < R; ++i) {
+            total[i] = _mm512_fmadd_ps(acc[i], _mm512_set1_ps(scale[i * p.n_groups + group]), total[i]);
+            acc[i] = _mm512_setzero_ps();
+          }
+          group = j / gs;
+        }
+      }
+      const __m512 xv = _mm512_loadu_ps(x + j);
+      // A 1-bit plane (the top bit of 3, 5 and 7-bit codes) adds 2^offset·x where its bit is set: a
+      // test and a masked add instead of shifting the bit into the code.
+      const __m512 top = _mm512_mul_ps(xv, _mm512_set1_ps(static_cast<float>(1 << (B - 1))));
+#pragma GCC unroll 4
+      for (int i = 0; i < R; ++i) {
+        __m512i code = _mm512_setzero_si512();
+        int offset = 0;
+        __mmask16 top_bits = 0;
+#pragma GCC unroll 3
+        for (int k = 0; k < P::kCount; ++k) {
+          const int w = P::kWidths[k], per = 8 / w;
+          if (w == 1 && k > 0) {
+            top_bits = _mm512_test_epi32_mask(wide[i][k][run / per], _mm512_set1_epi32(1 << (run % per)));
+          } else {
+            const __m512i bits = _mm512_and_si512(_mm512_srli_epi32(wide[i][k][run / per], static_cast<unsigned>((run % per) * w)),
+                                                  _mm512_set1_epi32((1 << w) - 1));
+            code = offset == 0 ? bits : _mm512_or_si512(code, _mm512_slli_epi32(bits, static_cast<unsigned>(offset)));
+          }
+          offset += w;
+        }
+        acc[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(code), xv, acc[i]);
+        if (P::kWidths[P::kCount - 1] == 1 && P::kCount > 1) acc[i] = _mm512_mask_add_ps(acc[i], top_bits, acc[i], top);
+      }
+    }
+  }
+  for (int i = 0; i < R; ++i) {
+    const __m512 t = kGroups ? _mm512_fmadd_ps(acc[i], _mm512_set1_ps(scale[i * p.n_groups + group]), total[i])
+                             : _mm512_mul_ps(acc[i], _mm512_set1_ps(scale[i * p.n_groups]));
+    dots[i] = _mm512_reduce_add_ps(t);
+  }
+}
+
+template <int B>
+__attribute__((target("avx2,fma"))) float row_dot_avx2(const float* x, const PackedLinear& p, int64_t r, const float* scale) {
+  using P = Planes<B>;
+  const int64_t chunks = p.cols / kChunk, gs = p.group_size > 0 ? p.group_size : p.cols;
+  const uint8_t* row = p.row_codes(r);
+  const uint8_t* plane[3];
+  {
+    const uint8_t* at = row;
+    for (int k = 0; k < P::kCount; ++k) {
+      plane[k] = at;
+      at += plane_bytes(p.cols, P::kWidths[k]);
+    }
+  }
+  __m256 total = _mm256_setzero_ps(), acc = _mm256_setzero_ps();
+  int64_t group = 0;
+  for (int64_t c = 0; c < chunks; ++c) {
+    for (int run = 0; run < 8; ++run) {
+      const int64_t j = c * kChunk + 16 * run;
+      if (j / gs != group) {
+        total = _mm256_fmadd_ps(acc, _mm256_set1_ps(scale[group]), total);
+        acc = _mm256_setzero_ps();
+        group = j / gs;
+      }
+      for (int half = 0; half < 2; ++half) {
+        __m256i code = _mm256_setzero_si256();
+        int offset = 0;
+        for (int k = 0; k < P::kCount; ++k) {
+          const int w = P::kWidths[k], per = 8 / w;
+          const uint8_t* bytes = plane[k] + c * 16 * w + 16 * (run / per) + 8 * half;
+          const __m256i wide = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(bytes)));
+          const __m256i bits = _mm256_and_si256(_mm256_srli_epi32(wide, (run % per) * w), _mm256_set1_epi32((1 << w) - 1));
+          code = _mm256_or_si256(code, _mm256_slli_epi32(bits, offset));
+          offset += w;
+        }
+        acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(code), _mm256_loadu_ps(x + j + 8 * half), acc);
+      }
+    }
+  }
+  total = _mm256_fmadd_ps(acc, _mm256_set1_ps(scale[group]), total);
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(total), _mm256_extractf128_ps(total, 1));
+  s = _mm_hadd_ps(s, s);
+  s = _mm_hadd_ps(s, s);
+  return _mm_cvtss_f32(s);
+}
+
+using RowDot = float (*)(const float*, const PackedLinear&, int64_t, const float*);
+using RowsDot = void (*)(const float*, const PackedLinear&, int64_t, const float*, float*);
+
+template <int B>
+RowDot avx2_for() {
+  return row_dot_avx2<B>;
+}
+
+RowDot pick_avx2(int bits) {
+  switch (bits) {
+    case 1: return avx2_for<1>();
+    case 2: return avx2_for<2>();
+    case 3: return avx2_for<3>();
+    case 4: return avx2_for<4>();
+    case 5: return avx2_for<5>();
+    case 6: return avx2_for<6>();
+    case 7: return avx2_for<7>();
+    default: return avx2_for<8>();
+  }
+}
+
+// The 4-row and 1-row AVX-512 kernels for b bits, with or without groups inside a row.
+template <int B>
+void pick_avx512_for(bool groups, RowsDot& four, RowsDot& one) {
+  four = groups ? rows_avx512<B, 4, true> : rows_avx512<B, 4, false>;
+  one = groups ? rows_avx512<B, 1, true> : rows_avx512<B, 1, false>;
+}
+
+void pick_avx512(int bits, bool groups, RowsDot& four, RowsDot& one) {
+  switch (bits) {
+    case 1: return pick_avx512_for<1>(groups, four, one);
+    case 2: return pick_avx512_for<2>(groups, four, one);
+    case 3: return pick_avx512_for<3>(groups, four, one);
+    case 4: return pick_avx512_for<4>(groups, four, one);
+    case 5: return pick_avx512_for<5>(groups, four, one);
+    case 6: return pick_avx512_for<6>(groups, four, one);
+    case 7: return pick_avx512_for<7>(groups, four, one);
+    default: return pick_avx512_for<8>(groups, four, one);
+  }
+}
+
+}  // namespace
+
+void planes_matvec_rows(const float* x, const PackedLinear& p, int64_t r0, int64_t r1, float* out) {
+  const int bits = code_bits(p.levels.front());
+  const int64_t gs = p.group_size > 0 ? p.group_size : p.cols, ng = p.n_groups;
+  // Per-call buffers live with the thread: a token's matvecs allocate nothing.
+  thread_local std::vector<float> xsum, scale, zero;
+  thread_local std::vector<uint8_t> codes;
+  xsum.assign(static_cast<size_t>(ng), 0.0f);
+  for (int64_t g = 0; g < ng; ++g) {
+    // Eight running sums: one chain of dependent adds would cost a latency per column.
+    const int64_t j0 = g * gs, j1 = std::min(p.cols, j0 + gs);
+    float part[8] = {};
+    int64_t j = j0;
+    for (; j + 8 <= j1; j += 8)
+      for (int k = 0; k < 8; ++k) part[k] += x[j + k];
+    for (; j < j1; ++j) part[0] += x[j];
+    xsum[static_cast<size_t>(g)] = ((part[0] + part[1]) + (part[2] + part[3])) + ((part[4] + part[5]) + (part[6] + part[7]));
+  }
+  scale.resize(static_cast<size_t>(4 * ng));
+  zero.resize(scale.size());
+  // The SIMD paths step 16 columns at a time: groups must not start inside a run of 16.
+  const bool simd = gs % 16 == 0 && p.cols >= kChunk;
+  const KernelIsa isa = simd ? kernel_isa() : KernelIsa::Scalar;
+  // Σ_j scale·(code_j − zero)·x_j = Σ_g scale_g·(Σ_{j∈g} code_j·x_j − zero_g·Σ_{j∈g} x_j).
+  auto finish = [&](int64_t r, int i, float dot) {
+    float shift = 0.0f;
+    for (int64_t g = 0; g < ng; ++g) shift += scale[static_cast<size_t>(i * ng + g)] * zero[static_cast<size_t>(i * ng + g)] * xsum[static_cast<size_t>(g)];
+    out[r] = dot + tail_dot(x, p, r, scale.data() + i * ng) - shift;
+  };
+  if (isa == KernelIsa::Avx512) {
+    RowsDot four, one;
+    pick_avx512(bits, ng > 1, four, one);
+    float dots[4];
+    int64_t r = r0;
+    for (; r + 4 <= r1; r += 4) {
+      for (int i = 0; i < 4; ++i) row_scales(p, r + i, scale.data() + i * ng, zero.data() + i * ng);
+      four(x, p, r, scale.data(), dots);
+      for (int i = 0; i < 4; ++i) finish(r + i, i, dots[i]);
+    }
+    for (; r < r1; ++r) {
+      row_scales(p, r, scale.data(), zero.data());
+      one(x, p, r, scale.data(), dots);
+      finish(r, 0, dots[0]);
+    }
+    return;
+  }
+  if (isa == KernelIsa::Avx2) {
+    const RowDot dot = pick_avx2(bits);
+    for (int64_t r = r0; r < r1; ++r) {
+      row_scales(p, r, scale.data(), zero.data());
+      finish(r, 0, dot(x, p, r, scale.data()));
+    }
+    return;
+  }
+  codes.resize(static_cast<size_t>(p.cols));
+  for (int64_t r = r0; r < r1; ++r) {
+    row_scales(p, r, scale.data(), zero.data());
+    out[r] = row_dot_scalar(x, p, r, scale.data(), zero.data(), xsum.data(), codes);
+  }
+}
+
+}  // namespace baq
