@@ -53,6 +53,8 @@ struct QuantizeOptions {
   double rate = 0.0;          // BAQ: mean code bits per weight (fractional allowed)
   Allocation allocation = Allocation::Layer;
   int batch_windows = 8;  // calibration windows per forward
+  bool bf16_activations = false;  // hold the calibration residual stream in BF16 (half the memory)
+  bool release_scratch = false;   // free the forward's per-thread buffers after every block
   std::function<void(const LayerRecord&, int done, int total)> on_layer;
   std::function<void(const std::string&)> warn;
   // Called once a block is quantized for good (its linears packed, its outputs computed): a writer
@@ -60,8 +62,19 @@ struct QuantizeOptions {
   std::function<void(int block, Block& b)> on_block;
 };
 
+// Seconds per stage of a quantization run (summed over blocks).
+struct StageSeconds {
+  double forward = 0;  // calibration windows through the blocks (both passes), embedding included
+  double hessian = 0;  // accumulating H = 2·XᵀX/n
+  double solve = 0;    // GPTQ/BAQ per linear, proxy losses included
+  double pack = 0;     // packing codes into their format
+  double write = 0;    // streaming finished blocks to the output
+  double total() const { return forward + hessian + solve + pack + write; }
+};
+
 struct QuantizeRun {
   std::vector<LayerRecord> layers;
+  StageSeconds stages;
   int64_t quantized_weights = 0;
   StorageBits bits;  // summed over layers
   double bits_per_weight() const { return bits.total() / static_cast<double>(quantized_weights); }

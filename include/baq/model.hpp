@@ -22,6 +22,7 @@ struct Linear {
   Tensor weight;       // [out, in] in its stored dtype (a mapped view); shape only when it runs packed
   Tensor bias;         // [out] F32, or empty
   std::shared_ptr<const PackedLinear> packed;  // set once quantized (or read from a .baq file)
+  int input = 0;       // which activation of its block it reads: linears with the same one share a Hessian
   int64_t out_features() const { return weight.rows(); }
   int64_t in_features() const { return weight.cols(); }
 };

@@ -2,6 +2,7 @@
 
 #include <cblas.h>
 
+#include <chrono>
 #include <cmath>
 
 #include "baq/error.hpp"
@@ -14,6 +15,7 @@ void HessianCollector::observe(int block, const Linear& linear, const float* x, 
     alias_[linear.name] = last_name_;
     return;
   }
+  const auto t0 = std::chrono::steady_clock::now();
   const int64_t cols = linear.in_features();
   for (int64_t i = 0; i < rows * cols; ++i)
     if (!std::isfinite(x[i]))
@@ -24,17 +26,42 @@ void HessianCollector::observe(int block, const Linear& linear, const float* x, 
     a.cols = cols;
     a.sum.assign(static_cast<size_t>(cols * cols), 0.0);
   }
-  // F32 syrk per batch (a few thousand rows), summed across batches in double.
-  batch_.resize(static_cast<size_t>(cols * cols));
-  cblas_ssyrk(CblasRowMajor, CblasUpper, CblasTrans, static_cast<int>(cols), static_cast<int>(rows), 1.0f, x,
-              static_cast<int>(cols), 0.0f, batch_.data(), static_cast<int>(cols));
+  // XᵀX of the batch in F32 (BLAS), summed across batches in double. Wide inputs go in 1024-column
+  // tiles so the F32 product never needs a cols² buffer of its own (14336² floats would be 0.8 GB).
+  constexpr int64_t kTile = 1024;
+  const int64_t tile = std::min(cols, kTile);
+  batch_.resize(static_cast<size_t>(tile * tile));
+  for (int64_t i0 = 0; i0 < cols; i0 += tile) {
+    const int64_t ni = std::min(tile, cols - i0);
+    for (int64_t j0 = i0; j0 < cols; j0 += tile) {
+      const int64_t nj = std::min(tile, cols - j0);
+      if (j0 == i0)
+        cblas_ssyrk(CblasRowMajor, CblasUpper, CblasTrans, static_cast<int>(ni), static_cast<int>(rows), 1.0f, x + i0,
+                    static_cast<int>(cols), 0.0f, batch_.data(), static_cast<int>(tile));
+      else
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, static_cast<int>(ni), static_cast<int>(nj), static_cast<int>(rows),
+                    1.0f, x + i0, static_cast<int>(cols), x + j0, static_cast<int>(cols), 0.0f, batch_.data(),
+                    static_cast<int>(tile));
 #pragma omp parallel for schedule(static)
-  for (int64_t i = 0; i < cols; ++i)
-    for (int64_t j = i; j < cols; ++j) a.sum[i * cols + j] += batch_[i * cols + j];
+      for (int64_t i = 0; i < ni; ++i)
+        for (int64_t j = j0 == i0 ? i : 0; j < nj; ++j) a.sum[(i0 + i) * cols + j0 + j] += batch_[i * tile + j];
+    }
+  }
   a.samples += rows;
+  seconds_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   last_x_ = x;
   last_rows_ = rows;
   last_name_ = linear.name;
+}
+
+std::string HessianCollector::key(const std::string& linear_name) const {
+  const auto alias = alias_.find(linear_name);
+  return alias != alias_.end() ? alias->second : linear_name;
+}
+
+void HessianCollector::release(const std::string& linear_name) {
+  const auto it = acc_.find(key(linear_name));
+  if (it != acc_.end()) acc_.erase(it);
 }
 
 const std::vector<double>& HessianCollector::hessian(const std::string& linear_name) {

@@ -15,6 +15,12 @@ class HessianCollector final : public LinearObserver {
   void observe(int block, const Linear& linear, const float* x, int64_t rows) override;
   // The finished Hessian of `linear_name` (cols × cols, row-major, symmetric).
   const std::vector<double>& hessian(const std::string& linear_name);
+  // Which accumulator a linear reads (linears fed one input share one).
+  std::string key(const std::string& linear_name) const;
+  // Frees a Hessian once the last linear that reads it is quantized.
+  void release(const std::string& linear_name);
+  // Seconds spent accumulating so far.
+  double seconds() const { return seconds_; }
 
  private:
   struct Accumulator {
@@ -30,6 +36,7 @@ class HessianCollector final : public LinearObserver {
   int64_t last_rows_ = 0;
   std::string last_name_;
   std::vector<float> batch_;
+  double seconds_ = 0;
 };
 
 }  // namespace baq

@@ -6,6 +6,7 @@
 #include "baq/calibrate.hpp"
 #include "baq/error.hpp"
 #include "calib/hessian_collector.hpp"
+#include "model/kernels.hpp"
 
 namespace baq {
 
@@ -40,22 +41,74 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
 // Quantizes one linear given its F32 weights and Hessian; fills the method-specific fields of the record.
 using LayerQuantizer = std::function<QuantizedMatrix(size_t layer, const float* w, const std::vector<double>& h, LayerRecord& rec)>;
 
+// The residual stream of every calibration window between blocks: the one activation buffer kept for
+// the whole run, in F32, or in BF16 (half the memory, rounded) when asked.
+class ResidualStream {
+ public:
+  ResidualStream(int windows, int seqlen, int64_t dim, bool bf16)
+      : seqlen_(seqlen), dim_(dim), bf16_(bf16) {
+    const size_t n = static_cast<size_t>(windows) * static_cast<size_t>(seqlen) * static_cast<size_t>(dim);
+    if (bf16) half_.resize(n);
+    else full_.resize(n);
+  }
+  // Windows [w0, w0 + n) as F32 into `out`.
+  void read(int w0, int n, float* out) const {
+    const size_t off = offset(w0), len = offset(n);
+    if (!bf16_) {
+      std::memcpy(out, full_.data() + off, len * sizeof(float));
+      return;
+    }
+    convert_to_f32(DType::BF16, half_.data() + off, static_cast<int64_t>(len), out);
+  }
+  void write(int w0, int n, const float* in) {
+    const size_t off = offset(w0), len = offset(n);
+    if (!bf16_) {
+      std::memcpy(full_.data() + off, in, len * sizeof(float));
+      return;
+    }
+    for (size_t i = 0; i < len; ++i) half_[off + i] = f32_to_bf16_rounded(in[i]);
+  }
+
+ private:
+  static uint16_t f32_to_bf16_rounded(float f) {
+    uint32_t bits;
+    std::memcpy(&bits, &f, 4);
+    return static_cast<uint16_t>((bits + 0x7fff + ((bits >> 16) & 1)) >> 16);  // nearest, ties to even
+  }
+  size_t offset(int windows) const { return static_cast<size_t>(windows) * static_cast<size_t>(seqlen_) * static_cast<size_t>(dim_); }
+  int seqlen_;
+  int64_t dim_;
+  bool bf16_;
+  std::vector<float> full_;
+  std::vector<uint16_t> half_;
+};
+
 // The GPTQ protocol over every block: observe, quantize each linear with `quantize`, re-run the
-// quantized block for the next block's inputs. Only the block being worked on exists in F32 (its
-// weights converted from the map, released once packed). `progress_offset`/`progress_total` place
-// this pass in a multi-pass run for the progress callback.
+// quantized block for the next block's inputs. Only the linear being worked on exists in F32 (its
+// weights converted from the map, released once packed); a block's Hessians are freed after their
+// last reader. `progress_offset`/`progress_total` place this pass in a multi-pass run.
 QuantizeRun run_sequential(Model& model, std::span<const int> calibration, int seqlen, const QuantizeOptions& options,
                            const LayerQuantizer& quantize, int progress_offset, int progress_total, bool last_pass) {
   const auto t_start = std::chrono::steady_clock::now();
   const int nsamples = static_cast<int>(calibration.size() / static_cast<size_t>(seqlen));
   const int64_t dim = model.config().dim;
-  // The residual stream of every calibration window: the one activation buffer kept throughout.
-  std::vector<float> x(calibration.size() * static_cast<size_t>(dim));
-  model.embed(calibration, BatchShape{nsamples, seqlen}, x.data());
-
+  const int per_batch = std::max(1, std::min(options.batch_windows, nsamples));
+  ResidualStream x(nsamples, seqlen, dim, options.bf16_activations);
+  std::vector<float> batch(static_cast<size_t>(per_batch) * static_cast<size_t>(seqlen) * static_cast<size_t>(dim));
   QuantizeRun run;
-  std::vector<float> scratch;
-  const int per_batch = std::max(1, options.batch_windows);
+  auto timed = [](double& into, auto&& fn) {
+    const auto t0 = std::chrono::steady_clock::now();
+    fn();
+    into += seconds_since(t0);
+  };
+  timed(run.stages.forward, [&] {
+    for (int w0 = 0; w0 < nsamples; w0 += per_batch) {
+      const int nb = std::min(per_batch, nsamples - w0);
+      model.embed(calibration.subspan(static_cast<size_t>(w0) * seqlen, static_cast<size_t>(nb) * seqlen),
+                  BatchShape{nb, seqlen}, batch.data());
+      x.write(w0, nb, batch.data());
+    }
+  });
   for (int b = 0; b < model.n_blocks(); ++b) {
     Block& block = model.block(b);
     // A NaN in the block's weights is named here, before it spreads into the activations.
@@ -66,13 +119,17 @@ QuantizeRun run_sequential(Model& model, std::span<const int> calibration, int s
                bad / l->in_features(), bad % l->in_features());
     // Pass 1: the unquantized block on a copy of each batch, only to observe its linears' inputs.
     HessianCollector collector(b);
+    const auto t_pass1 = std::chrono::steady_clock::now();
     for (int w0 = 0; w0 < nsamples; w0 += per_batch) {
       const int nb = std::min(per_batch, nsamples - w0);
-      const size_t off = static_cast<size_t>(w0) * seqlen * dim, len = static_cast<size_t>(nb) * seqlen * dim;
-      scratch.assign(x.begin() + static_cast<std::ptrdiff_t>(off), x.begin() + static_cast<std::ptrdiff_t>(off + len));
-      block.forward(scratch.data(), BatchShape{nb, seqlen}, &collector);
+      x.read(w0, nb, batch.data());
+      block.forward(batch.data(), BatchShape{nb, seqlen}, &collector);
     }
-    for (Linear* l : block.linears()) {
+    run.stages.hessian += collector.seconds();
+    run.stages.forward += seconds_since(t_pass1) - collector.seconds();
+    const std::vector<Linear*> linears = block.linears();
+    for (size_t li = 0; li < linears.size(); ++li) {
+      Linear* l = linears[li];
       const auto t0 = std::chrono::steady_clock::now();
       LayerRecord rec;
       rec.name = fmt::format("blocks.{}.{}", b, l->name);
@@ -84,12 +141,15 @@ QuantizeRun run_sequential(Model& model, std::span<const int> calibration, int s
              bad % rec.cols);
       const std::vector<double>& h = collector.hessian(l->name);
       for (int64_t i = 0; i < rec.cols; ++i) rec.hessian_trace += h[i * rec.cols + i];
-      const QuantizedMatrix q = quantize(run.layers.size(), w.data, h, rec);
+      QuantizedMatrix q;
+      timed(run.stages.solve, [&] {
+        q = quantize(run.layers.size(), w.data, h, rec);
+        rec.proxy_loss = proxy_loss(w.data, q.dequant.data(), rec.rows, rec.cols, h.data());
+      });
       rec.loss = q.loss;
       rec.damp = q.damp;
       rec.damp_retries = q.damp_retries;
       rec.n_groups = q.n_groups;
-      rec.proxy_loss = proxy_loss(w.data, q.dequant.data(), rec.rows, rec.cols, h.data());
       rec.levels = q.levels;
       for (int L : q.levels) {
         rec.level_histogram[L]++;
@@ -97,11 +157,15 @@ QuantizeRun run_sequential(Model& model, std::span<const int> calibration, int s
       }
       for (float v : q.dequant)
         if (!std::isfinite(v)) fail("{}: quantization produced a non-finite weight", rec.name);
-      auto packed = std::make_shared<PackedLinear>(pack_linear(q, options.settings));
+      std::shared_ptr<PackedLinear> packed;
+      timed(run.stages.pack, [&] { packed = std::make_shared<PackedLinear>(pack_linear(q, options.settings)); });
       rec.storage = storage_bits(*packed);
       if (q.damp_retries > 0 && options.warn)
         options.warn(fmt::format("{}: Hessian not positive definite; damping raised to {:.3g} after {} retries",
                                  rec.name, q.damp, q.damp_retries));
+      // The Hessian goes once its last reader is done (q/k/v, gate/up share theirs).
+      if (li + 1 == linears.size() || collector.key(linears[li + 1]->name) != collector.key(l->name))
+        collector.release(l->name);
       // The layer now runs packed (its exact dequantized values); the mapped original is dropped
       // from memory (a model-wide pass that needs it again reads it back from the file).
       l->weight.release_pages();
@@ -120,12 +184,18 @@ QuantizeRun run_sequential(Model& model, std::span<const int> calibration, int s
       if (options.on_layer)
         options.on_layer(rec, progress_offset + static_cast<int>(run.layers.size()), progress_total);
     }
-    // Pass 2: the quantized block produces the next block's inputs, in place.
-    for (int w0 = 0; w0 < nsamples; w0 += per_batch) {
-      const int nb = std::min(per_batch, nsamples - w0);
-      block.forward(x.data() + static_cast<size_t>(w0) * seqlen * dim, BatchShape{nb, seqlen}, nullptr);
-    }
-    if (last_pass && options.on_block) options.on_block(b, block);
+    // Pass 2: the quantized block produces the next block's inputs.
+    timed(run.stages.forward, [&] {
+      for (int w0 = 0; w0 < nsamples; w0 += per_batch) {
+        const int nb = std::min(per_batch, nsamples - w0);
+        x.read(w0, nb, batch.data());
+        block.forward(batch.data(), BatchShape{nb, seqlen}, nullptr);
+        x.write(w0, nb, batch.data());
+      }
+    });
+    if (last_pass && options.on_block) timed(run.stages.write, [&] { options.on_block(b, block); });
+    // A large model's per-block scratch (megabytes per thread) goes between blocks.
+    if (options.release_scratch) kernels::Scratch::release();
   }
   run.seconds = seconds_since(t_start);
   return run;

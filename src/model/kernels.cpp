@@ -11,8 +11,17 @@
 
 namespace baq::kernels {
 
+namespace {
+thread_local std::vector<std::vector<float>> t_buffers;
+}  // namespace
+
+void Scratch::release() {
+#pragma omp parallel
+  { std::vector<std::vector<float>>().swap(t_buffers); }
+}
+
 float* Scratch::get(int slot, size_t n) {
-  thread_local std::vector<std::vector<float>> buffers;
+  auto& buffers = t_buffers;
   if (buffers.size() <= static_cast<size_t>(slot)) buffers.resize(static_cast<size_t>(slot) + 1);
   auto& b = buffers[static_cast<size_t>(slot)];
   if (b.size() < n) b.resize(n);

@@ -15,6 +15,8 @@ class Scratch {
  public:
   // A buffer of at least `n` floats for `slot`, valid until the next call with the same slot.
   static float* get(int slot, size_t n);
+  // Frees every thread's buffers (called between blocks when they are large).
+  static void release();
 };
 
 // out (rows × out_features) = x (rows × in) · Wᵀ + bias, whatever W's storage.

@@ -28,8 +28,15 @@ TransformerBlock::TransformerBlock(int index, const ModelConfig& c, const Tensor
     post_attn_norm_ = norm(Role::PostAttnNorm);
     post_mlp_norm_ = norm(Role::PostMlpNorm);
   }
+  // Inputs: 0 the normed stream (q/k/v), 1 the attention output (o), 2 the normed stream again (MLP
+  // in), 3 the MLP's hidden activation (down).
   auto linear = [&](const char* name, Role role, int64_t out, int64_t in, bool bias) {
-    return load_linear(src, c, name, role, index, out, in, bias);
+    Linear l = load_linear(src, c, name, role, index, out, in, bias);
+    l.input = role == Role::Q || role == Role::K || role == Role::V || role == Role::Qkv ? 0
+              : role == Role::O                                                        ? 1
+              : role == Role::Down                                                     ? 3
+                                                                                       : 2;
+    return l;
   };
   if (c.fused_qkv) {
     qkv_ = linear("attn.qkv", Role::Qkv, q + 2 * kv, dim, c.qkv_bias);

@@ -31,17 +31,24 @@ QuantizedMatrix quantize_gptq(const float* w, int64_t rows, int64_t cols, const 
   if (s.act_order)
     std::stable_sort(perm.begin(), perm.end(), [&](int64_t a, int64_t b) { return h[a * cols + a] > h[b * cols + b]; });
 
-  // Permuted Hessian with dead inputs (zero diagonal) made harmless, and Wᵀ so a column is contiguous.
-  std::vector<double> hp(static_cast<size_t>(cols * cols));
+  // The permuted Hessian with dead inputs (zero diagonal) made harmless is written straight into the
+  // factor's buffer (the caller's H stays untouched, for retries and the proxy loss); Wᵀ so a column is
+  // contiguous.
+  std::vector<char> dead(static_cast<size_t>(cols));
+  for (int64_t i = 0; i < cols; ++i) dead[i] = h[perm[i] * cols + perm[i]] == 0.0;
   std::vector<float> wt(static_cast<size_t>(cols * rows));
-  for (int64_t i = 0; i < cols; ++i) {
-    const bool dead = h[perm[i] * cols + perm[i]] == 0.0;
-    for (int64_t j = 0; j < cols; ++j) hp[i * cols + j] = h[perm[i] * cols + perm[j]];
-    if (dead) hp[i * cols + i] = 1.0;
-    for (int64_t r = 0; r < rows; ++r) wt[i * rows + r] = dead ? 0.0f : w[r * cols + perm[i]];
-  }
-  InverseHessianFactor f = inverse_hessian_factor(std::move(hp), cols, s.damp, s.max_damp_retries, name);
-  const float* u = f.u.data();
+#pragma omp parallel for schedule(static)
+  for (int64_t i = 0; i < cols; ++i)
+    for (int64_t r = 0; r < rows; ++r) wt[i * rows + r] = dead[i] ? 0.0f : w[r * cols + perm[i]];
+  const auto fill = [&](double* hp) {
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < cols; ++i) {
+      for (int64_t j = 0; j < cols; ++j) hp[i * cols + j] = h[perm[i] * cols + perm[j]];
+      if (dead[i]) hp[i * cols + i] = 1.0;
+    }
+  };
+  InverseHessianFactor f = inverse_hessian_factor(fill, cols, s.damp, s.max_damp_retries, name);
+  const float* u = f.u();
 
   QuantizedMatrix m;
   m.rows = rows;

@@ -73,14 +73,19 @@ GridParams QuantizedMatrix::grid(int64_t row, int64_t col) const {
 }
 
 double proxy_loss(const float* w, const float* q, int64_t rows, int64_t cols, const double* h) {
-  // Σ_r d_r H d_rᵀ with D = W − Q, as one dgemm (D·H) and an elementwise product.
-  std::vector<double> d(static_cast<size_t>(rows * cols)), dh(d.size());
-  for (int64_t i = 0; i < rows * cols; ++i) d[i] = static_cast<double>(w[i]) - q[i];
-  cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, static_cast<int>(rows), static_cast<int>(cols),
-              static_cast<int>(cols), 1.0, d.data(), static_cast<int>(cols), h, static_cast<int>(cols), 0.0, dh.data(),
-              static_cast<int>(cols));
+  // Σ_r d_r H d_rᵀ with D = W − Q: D·H one dgemm per block of 64 rows (a whole-matrix D in double
+  // would be as large as the layer twice over), then an elementwise product summed in row order.
+  constexpr int64_t kRows = 64;
+  std::vector<double> d(static_cast<size_t>(std::min(rows, kRows) * cols)), dh(d.size());
   double total = 0.0;
-  for (size_t i = 0; i < d.size(); ++i) total += d[i] * dh[i];
+  for (int64_t r0 = 0; r0 < rows; r0 += kRows) {
+    const int64_t n = std::min(kRows, rows - r0);
+    for (int64_t i = 0; i < n * cols; ++i) d[i] = static_cast<double>(w[r0 * cols + i]) - q[r0 * cols + i];
+    cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, static_cast<int>(n), static_cast<int>(cols),
+                static_cast<int>(cols), 1.0, d.data(), static_cast<int>(cols), h, static_cast<int>(cols), 0.0, dh.data(),
+                static_cast<int>(cols));
+    for (int64_t i = 0; i < n * cols; ++i) total += d[i] * dh[i];
+  }
   return total;
 }
 

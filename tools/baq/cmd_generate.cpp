@@ -7,6 +7,7 @@
 #include <fmt/format.h>
 
 #include "baq/error.hpp"
+#include "baq/memory.hpp"
 #include "baq/model.hpp"
 #include "baq/sampler.hpp"
 #include "commands.hpp"
@@ -46,6 +47,8 @@ Command add_generate_command(CLI::App& app) {
             const auto t0 = std::chrono::steady_clock::now();
             LoadedModel m = load_model(a->model, a->tokenizer);
             const double load_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+            const MemoryEstimate memory = estimate_generate_memory(*m.model);
+            check_memory(memory, "generation", "use a smaller model or a .baq of it");
             std::vector<int> ids = m.tokenizer->encode(a->prompt, /*add_bos=*/true);
             const size_t prompt_len = ids.size();
             const ModelConfig& c = m.config;

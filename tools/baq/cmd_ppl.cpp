@@ -1,9 +1,12 @@
+#include <omp.h>
+
 #include <cmath>
 
 #include <fmt/format.h>
 
 #include "baq/error.hpp"
 #include "baq/io.hpp"
+#include "baq/memory.hpp"
 #include "baq/model.hpp"
 #include "baq/perplexity.hpp"
 #include "commands.hpp"
@@ -48,6 +51,10 @@ Command add_ppl_command(CLI::App& app) {
             std::unique_ptr<LoadedModel> ref;
             if (!a->reference.empty())
               ref = std::make_unique<LoadedModel>(load_model(a->reference, "", /*need_tokenizer=*/false));
+            const MemoryEstimate memory = estimate_eval_memory(*m.model, ref ? ref->model.get() : nullptr, options.seqlen,
+                                                               omp_get_max_threads());
+            fmt::print(stderr, "memory: estimated peak {}\n", memory.describe());
+            check_memory(memory, "perplexity", "lower --seqlen");
             KldResult kld;
             const PplResult r = evaluate_perplexity(*m.model, tokens, options, ref ? ref->model.get() : nullptr, &kld);
             bar.finish();
