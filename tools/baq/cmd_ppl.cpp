@@ -53,7 +53,7 @@ Command add_ppl_command(CLI::App& app) {
               ref = std::make_unique<LoadedModel>(load_model(a->reference, "", /*need_tokenizer=*/false));
             const MemoryEstimate memory = estimate_eval_memory(*m.model, ref ? ref->model.get() : nullptr, options.seqlen,
                                                                omp_get_max_threads());
-            fmt::print(stderr, "memory: estimated peak {}\n", memory.describe());
+            fmt::print("memory: estimated peak {}\n", memory.describe());
             check_memory(memory, "perplexity", "lower --seqlen");
             KldResult kld;
             const PplResult r = evaluate_perplexity(*m.model, tokens, options, ref ? ref->model.get() : nullptr, &kld);
