@@ -51,6 +51,8 @@ Command add_ppl_command(CLI::App& app) {
             std::unique_ptr<LoadedModel> ref;
             if (!a->reference.empty())
               ref = std::make_unique<LoadedModel>(load_model(a->reference, "", /*need_tokenizer=*/false));
+            if (options.seqlen > m.config.max_seq_len)
+              fail("seqlen {} exceeds the model's context of {} tokens", options.seqlen, m.config.max_seq_len);
             const MemoryEstimate memory = estimate_eval_memory(*m.model, ref ? ref->model.get() : nullptr, options.seqlen,
                                                                omp_get_max_threads());
             fmt::print("memory: estimated peak {}\n", memory.describe());
