@@ -40,15 +40,15 @@ QuantizedMatrix quantize_gptq(const float* w, int64_t rows, int64_t cols, const 
 #pragma omp parallel for schedule(static)
   for (int64_t i = 0; i < cols; ++i)
     for (int64_t r = 0; r < rows; ++r) wt[i * rows + r] = dead[i] ? 0.0f : w[r * cols + perm[i]];
-  const auto fill = [&](double* hp) {
+  const auto fill = [&](float* hp) {
 #pragma omp parallel for schedule(static)
     for (int64_t i = 0; i < cols; ++i) {
-      for (int64_t j = 0; j < cols; ++j) hp[i * cols + j] = h[perm[i] * cols + perm[j]];
-      if (dead[i]) hp[i * cols + i] = 1.0;
+      for (int64_t j = 0; j < cols; ++j) hp[i * cols + j] = static_cast<float>(h[perm[i] * cols + perm[j]]);
+      if (dead[i]) hp[i * cols + i] = 1.0f;
     }
   };
   InverseHessianFactor f = inverse_hessian_factor(fill, cols, s.damp, s.max_damp_retries, name);
-  const float* u = f.u();
+  const float* u = f.u.data();
 
   QuantizedMatrix m;
   m.rows = rows;

@@ -73,18 +73,30 @@ GridParams QuantizedMatrix::grid(int64_t row, int64_t col) const {
 }
 
 double proxy_loss(const float* w, const float* q, int64_t rows, int64_t cols, const double* h) {
-  // Σ_r d_r H d_rᵀ with D = W − Q: D·H one dgemm per block of 64 rows (a whole-matrix D in double
-  // would be as large as the layer twice over), then an elementwise product summed in row order.
-  constexpr int64_t kRows = 64;
-  std::vector<double> d(static_cast<size_t>(std::min(rows, kRows) * cols)), dh(d.size());
+  // Σ_r d_r H d_rᵀ with D = W − Q, in F32 products (sgemm) summed in double: H a block of 512 columns
+  // at a time in F32 (never a second whole copy of it), D a block of 256 rows at a time.
+  constexpr int64_t kCols = 512, kRows = 256;
+  std::vector<float> hb(static_cast<size_t>(cols * std::min(cols, kCols)));
+  std::vector<float> d(static_cast<size_t>(std::min(rows, kRows) * cols)), dh(static_cast<size_t>(std::min(rows, kRows) * std::min(cols, kCols)));
   double total = 0.0;
-  for (int64_t r0 = 0; r0 < rows; r0 += kRows) {
-    const int64_t n = std::min(kRows, rows - r0);
-    for (int64_t i = 0; i < n * cols; ++i) d[i] = static_cast<double>(w[r0 * cols + i]) - q[r0 * cols + i];
-    cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, static_cast<int>(n), static_cast<int>(cols),
-                static_cast<int>(cols), 1.0, d.data(), static_cast<int>(cols), h, static_cast<int>(cols), 0.0, dh.data(),
-                static_cast<int>(cols));
-    for (int64_t i = 0; i < n * cols; ++i) total += d[i] * dh[i];
+  for (int64_t c0 = 0; c0 < cols; c0 += kCols) {
+    const int64_t nc = std::min(kCols, cols - c0);
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < cols; ++i)
+      for (int64_t j = 0; j < nc; ++j) hb[i * nc + j] = static_cast<float>(h[i * cols + c0 + j]);
+    for (int64_t r0 = 0; r0 < rows; r0 += kRows) {
+      const int64_t nr = std::min(kRows, rows - r0);
+      for (int64_t i = 0; i < nr * cols; ++i) d[i] = w[r0 * cols + i] - q[r0 * cols + i];
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, static_cast<int>(nr), static_cast<int>(nc),
+                  static_cast<int>(cols), 1.0f, d.data(), static_cast<int>(cols), hb.data(), static_cast<int>(nc), 0.0f,
+                  dh.data(), static_cast<int>(nc));
+      // Row by row in order: the same sum for any thread count.
+      for (int64_t r = 0; r < nr; ++r) {
+        double row = 0.0;
+        for (int64_t j = 0; j < nc; ++j) row += static_cast<double>(d[r * cols + c0 + j]) * dh[r * nc + j];
+        total += row;
+      }
+    }
   }
   return total;
 }

@@ -1,0 +1,382 @@
+// The scale bench: random-weight BF16 checkpoints of real shapes (TinyLlama-1.1B, Llama-3-8B), written
+// here, and the baq binary run on them as a user would, each command a child process measured for
+// wall time and peak RSS:
+//   info      — seconds and peak RSS (headers only: < 1 s and < 100 MB on the 8B shape);
+//   quantize  — peak RSS beside baq's own estimate, seconds per stage, and the FLOPs of the calibration
+//               forward and the solves against the sgemm rate measured in the same run;
+//   generate  — tokens/s of the original and of .baq files at 2, 3 and 4 bits against the bound of
+//               reading the weights once per token at the stream bandwidth measured in the same run.
+// And kdoc-6.8M (../shared), where per-token overhead dominates: tokens/s with 1 and 2 threads.
+//
+//   bench_scale [--shapes tinyllama,llama3-8b,kdoc] [--dir /tmp/baq-scale] [--nsamples 8] [--seqlen 512]
+//               [--skip-generate] [--keep]
+#include <cblas.h>
+#include <omp.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <random>
+#include <regex>
+#include <string>
+#include <vector>
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include "baq/blas.hpp"
+
+namespace fs = std::filesystem;
+
+namespace {
+
+struct Shape {
+  std::string name;
+  int dim, ffn, layers, heads, kv_heads, vocab, context;
+  double theta;
+};
+
+const std::vector<Shape> kShapes = {
+    {"tinyllama", 2048, 5632, 22, 32, 4, 32000, 2048, 10000.0},
+    {"llama3-8b", 4096, 14336, 32, 32, 8, 128256, 8192, 500000.0},
+};
+
+struct Run {
+  int status = -1;
+  double seconds = 0, peak_mib = 0;
+  std::string output;
+};
+
+// Runs a command (argv) as a child with its output captured; its own peak RSS from wait4.
+Run run(const std::vector<std::string>& argv) {
+  int pipe_fd[2];
+  if (::pipe(pipe_fd) != 0) throw std::runtime_error("pipe");
+  const auto t0 = std::chrono::steady_clock::now();
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    ::dup2(pipe_fd[1], 1);
+    ::dup2(pipe_fd[1], 2);
+    ::close(pipe_fd[0]);
+    std::vector<char*> args;
+    for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+    args.push_back(nullptr);
+    ::execv(args[0], args.data());
+    _exit(127);
+  }
+  ::close(pipe_fd[1]);
+  Run r;
+  char buf[4096];
+  ssize_t n;
+  while ((n = ::read(pipe_fd[0], buf, sizeof buf)) > 0) r.output.append(buf, static_cast<size_t>(n));
+  ::close(pipe_fd[0]);
+  int status = 0;
+  struct rusage usage {};
+  ::wait4(pid, &status, 0, &usage);
+  r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  r.status = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  r.peak_mib = static_cast<double>(usage.ru_maxrss) / 1024.0;
+  return r;
+}
+
+double number_after(const std::string& text, const std::string& pattern) {
+  std::smatch m;
+  if (!std::regex_search(text, m, std::regex(pattern))) return NAN;
+  return std::stod(m[1]);
+}
+
+uint16_t bf16(float f) {
+  uint32_t bits;
+  std::memcpy(&bits, &f, 4);
+  return static_cast<uint16_t>((bits + 0x7fff + ((bits >> 16) & 1)) >> 16);
+}
+
+// Writes config.json, model.safetensors (BF16, N(0, 0.02)-like values from a fast generator) and a
+// llama2.c tokenizer.bin of the vocabulary (bytes and filler pieces) into `dir`.
+void write_checkpoint(const Shape& s, const fs::path& dir) {
+  fs::create_directories(dir);
+  const int hd = s.dim / s.heads, kv = s.kv_heads * hd;
+  nlohmann::ordered_json config = {{"architectures", {"LlamaForCausalLM"}}, {"model_type", "llama"},
+                                   {"hidden_size", s.dim}, {"intermediate_size", s.ffn}, {"num_hidden_layers", s.layers},
+                                   {"num_attention_heads", s.heads}, {"num_key_value_heads", s.kv_heads},
+                                   {"vocab_size", s.vocab}, {"max_position_embeddings", s.context},
+                                   {"rms_norm_eps", 1e-5}, {"rope_theta", s.theta}, {"hidden_act", "silu"},
+                                   {"tie_word_embeddings", false}, {"bos_token_id", 1}, {"eos_token_id", 2},
+                                   {"torch_dtype", "bfloat16"}};
+  std::ofstream(dir / "config.json") << config.dump(2);
+  std::vector<std::pair<std::string, std::vector<int64_t>>> tensors = {{"model.embed_tokens.weight", {s.vocab, s.dim}}};
+  for (int l = 0; l < s.layers; ++l) {
+    const std::string p = "model.layers." + std::to_string(l) + ".";
+    tensors.push_back({p + "input_layernorm.weight", {s.dim}});
+    tensors.push_back({p + "self_attn.q_proj.weight", {s.dim, s.dim}});
+    tensors.push_back({p + "self_attn.k_proj.weight", {kv, s.dim}});
+    tensors.push_back({p + "self_attn.v_proj.weight", {kv, s.dim}});
+    tensors.push_back({p + "self_attn.o_proj.weight", {s.dim, s.dim}});
+    tensors.push_back({p + "post_attention_layernorm.weight", {s.dim}});
+    tensors.push_back({p + "mlp.gate_proj.weight", {s.ffn, s.dim}});
+    tensors.push_back({p + "mlp.up_proj.weight", {s.ffn, s.dim}});
+    tensors.push_back({p + "mlp.down_proj.weight", {s.dim, s.ffn}});
+  }
+  tensors.push_back({"model.norm.weight", {s.dim}});
+  tensors.push_back({"lm_head.weight", {s.vocab, s.dim}});
+  nlohmann::ordered_json header;
+  uint64_t offset = 0;
+  for (const auto& [name, shape] : tensors) {
+    uint64_t n = 1;
+    for (int64_t d : shape) n *= static_cast<uint64_t>(d);
+    header[name] = {{"dtype", "BF16"}, {"shape", shape}, {"data_offsets", {offset, offset + 2 * n}}};
+    offset += 2 * n;
+  }
+  std::string text = header.dump();
+  text.append((8 - text.size() % 8) % 8, ' ');
+  std::ofstream out(dir / "model.safetensors", std::ios::binary);
+  const uint64_t len = text.size();
+  out.write(reinterpret_cast<const char*>(&len), 8);
+  out.write(text.data(), static_cast<std::streamsize>(text.size()));
+  uint64_t state = 0x9E3779B97F4A7C15ull;
+  std::vector<uint16_t> chunk(1 << 22);
+  for (const auto& [name, shape] : tensors) {
+    uint64_t n = 1;
+    for (int64_t d : shape) n *= static_cast<uint64_t>(d);
+    const bool norm = shape.size() == 1;
+    const float scale = norm ? 0.0f : (name.find("embed") != std::string::npos ? 1.0f : 1.0f / std::sqrt(static_cast<float>(shape[1])));
+    for (uint64_t done = 0; done < n;) {
+      const uint64_t m = std::min<uint64_t>(chunk.size(), n - done);
+      for (uint64_t i = 0; i < m; ++i) {
+        // xorshift64*, summed in pairs for a bell shape
+        state ^= state >> 12, state ^= state << 25, state ^= state >> 27;
+        const uint64_t r = state * 0x2545F4914F6CDD1Dull;
+        const float u = (static_cast<float>(r >> 40) + static_cast<float>((r >> 16) & 0xFFFFFF)) / 16777216.0f - 1.0f;
+        chunk[i] = bf16(norm ? 1.0f : scale * 1.7f * u);
+      }
+      out.write(reinterpret_cast<const char*>(chunk.data()), static_cast<std::streamsize>(m * 2));
+      done += m;
+    }
+  }
+  // tokenizer.bin: the 3 specials, the 256 bytes, then filler pieces up to the vocabulary.
+  std::string tok;
+  auto put_piece = [&](const std::string& p) {
+    const float score = 0.0f;
+    const int32_t n = static_cast<int32_t>(p.size());
+    tok.append(reinterpret_cast<const char*>(&score), 4).append(reinterpret_cast<const char*>(&n), 4) += p;
+  };
+  const int32_t max_len = 16;
+  tok.append(reinterpret_cast<const char*>(&max_len), 4);
+  put_piece("<unk>"), put_piece("\n<s>\n"), put_piece("\n</s>\n");
+  for (int b = 0; b < 256; ++b) put_piece(fmt::format("<0x{:02X}>", b));
+  for (int i = 259; i < s.vocab; ++i) put_piece(fmt::format("~{}", i));
+  std::ofstream(dir / "tokenizer.bin", std::ios::binary) << tok;
+}
+
+// The machine's bounds, measured in this run: stream read bandwidth and sgemm rate (all threads).
+double stream_bandwidth() {
+  const size_t n = size_t{1} << 28;  // 1 GiB of floats: beyond any cache
+  std::vector<float> a(n, 1.0f);
+  double best = 0;
+  for (int rep = 0; rep < 3; ++rep) {
+    const auto t0 = std::chrono::steady_clock::now();
+    double total = 0;
+#pragma omp parallel for reduction(+ : total) schedule(static)
+    for (size_t i = 0; i < n; i += 16) {
+      float s = 0;
+      for (size_t k = 0; k < 16; ++k) s += a[i + k];
+      total += s;
+    }
+    const double sec = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    if (total > 0) best = std::max(best, 4.0 * static_cast<double>(n) / sec);
+  }
+  return best;
+}
+
+double sgemm_rate() {
+  const int n = 2048;
+  std::vector<float> a(static_cast<size_t>(n) * n, 0.5f), b(a.size(), 0.25f), c(a.size());
+  double best = 0;
+  for (int rep = 0; rep < 3; ++rep) {
+    const auto t0 = std::chrono::steady_clock::now();
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, n, n, 1.0f, a.data(), n, b.data(), n, 0.0f, c.data(), n);
+    const double sec = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    best = std::max(best, 2.0 * n * n * static_cast<double>(n) / sec);
+  }
+  return best;
+}
+
+double gib(double mib) { return mib / 1024.0; }
+
+// FLOPs of the calibration forward (both passes) and of the solves (Cholesky, inverse, Cholesky:
+// 4n³/3; GPTQ's updates and the proxy loss: 4·rows·n²) of one GPTQ run.
+std::pair<double, double> quantize_flops(const Shape& s, int nsamples, int seqlen) {
+  const double hd = s.dim / s.heads, kv = s.kv_heads * hd, tokens = static_cast<double>(nsamples) * seqlen;
+  const double linear_params = 2.0 * s.dim * s.dim + 2.0 * kv * s.dim + 3.0 * s.ffn * s.dim;
+  const double attention = 4.0 * seqlen * s.dim;  // per token: scores and weighted sum over a causal window (avg)
+  const double forward = 2.0 * tokens * s.layers * (2.0 * linear_params + attention);
+  double solves = 0;
+  auto linear = [&](double rows, double cols) { solves += 4.0 / 3.0 * cols * cols * cols + 4.0 * rows * cols * cols; };
+  for (int l = 0; l < s.layers; ++l) {
+    linear(s.dim, s.dim), linear(kv, s.dim), linear(kv, s.dim), linear(s.dim, s.dim);
+    linear(s.ffn, s.dim), linear(s.ffn, s.dim), linear(s.dim, s.ffn);
+  }
+  return {forward, solves};
+}
+
+double best_tokens_per_second(const std::vector<std::string>& argv, int reps, std::string* failure) {
+  double best = 0;
+  for (int i = 0; i < reps; ++i) {
+    const Run r = run(argv);
+    if (r.status != 0) {
+      *failure = r.output;
+      return NAN;
+    }
+    best = std::max(best, number_after(r.output, R"(\(([0-9.]+) tokens/s\))"));
+  }
+  return best;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  baq::configure_blas();
+  std::vector<std::string> shapes = {"tinyllama", "llama3-8b", "kdoc"};
+  fs::path dir = "/tmp/baq-scale";
+  int nsamples = 8, seqlen = 512;
+  bool generate = true, keep = false;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    auto next = [&] { return i + 1 < argc ? std::string(argv[++i]) : std::string(); };
+    if (a == "--shapes") {
+      shapes.clear();
+      std::string list = next();
+      for (size_t at = 0; at <= list.size();) {
+        const size_t comma = std::min(list.find(',', at), list.size());
+        shapes.push_back(list.substr(at, comma - at));
+        at = comma + 1;
+      }
+    } else if (a == "--dir") dir = next();
+    else if (a == "--nsamples") nsamples = std::stoi(next());
+    else if (a == "--seqlen") seqlen = std::stoi(next());
+    else if (a == "--skip-generate") generate = false;
+    else if (a == "--keep") keep = true;
+    else {
+      std::fprintf(stderr, "usage: bench_scale [--shapes tinyllama,llama3-8b,kdoc] [--dir D] [--nsamples N] [--seqlen T] [--skip-generate] [--keep]\n");
+      return 2;
+    }
+  }
+  const std::string baq = BAQ_BINARY, shared = BAQ_SHARED_DIR, calib = shared + "/data/c4/c4-sample-200.jsonl";
+  const double bandwidth = stream_bandwidth(), gflops = sgemm_rate();
+  fmt::print("machine: {} threads, stream read {:.1f} GB/s, sgemm {:.0f} GFLOP/s\n", omp_get_max_threads(), bandwidth / 1e9,
+             gflops / 1e9);
+
+  for (const std::string& name : shapes) {
+    if (name == "kdoc") {
+      const std::string hf = shared + "/models/kdoc-6.8M/hf";
+      if (!fs::exists(hf)) {
+        fmt::print("\nkdoc-6.8M: ../shared absent, skipped\n");
+        continue;
+      }
+      fmt::print("\nkdoc-6.8M: generation (128 tokens, greedy, best of 5)\n");
+      fmt::print("{:<22} {:>12} {:>12}\n", "model", "1 thread", "2 threads");
+      fs::create_directories(dir);
+      std::vector<std::pair<std::string, std::string>> models = {{"original (BF16)", hf}};
+      for (int bits : {2, 3, 4}) {
+        const std::string out = (dir / fmt::format("kdoc.q{}.baq", bits)).string();
+        const Run q = run({baq, "quantize", hf, "--calib", calib, "--nsamples", "128", "--seqlen", "256", "--bits",
+                           std::to_string(bits), "--out", out});
+        if (q.status != 0) {
+          fmt::print("quantize {} bits failed:\n{}\n", bits, q.output);
+          continue;
+        }
+        models.emplace_back(fmt::format(".baq GPTQ {} bits", bits), out);
+      }
+      for (const auto& [label, path] : models) {
+        std::string failure;
+        const double one = best_tokens_per_second({baq, "--threads", "1", "generate", path, "--prompt", "The kernel", "-n",
+                                                   "128", "--temp", "0"}, 5, &failure);
+        const double two = best_tokens_per_second({baq, "--threads", "2", "generate", path, "--prompt", "The kernel", "-n",
+                                                   "128", "--temp", "0"}, 5, &failure);
+        fmt::print("{:<22} {:>12.0f} {:>12.0f}{}\n", label, one, two, failure.empty() ? "" : "  failed: " + failure);
+      }
+      continue;
+    }
+    const auto it = std::find_if(kShapes.begin(), kShapes.end(), [&](const Shape& s) { return s.name == name; });
+    if (it == kShapes.end()) {
+      std::fprintf(stderr, "unknown shape '%s'\n", name.c_str());
+      return 2;
+    }
+    const Shape& s = *it;
+    const fs::path model = dir / s.name;
+    fmt::print("\n{}: hidden {}, FFN {}, {} layers, {}/{} heads, vocabulary {}\n", s.name, s.dim, s.ffn, s.layers, s.heads,
+               s.kv_heads, s.vocab);
+    if (!fs::exists(model / "model.safetensors")) {
+      const auto t0 = std::chrono::steady_clock::now();
+      write_checkpoint(s, model);
+      fmt::print("  wrote the checkpoint in {:.1f} s\n", std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+    }
+    const double file_gib = static_cast<double>(fs::file_size(model / "model.safetensors")) / (1024.0 * 1024 * 1024);
+    fmt::print("  checkpoint {:.2f} GiB (BF16)\n", file_gib);
+    // Drop the checkpoint from the page cache between commands? Not possible unprivileged everywhere:
+    // the numbers below are with it cached where it fits (the usual case on a machine that just wrote it).
+    const Run info = run({baq, "info", model.string()});
+    fmt::print("  info      {:8.2f} s  peak {:8.1f} MiB{}\n", info.seconds, info.peak_mib, info.status ? "  FAILED" : "");
+
+    const std::string out = (dir / (s.name + ".q4.baq")).string();
+    const Run q = run({baq, "quantize", model.string(), "--calib", calib, "--nsamples", std::to_string(nsamples), "--seqlen",
+                       std::to_string(seqlen), "--bits", "4", "--out", out});
+    if (q.status != 0) {
+      fmt::print("  quantize FAILED:\n{}\n", q.output);
+      continue;
+    }
+    const double est_alloc = number_after(q.output, R"(estimated peak ([0-9.]+) GiB allocated)");
+    const double est_mapped = number_after(q.output, R"(\+ ([0-9.]+) GiB of mapped)");
+    fmt::print("  quantize  {:8.1f} s  peak {:8.2f} GiB  (estimate {:.2f} GiB allocated + {:.2f} GiB mapped = {:.2f}; "
+               "measured/estimate {:.2f})\n",
+               q.seconds, gib(q.peak_mib), est_alloc, est_mapped, est_alloc + est_mapped, gib(q.peak_mib) / (est_alloc + est_mapped));
+    std::smatch m;
+    if (std::regex_search(q.output, m, std::regex("stages: ([^\n]*)"))) fmt::print("            stages: {}\n", m[1].str());
+    const auto [forward_flops, solve_flops] = quantize_flops(s, nsamples, seqlen);
+    const double forward_s = number_after(q.output, R"(forward ([0-9.]+) s)");
+    const double hessian_s = number_after(q.output, R"(Hessians ([0-9.]+) s)");
+    const double solve_s = number_after(q.output, R"(solve ([0-9.]+) s)");
+    fmt::print("            FLOPs: forward {:.1f} TFLOP ({:.0f} GFLOP/s), solves {:.1f} TFLOP ({:.0f} GFLOP/s); "
+               "wall / (FLOPs / sgemm rate) = {:.2f}\n",
+               forward_flops / 1e12, forward_flops / forward_s / 1e9, solve_flops / 1e12, solve_flops / solve_s / 1e9,
+               q.seconds / ((forward_flops + solve_flops) / gflops));
+    (void)hessian_s;
+    if (!generate || s.name != "tinyllama") continue;
+    // Generation against the bound: every weight read once per token (the embedding: one row).
+    fmt::print("  generate (32 tokens, greedy, best of 3; bound = weight bytes per token / stream bandwidth)\n");
+    std::vector<std::pair<std::string, std::string>> models = {{"original (BF16)", model.string()}};
+    for (int bits : {2, 3}) {
+      const std::string o = (dir / fmt::format("{}.q{}.baq", s.name, bits)).string();
+      if (run({baq, "quantize", model.string(), "--method", "rtn", "--calib", calib, "--nsamples", "1", "--seqlen", "64",
+               "--bits", std::to_string(bits), "--out", o}).status == 0)
+        models.emplace_back(fmt::format(".baq RTN {} bits", bits), o);
+    }
+    models.emplace_back(".baq GPTQ 4 bits", out);
+    for (const auto& [label, path] : models) {
+      const Run i = run({baq, "info", path});
+      double bytes = 0;
+      if (path.ends_with(".baq")) {
+        bytes = static_cast<double>(fs::file_size(path)) - 2.0 * s.vocab * s.dim;  // all but the embedding table
+      } else {
+        bytes = static_cast<double>(fs::file_size(fs::path(path) / "model.safetensors")) - 2.0 * s.vocab * s.dim;
+      }
+      std::string failure;
+      const double tps = best_tokens_per_second({baq, "generate", path, "--prompt", "Once upon a time", "-n", "32", "--temp", "0"}, 3, &failure);
+      const double bound = bandwidth / bytes;
+      fmt::print("    {:<20} {:8.2f} tokens/s  bound {:8.2f}  ratio {:.2f}{}\n", label, tps, bound, tps / bound,
+                 failure.empty() ? "" : "  failed: " + failure);
+      (void)i;
+    }
+    if (!keep) {
+      for (const auto& [label, path] : models)
+        if (path.ends_with(".baq")) fs::remove(path);
+    }
+  }
+  return 0;
+}
