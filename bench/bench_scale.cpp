@@ -209,20 +209,25 @@ double sgemm_rate() {
 
 double gib(double mib) { return mib / 1024.0; }
 
-// FLOPs of the calibration forward (both passes) and of the solves (Cholesky, inverse, Cholesky:
-// 4n³/3; GPTQ's updates and the proxy loss: 4·rows·n²) of one GPTQ run.
-std::pair<double, double> quantize_flops(const Shape& s, int nsamples, int seqlen) {
+// FLOPs of one GPTQ run: the calibration forward (both passes), the Hessians (tokens·n² per distinct
+// linear input, symmetric) and the solves (the inverse factor 2n³/3; GPTQ's updates and the proxy
+// loss 2·rows·n² each).
+struct Flops {
+  double forward = 0, hessians = 0, solves = 0;
+};
+Flops quantize_flops(const Shape& s, int nsamples, int seqlen) {
   const double hd = s.dim / s.heads, kv = s.kv_heads * hd, tokens = static_cast<double>(nsamples) * seqlen;
   const double linear_params = 2.0 * s.dim * s.dim + 2.0 * kv * s.dim + 3.0 * s.ffn * s.dim;
   const double attention = 4.0 * seqlen * s.dim;  // per token: scores and weighted sum over a causal window (avg)
-  const double forward = 2.0 * tokens * s.layers * (2.0 * linear_params + attention);
-  double solves = 0;
-  auto linear = [&](double rows, double cols) { solves += 4.0 / 3.0 * cols * cols * cols + 4.0 * rows * cols * cols; };
+  Flops f;
+  f.forward = 2.0 * tokens * s.layers * (2.0 * linear_params + attention);
+  f.hessians = tokens * s.layers * (3.0 * s.dim * s.dim + static_cast<double>(s.ffn) * s.ffn);
+  auto linear = [&](double rows, double cols) { f.solves += 2.0 / 3.0 * cols * cols * cols + 4.0 * rows * cols * cols; };
   for (int l = 0; l < s.layers; ++l) {
     linear(s.dim, s.dim), linear(kv, s.dim), linear(kv, s.dim), linear(s.dim, s.dim);
     linear(s.ffn, s.dim), linear(s.ffn, s.dim), linear(s.dim, s.ffn);
   }
-  return {forward, solves};
+  return f;
 }
 
 double best_tokens_per_second(const std::vector<std::string>& argv, int reps, std::string* failure) {
@@ -338,15 +343,14 @@ int main(int argc, char** argv) {
                q.seconds, gib(q.peak_mib), est_alloc, est_mapped, est_alloc + est_mapped, gib(q.peak_mib) / (est_alloc + est_mapped));
     std::smatch m;
     if (std::regex_search(q.output, m, std::regex("stages: ([^\n]*)"))) fmt::print("            stages: {}\n", m[1].str());
-    const auto [forward_flops, solve_flops] = quantize_flops(s, nsamples, seqlen);
+    const Flops f = quantize_flops(s, nsamples, seqlen);
     const double forward_s = number_after(q.output, R"(forward ([0-9.]+) s)");
     const double hessian_s = number_after(q.output, R"(Hessians ([0-9.]+) s)");
     const double solve_s = number_after(q.output, R"(solve ([0-9.]+) s)");
-    fmt::print("            FLOPs: forward {:.1f} TFLOP ({:.0f} GFLOP/s), solves {:.1f} TFLOP ({:.0f} GFLOP/s); "
-               "wall / (FLOPs / sgemm rate) = {:.2f}\n",
-               forward_flops / 1e12, forward_flops / forward_s / 1e9, solve_flops / 1e12, solve_flops / solve_s / 1e9,
-               q.seconds / ((forward_flops + solve_flops) / gflops));
-    (void)hessian_s;
+    fmt::print("            FLOPs: forward {:.1f} TFLOP ({:.0f} GFLOP/s), Hessians {:.1f} TFLOP ({:.0f} GFLOP/s), "
+               "solves {:.1f} TFLOP ({:.0f} GFLOP/s)\n            wall / (FLOPs / sgemm rate) = {:.2f}\n",
+               f.forward / 1e12, f.forward / forward_s / 1e9, f.hessians / 1e12, f.hessians / hessian_s / 1e9,
+               f.solves / 1e12, f.solves / solve_s / 1e9, q.seconds / ((f.forward + f.hessians + f.solves) / gflops));
     if (!generate || s.name != "tinyllama") continue;
     // Generation against the bound: every weight read once per token (the embedding: one row).
     fmt::print("  generate (32 tokens, greedy, best of 3; bound = weight bytes per token / stream bandwidth)\n");

@@ -5,7 +5,7 @@ packages=(
   g++ cmake ninja-build pkg-config
   libopenblas-openmp-dev liblapacke-dev    # OpenBLAS itself, OpenMP flavour (shares baq's threads) + LAPACKE
   libomp-dev nlohmann-json3-dev libcli11-dev libfmt-dev libpcre2-dev zlib1g-dev
-  libsentencepiece-dev libgtest-dev libbenchmark-dev
+  libsentencepiece-dev libicu-dev libgtest-dev libbenchmark-dev
   chromium                                  # renders the HTML report in a test
   clang libclang-rt-14-dev                  # libFuzzer for the checkpoint-reader fuzz target
 )

@@ -210,8 +210,14 @@ TEST(EndToEnd, QuantizeIsDeterministicAcrossThreadCounts) {
         BAQ_BINARY, threads, S("models/stories260K/stories260K.bin"), S("models/stories260K/tok512.bin"),
         S("data/c4/c4-sample-200.jsonl"), dir.file(fmt::format("t{}", threads))));
     ASSERT_EQ(r.status, 0) << r.output;
+    const auto p = run_command(fmt::format(
+        "{} --threads {} quantize {} --tokenizer {} --calib {} --method baq --bits 3 --nsamples 16 --seqlen 128 --out {}",
+        BAQ_BINARY, threads, S("models/stories260K/stories260K.bin"), S("models/stories260K/tok512.bin"),
+        S("data/c4/c4-sample-200.jsonl"), dir.file(fmt::format("t{}.baq", threads))));
+    ASSERT_EQ(p.status, 0) << p.output;
   }
   EXPECT_EQ(read_bytes(dir.file("t1/model.safetensors")), read_bytes(dir.file("t2/model.safetensors")));
+  EXPECT_TRUE(read_bytes(dir.file("t1.baq")) == read_bytes(dir.file("t2.baq"))) << "the .baq differs with the thread count";
   EXPECT_EQ(read_bytes(dir.file("t1/tokenizer.bin")), read_bytes(S("models/stories260K/tok512.bin")));
   // Timings are the one part of a report allowed to differ: drop every "seconds" value.
   auto strip_seconds = [](const std::string& s) {
@@ -265,14 +271,14 @@ TEST(Gguf, Stories260KMatchesTheLlama2cFiles) {
   o.seqlen = 512;
   o.max_windows = 128;
   EXPECT_NEAR(evaluate_perplexity(*g.model, ids, o).perplexity(), 4.004450, 4.004450 * 1e-5);
-  // A quantized GGUF model carries its tokenizer as a llama2.c file that reads back to the same ids.
+  // A quantized GGUF model carries its tokenizer as a llama2.c file (and a tokenizer_config.json of its
+  // BOS, EOS and special tokens) that reads back to the same ids.
   const auto files = g.tokenizer->files();
-  ASSERT_EQ(files.size(), 1u);
+  ASSERT_EQ(files.size(), 2u);
   EXPECT_EQ(files[0].name, "tokenizer.bin");
-  TempDir tmp;
-  write_bytes(tmp.file("tokenizer.bin"), files[0].bytes);
-  Llama2cTokenizer back(tmp.file("tokenizer.bin"), 512);
-  EXPECT_EQ(back.encode(text.substr(0, 20000), true), std::vector<int>(b.tokenizer->encode(text.substr(0, 20000), true)));
+  EXPECT_EQ(files[1].name, "tokenizer_config.json");
+  const auto back = open_tokenizer(files, 512, {});
+  EXPECT_EQ(back->encode(text.substr(0, 20000), true), std::vector<int>(b.tokenizer->encode(text.substr(0, 20000), true)));
 }
 
 }  // namespace
@@ -286,20 +292,23 @@ namespace {
 TEST(Tokenizers, LlamaTokenizerJsonAgreesWithSentencePiece) {
   REQUIRE_SHARED("models/tokenizers/llama-hf/tokenizer.json");
   REQUIRE_SHARED("models/llama2-tokenizer.model");
-  const auto json = open_tokenizer(S("models/tokenizers/llama-hf/tokenizer.json"), "", 0, 1, 2);
+  const auto json = open_tokenizer(S("models/tokenizers/llama-hf/tokenizer.json"), "", 0, {1, {2}});
   SentencePieceTokenizer sp(S("models/llama2-tokenizer.model"));
+  // Its tokenizer_config.json (Phi-3's) adds no BOS; SentencePiece's default does.
+  EXPECT_FALSE(json->adds_bos());
+  EXPECT_TRUE(sp.adds_bos());
   const std::string mixed = "Hello, World! Ça va? naïve café — 😀🚀 digits 12345,\n\n  two spaces,\tand a tab.   end";
-  EXPECT_EQ(json->encode(mixed, true), sp.encode(mixed, true));
+  EXPECT_EQ(json->encode(mixed, false), sp.encode(mixed, false));
   for (const std::string t : {"data/wikitext2-raw/test.txt", "data/wikitext2-raw/valid.txt", "data/ptb/test.txt",
                               "data/ptb/valid.txt", "data/tinystories/val.txt",
                               "data/kdoc/val.txt", "data/tinyshakespeare.txt", "data/c4/c4-sample-200.jsonl"}) {
     REQUIRE_SHARED(t);
     const std::string text = read_bytes(S(t));
-    EXPECT_EQ(json->encode(text, true), sp.encode(text, true)) << t;
+    EXPECT_EQ(json->encode(text, false), sp.encode(text, false)) << t;
   }
-  const auto ids = json->encode("<|user|>\nHi<|end|>", true);
-  ASSERT_GE(ids.size(), 4u);
-  EXPECT_EQ(ids[1], 32010);
+  const auto ids = json->encode("<|user|>\nHi<|end|>", true, /*parse_special=*/true);
+  ASSERT_GE(ids.size(), 3u);
+  EXPECT_EQ(ids[0], 32010);
   EXPECT_EQ(ids.back(), 32007);
   EXPECT_EQ(json->decode(32010), "<|user|>");
 }
@@ -360,7 +369,7 @@ TEST(TorchBin, HfRandomTinyLlamaMatchesGoldenValuesAndItsSafetensorsCopy) {
   std::filesystem::copy(dir + "/config.json", tmp.file("config.json"));
   write_safetensors(tmp.file("model.safetensors"), named);
   const LoadedModel st = load_model(tmp.path().string(), "", false);
-  auto tok = open_tokenizer(S("models/llama2-tokenizer.model"), "", 32000, 1, 2);
+  auto tok = open_tokenizer(S("models/llama2-tokenizer.model"), "", 32000, {1, {2}});
   std::vector<int> ids = tok->encode(read_text_file(S("data/tinyshakespeare.txt")).substr(0, 400), true);
   ids.resize(std::min<size_t>(ids.size(), 64));
   const auto rows = static_cast<int64_t>(ids.size());

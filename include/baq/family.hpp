@@ -55,6 +55,7 @@ class GgufMetadata {
   virtual double number(const std::string& key) const = 0;       // refuses a missing or non-numeric key
   virtual std::string string(const std::string& key) const = 0;  // refuses a missing or non-string key
   virtual std::vector<double> numbers(const std::string& key) const = 0;  // an array of numbers
+  virtual std::vector<std::string> strings(const std::string& key) const = 0;  // an array of strings
   virtual const std::string& path() const = 0;
   // A small F32 tensor read whole (rope_freqs), or empty when absent.
   virtual std::vector<float> small_tensor(const std::string& name) const = 0;

@@ -176,7 +176,7 @@ class GgufReader final : public TensorSource, public GgufMetadata {
   double number(const std::string& key) const override;
   std::string string(const std::string& key) const override;
   std::vector<double> numbers(const std::string& key) const override;
-  std::vector<std::string> strings(const std::string& key) const;
+  std::vector<std::string> strings(const std::string& key) const override;
   const std::string& path() const override;
   std::vector<float> small_tensor(const std::string& name) const override;
 

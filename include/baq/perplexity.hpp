@@ -8,6 +8,7 @@
 //              second half of each chunk scored.
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <span>
 #include <string>
 #include <vector>
@@ -36,6 +37,9 @@ struct PplOptions {
   PplProtocol protocol = PplProtocol::Windows;
   int seqlen = 2048;
   int64_t max_windows = 0;  // 0 = all
+  // The BOS the llamacpp protocol writes at each window's start, as llama-perplexity does when the
+  // vocabulary adds one (the tokenizer's; -1: none, the text's own token stays). Unset: the model's.
+  std::optional<int> bos;
   std::function<void(int64_t done, int64_t total)> progress;
 };
 

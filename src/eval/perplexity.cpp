@@ -41,7 +41,6 @@ std::vector<EvalWindow> plan_windows(int64_t n, PplProtocol protocol, int seqlen
       }
       break;
     case PplProtocol::LlamaCpp:
-      if (bos_id < 0) fail("the llamacpp protocol needs a tokenizer with a BOS token");
       for (int64_t s = 0; s + seqlen <= n; s += seqlen) plan.push_back({s, seqlen, seqlen / 2, seqlen - 1, bos_id});
       break;
   }
@@ -91,7 +90,7 @@ PplResult evaluate_perplexity(const Model& model, std::span<const int> tokens, c
     if (seqlen > rc.max_seq_len) fail("seqlen {} exceeds the reference model's context", seqlen);
   }
   const auto plan = plan_windows(static_cast<int64_t>(tokens.size()), options.protocol, seqlen, options.max_windows,
-                                 cfg.bos_id);
+                                 options.bos.value_or(cfg.bos_id));
   PplResult result;
   result.protocol = options.protocol;
   result.seqlen = seqlen;

@@ -145,7 +145,8 @@ GgufReader::GgufReader(const std::string& path) : file_(std::make_shared<MappedF
     raws.push_back(std::move(r));
   }
   const uint64_t data = (c.pos + alignment - 1) / alignment * alignment;
-  if (data > file_->size()) fail("{}: truncated GGUF (no tensor data)", path);
+  // A vocabulary-only file (llama.cpp's ggml-vocab-*.gguf) ends with its metadata.
+  if (data > file_->size() && !raws.empty()) fail("{}: truncated GGUF (no tensor data)", path);
   for (const Raw& r : raws) {
     if (r.offset > file_->size() - data || r.bytes > file_->size() - data - r.offset)
       fail("{}: tensor '{}' data lies outside the file (truncated?)", path, r.name);

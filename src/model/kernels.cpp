@@ -75,8 +75,12 @@ float dot_generic(DType dtype, const void* row, const float* x, int64_t n) {
   return sum;
 }
 
-bool has_avx2() { return cpu_has_avx2_fma(); }
-
+// GCC 12's avx512fintrin.h builds _mm512_cvtph_ps and _mm512_reduce_add_ps from an undefined
+// vector (_mm512_undefined_ps), which -Wuninitialized reports in every caller; the lanes it names
+// are always overwritten, so the warning is silenced for these two functions only.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 __attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma,f16c"))) inline __m512 load16(DType dtype, const void* row, int64_t at) {
   if (dtype == DType::F32) return _mm512_loadu_ps(static_cast<const float*>(row) + at);
   const __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(static_cast<const uint16_t*>(row) + at));
@@ -100,6 +104,7 @@ __attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma,f16c"))) float dot_avx
   }
   return sum;
 }
+#pragma GCC diagnostic pop
 
 using DotFn = float (*)(DType, const void*, const float*, int64_t);
 DotFn best_dot() {

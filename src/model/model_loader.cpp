@@ -1,44 +1,18 @@
+#include <algorithm>
 #include <filesystem>
 
 
 #include "baq/baq_file.hpp"
 #include "baq/error.hpp"
+#include "baq/json.hpp"
 #include "baq/model.hpp"
+#include "tokenizer/tokenizer_readers.hpp"
 
 namespace baq {
 
 namespace fs = std::filesystem;
 
 namespace {
-
-// The vocabulary a GGUF file embeds: SentencePiece-style ("llama": pieces with ▁ for spaces and
-// scores, encoded by llama2.c's greedy merges) or byte-level BPE ("gpt2": tokens and merges).
-std::unique_ptr<Tokenizer> gguf_tokenizer(const GgufReader& g, const ModelConfig& c, const std::string& path) {
-  const std::vector<std::string> tokens = g.strings("tokenizer.ggml.tokens");
-  if (tokens.empty()) fail("{}: no embedded tokenizer; name one with --tokenizer", path);
-  const std::string model = g.has("tokenizer.ggml.model") ? g.string("tokenizer.ggml.model") : "";
-  const std::string source = fs::path(path).filename().string() + " (embedded)";
-  if (model == "llama") {
-    std::vector<std::string> pieces;
-    for (const std::string& p : tokens) pieces.push_back(sentencepiece_piece_to_text(p));
-    std::vector<float> scores;
-    for (double v : g.numbers("tokenizer.ggml.scores")) scores.push_back(static_cast<float>(v));
-    scores.resize(pieces.size(), 0.0f);
-    return std::make_unique<Llama2cTokenizer>(std::move(pieces), std::move(scores), source);
-  }
-  if (model == "gpt2") {
-    // Kept as vocab.json + merges.txt, so a .baq made from this model carries a tokenizer it reads back.
-    nlohmann::ordered_json vocab = nlohmann::ordered_json::object();
-    for (size_t i = 0; i < tokens.size(); ++i) vocab[tokens[i]] = i;
-    std::string merges = "#version: 0.2\n";
-    for (const std::string& m : g.strings("tokenizer.ggml.merges")) {
-      if (m.find(' ') == std::string::npos || m.find('\n') != std::string::npos) fail("{}: merge '{}' is not 'A B'", path, m);
-      merges += m + "\n";
-    }
-    return ByteLevelBpeTokenizer::from_vocab_merges_bytes(vocab.dump(), merges, source, c.bos_id, c.eos_id());
-  }
-  fail("{}: embedded tokenizer model '{}' is not supported (llama, gpt2)", path, model);
-}
 
 std::unique_ptr<TensorSource> open_safetensors(const std::string& path) { return std::make_unique<SafetensorsReader>(path); }
 std::unique_ptr<TensorSource> open_torch(const std::string& path) { return std::make_unique<TorchCheckpointReader>(path); }
@@ -55,6 +29,20 @@ LoadedModel load_model(const std::string& path, const std::string& tokenizer_pat
     if (!fs::exists(config)) fail("{}: {}", path, missing);
     m.config = read_hf_config(config.string());
     m.config_source = config.string();
+    // generation_config.json's end-of-sequence ids stop generation too (Llama 3 Instruct lists
+    // <|eot_id|> only there).
+    const fs::path generation = dir / "generation_config.json";
+    if (fs::exists(generation)) {
+      const nlohmann::json g = read_json_file(generation.string());
+      if (g.is_object() && g.contains("eos_token_id") && !g["eos_token_id"].is_null()) {
+        const nlohmann::json& e = g["eos_token_id"];
+        for (const auto& v : e.is_array() ? e : nlohmann::json::array({e})) {
+          const int id = static_cast<int>(json_as_int(v, generation.string() + ": eos_token_id", 0, m.config.vocab_size - 1));
+          if (std::find(m.config.eos_ids.begin(), m.config.eos_ids.end(), id) == m.config.eos_ids.end())
+            m.config.eos_ids.push_back(id);
+        }
+      }
+    }
   };
   if (fs::is_directory(path)) {
     m.folder = path;
@@ -129,8 +117,10 @@ LoadedModel load_model(const std::string& path, const std::string& tokenizer_pat
 
 std::unique_ptr<Tokenizer> open_model_tokenizer(const LoadedModel& m, const std::string& tokenizer_path) {
   const ModelConfig& c = m.config;
+  const ModelSpecials specials{c.bos_id, c.eos_ids};
   if (tokenizer_path.empty()) {
-    if (const auto* g = dynamic_cast<const GgufReader*>(m.source.get())) return gguf_tokenizer(*g, c, m.path);
+    if (const auto* g = dynamic_cast<const GgufReader*>(m.source.get()))
+      return open_tokenizer(gguf_tokenizer_files(*g, m.path), c.vocab_size, specials);
     const auto* baq = dynamic_cast<const BaqFileReader*>(m.source.get());
     if (baq != nullptr && baq->metadata().contains("tokenizer_files")) {
       // Read from the file's own records, in memory: a name in the file never becomes a path.
@@ -141,10 +131,10 @@ std::unique_ptr<Tokenizer> open_model_tokenizer(const LoadedModel& m, const std:
         const std::string name = json_as_string(n, m.path + ": metadata 'tokenizer_files' entry");
         files.push_back({name, baq->file("tokenizer/" + name), fmt::format("{} (embedded)", m.path)});
       }
-      return open_tokenizer(files, c.vocab_size, c.bos_id, c.eos_id());
+      return open_tokenizer(files, c.vocab_size, specials);
     }
   }
-  return open_tokenizer(tokenizer_path, m.folder, c.vocab_size, c.bos_id, c.eos_id());
+  return open_tokenizer(tokenizer_path, m.folder, c.vocab_size, specials);
 }
 
 }  // namespace baq

@@ -172,6 +172,12 @@ struct Planes {
 
 // R rows at once (they share every x load and the loop's bookkeeping): dots[i] = Σ_g scale_ig·Σ_{j∈g}
 // code_ij·x_j for rows r0..r0+R−1 over the whole 128-column chunks. `scale` holds R rows of n_groups.
+// GCC 12 builds several AVX-512 intrinsics (cvtepu8_epi32, srli/slli_epi32, cvtepi32_ps,
+// reduce_add_ps) from an undefined vector and then warns in every caller that it is uninitialised;
+// those lanes are always overwritten, so the warning is silenced here only.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 template <int B, int R, bool kGroups>
 __attribute__((target("avx512f,avx512bw,avx512vl"))) void rows_avx512(const float* x, const PackedLinear& p, int64_t r0,
                                                                      const float* scale, float* dots) {
@@ -239,6 +245,7 @@ __attribute__((target("avx512f,avx512bw,avx512vl"))) void rows_avx512(const floa
     dots[i] = _mm512_reduce_add_ps(t);
   }
 }
+#pragma GCC diagnostic pop
 
 template <int B>
 __attribute__((target("avx2,fma"))) float row_dot_avx2(const float* x, const PackedLinear& p, int64_t r, const float* scale) {

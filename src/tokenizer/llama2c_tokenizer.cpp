@@ -4,8 +4,6 @@
 #include <filesystem>
 #include <queue>
 
-#include <nlohmann/json.hpp>
-
 #include "baq/error.hpp"
 #include "baq/io.hpp"
 #include "baq/tokenizer.hpp"
@@ -46,6 +44,7 @@ Llama2cTokenizer::Llama2cTokenizer(std::string_view bytes, const std::string& so
   if (pieces_.size() < 259) fail("{}: {} pieces cannot hold the 3 specials + 256 byte tokens", source, pieces_.size());
   index_pieces();
   set_files({{"tokenizer.bin", std::string(bytes), source}});
+  set_specials({1, true, {2}});  // llama2.c's fixed <s> and </s>
 }
 
 void Llama2cTokenizer::index_pieces() {
@@ -54,57 +53,6 @@ void Llama2cTokenizer::index_pieces() {
     auto it = ids_.find(fmt::format("<0x{:02X}>", b));
     byte_ids_[b] = it != ids_.end() ? it->second : b + 3;
   }
-}
-
-std::unique_ptr<Llama2cTokenizer> Llama2cTokenizer::from_sentencepiece_json(const nlohmann::json& j,
-                                                                            const std::string& path) {
-  if (!j.contains("model") || !j["model"].is_object()) fail("{}: no 'model' object", path);
-  const auto& model = j["model"];
-  if (!model.contains("vocab") || !model["vocab"].is_object() || !model.contains("merges") || !model["merges"].is_array())
-    fail("{}: model.vocab or model.merges missing", path);
-  const auto spaced = sentencepiece_piece_to_text;
-  int max_id = -1;
-  for (const auto& [tok, id] : model["vocab"].items())
-    max_id = std::max(max_id, static_cast<int>(json_as_int(id, path + ": model.vocab id of '" + tok + "'", 0, 1 << 24)));
-  std::vector<std::string> pieces(static_cast<size_t>(max_id) + 1);
-  std::vector<char> seen(pieces.size(), 0);
-  for (const auto& [tok, id] : model["vocab"].items()) {
-    const auto i = static_cast<size_t>(id.get<int>());
-    if (seen[i]++) fail("{}: model.vocab gives id {} to two tokens", path, i);
-    pieces[i] = spaced(tok);
-  }
-  auto t = std::make_unique<Llama2cTokenizer>(std::move(pieces), std::vector<float>(static_cast<size_t>(max_id) + 1, 0.0f),
-                                              path);
-  int rank = 0;
-  for (const auto& m : model["merges"]) {
-    std::string a, b;
-    if (m.is_string()) {
-      const std::string s = m.get<std::string>();
-      const size_t sp = s.find(' ');
-      if (sp == std::string::npos) fail("{}: merge '{}' has no space", path, s);
-      a = s.substr(0, sp), b = s.substr(sp + 1);
-    } else {
-      a = m.at(0).get<std::string>(), b = m.at(1).get<std::string>();
-    }
-    t->pair_score_.emplace(spaced(a) + '\x01' + spaced(b), -static_cast<float>(rank++));
-  }
-  if (j.contains("added_tokens") && j["added_tokens"].is_array())
-    for (const auto& a : j["added_tokens"]) {
-      const std::string content = json_string_or(a, "content", path + ": added_tokens entry", "");
-      const int id = static_cast<int>(json_int_or(a, "id", path + ": added_tokens entry", -1, 1 << 24, -1));
-      // Only tokens added beyond the vocabulary are matched literally: SentencePiece spells a literal
-      // "<unk>" or "<s>" in text as ordinary pieces, and so must we.
-      if (content.empty() || id <= max_id) continue;
-      if (static_cast<size_t>(id) >= t->pieces_.size()) {
-        t->pieces_.resize(static_cast<size_t>(id) + 1);
-        t->scores_.resize(t->pieces_.size(), 0.0f);
-      }
-      t->pieces_[static_cast<size_t>(id)] = content;
-      t->added_tokens_.emplace_back(content, id);
-    }
-  std::stable_sort(t->added_tokens_.begin(), t->added_tokens_.end(),
-                   [](const auto& x, const auto& y) { return x.first.size() > y.first.size(); });
-  return t;
 }
 
 std::string sentencepiece_piece_to_text(std::string_view p) {
@@ -127,36 +75,20 @@ Llama2cTokenizer::Llama2cTokenizer(std::vector<std::string> pieces, std::vector<
   if (pieces_.size() < 259) fail("{}: {} pieces cannot hold the 3 specials + 256 byte tokens", path_, pieces_.size());
   index_pieces();
   set_files({{"tokenizer.bin", serialize(), path_}});
+  set_specials({1, true, {2}});
 }
 
-std::vector<int> Llama2cTokenizer::encode(std::string_view text, bool add_bos) const {
-  std::vector<int> tokens;
-  if (add_bos) tokens.push_back(bos_id());
-  // Added tokens split the text; only its start gets the dummy-prefix space.
-  size_t plain = 0;
-  bool first = true;
-  for (size_t i = 0; i < text.size() && !added_tokens_.empty();) {
-    bool matched = false;
-    for (const auto& [tok, id] : added_tokens_)
-      if (text.compare(i, tok.size(), tok) == 0) {
-        encode_segment(text.substr(plain, i - plain), first, tokens);
-        tokens.push_back(id);
-        i += tok.size();
-        plain = i;
-        first = false;
-        matched = true;
-        break;
-      }
-    if (!matched) ++i;
-  }
-  encode_segment(text.substr(plain), first, tokens);
-  return tokens;
+int Llama2cTokenizer::token_id(std::string_view text) const {
+  auto it = ids_.find(std::string(text));
+  return it == ids_.end() ? -1 : it->second;
 }
 
-void Llama2cTokenizer::encode_segment(std::string_view text, bool dummy_prefix, std::vector<int>& tokens) const {
+// Every run of text gets the dummy-prefix space, the first and those after an added token alike (as
+// SentencePiece encodes each piece of a chat separately, and llama.cpp after a special token).
+void Llama2cTokenizer::encode_text(std::string_view text, bool, std::vector<int>& tokens) const {
   if (text.empty()) return;
   const size_t first = tokens.size();
-  if (auto it = ids_.find(" "); dummy_prefix && it != ids_.end()) tokens.push_back(it->second);
+  if (auto it = ids_.find(" "); it != ids_.end()) tokens.push_back(it->second);
 
   // Code points (up to 4 bytes, continuation bytes glued on) looked up whole; unknown ones fall
   // back to one token per byte, exactly as llama2.c's run.c does, malformed UTF-8 included.
@@ -200,12 +132,7 @@ void Llama2cTokenizer::encode_segment(std::string_view text, bool dummy_prefix, 
     key += pieces_[tok[right]];
     auto it = ids_.find(key);
     if (it == ids_.end()) return;
-    float score = scores_[it->second];
-    if (!pair_score_.empty()) {  // tokenizer.json: only listed merges, by rank
-      auto pit = pair_score_.find(pieces_[tok[left]] + '\x01' + pieces_[tok[right]]);
-      if (pit == pair_score_.end()) return;
-      score = pit->second;
-    }
+    const float score = scores_[it->second];
     if (!(score > -1e10f)) return;
     heap.push({score, left, tok[left], tok[right], it->second});
   };

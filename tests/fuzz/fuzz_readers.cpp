@@ -49,7 +49,7 @@ void run(const uint8_t* data, size_t size) {
   if (format == "config") {
     (void)baq::parse_hf_config(baq::parse_json(text, "config.json"), "config.json");
   } else if (format == "tokenizer") {
-    const auto tok = baq::open_tokenizer({{"tokenizer.json", std::string(text), "fuzz"}}, 0, 1, 2);
+    const auto tok = baq::open_tokenizer({{"tokenizer.json", std::string(text), "fuzz"}}, 0, {1, {2}});
     const auto ids = tok->encode("Hello wörld 123 <s> \xf0\x9f\x98\x80  spaces\n", true);
     (void)tok->decode(ids);
   } else {

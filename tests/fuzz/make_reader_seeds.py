@@ -108,6 +108,24 @@ def tokenizer_seeds():
         "pre_tokenizer": None,
         "model": {"type": "BPE", "byte_fallback": True, "vocab": {p: i for i, p in enumerate(pieces)},
                   "merges": ["\u2581 H", "l l"]}}))
+    # Every other component the reader takes: NFC, Punctuation, Digits, Metaspace, a BOS template,
+    # ignore_merges, and a decoder sequence.
+    write("tokenizer", "pipeline.json", json.dumps({
+        "version": "1.0",
+        "added_tokens": [{"id": 1, "content": "<s>", "special": True, "rstrip": True},
+                         {"id": 300, "content": "  ", "special": False, "lstrip": True}],
+        "normalizer": {"type": "Sequence", "normalizers": [{"type": "NFC"}, {"type": "Replace", "pattern": {"Regex": "\\s+"}, "content": " "}]},
+        "pre_tokenizer": {"type": "Sequence", "pretokenizers": [
+            {"type": "Punctuation", "behavior": "Contiguous"}, {"type": "Digits", "individual_digits": True},
+            {"type": "Metaspace", "replacement": "\u2581", "prepend_scheme": "first", "split": True}]},
+        "post_processor": {"type": "TemplateProcessing", "single": [{"SpecialToken": {"id": "<s>", "type_id": 0}},
+                                                                   {"Sequence": {"id": "A", "type_id": 0}}],
+                           "special_tokens": {"<s>": {"id": "<s>", "ids": [1], "tokens": ["<s>"]}}},
+        "decoder": {"type": "Sequence", "decoders": [{"type": "Replace", "pattern": {"String": "\u2581"}, "content": " "},
+                                                      {"type": "ByteFallback"}, {"type": "Fuse"},
+                                                      {"type": "Strip", "content": " ", "start": 1, "stop": 0}]},
+        "model": {"type": "BPE", "byte_fallback": True, "ignore_merges": True,
+                  "vocab": {p: i for i, p in enumerate(pieces)}, "merges": ["\u2581 H", "l l"]}}))
 
 
 def gguf_seed():

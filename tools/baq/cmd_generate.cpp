@@ -1,3 +1,4 @@
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -21,6 +22,7 @@ struct GenerateArgs {
   int n = 64;
   float temp = 0.8f, top_p = 0.9f;
   uint64_t seed = 0;
+  bool parse_special = true;
 };
 
 void check_finite(const Model& model, const std::vector<float>& logits) {
@@ -43,18 +45,20 @@ Command add_generate_command(CLI::App& app) {
   sub->add_option("--temp", a->temp, "Temperature (0 = greedy)")->check(NumberRange(0.0, 10.0))->capture_default_str();
   sub->add_option("--top-p", a->top_p, "Nucleus sampling mass")->check(NumberRange(0.0, 1.0))->capture_default_str();
   sub->add_option("--seed", a->seed, "Sampling seed")->capture_default_str();
+  sub->add_flag("--parse-special,!--no-parse-special", a->parse_special,
+                "Match special-token spellings (<|eot_id|>, [INST]) in the prompt as their tokens (default: on)");
   return {sub, [a] {
             const auto t0 = std::chrono::steady_clock::now();
             LoadedModel m = load_model(a->model, a->tokenizer);
             const double load_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
             const MemoryEstimate memory = estimate_generate_memory(*m.model);
             check_memory(memory, "generation", "use a smaller model or a .baq of it");
-            std::vector<int> ids = m.tokenizer->encode(a->prompt, /*add_bos=*/true);
+            std::vector<int> ids = m.tokenizer->encode(a->prompt, /*add_special=*/true, a->parse_special);
             const size_t prompt_len = ids.size();
             const ModelConfig& c = m.config;
             std::mt19937_64 rng(a->seed);
             std::vector<float> hidden, logits(static_cast<size_t>(c.vocab_size));
-            const bool has_bos = !ids.empty() && ids.front() == m.tokenizer->bos_id();
+            const bool has_bos = m.tokenizer->adds_bos() && !ids.empty() && ids.front() == m.tokenizer->bos_id();
             // Text of ids[from..to) as the tokenizer spells a sequence (SentencePiece drops the leading
             // space of a sequence's first piece; a BOS is not text).
             auto text_of = [&](size_t from, size_t to) {
@@ -84,10 +88,13 @@ Command add_generate_command(CLI::App& app) {
             const double prefill_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t1).count();
             const auto t2 = std::chrono::steady_clock::now();
             int generated = 0;
-            const auto& eos = c.eos_ids;
+            // Any end-of-sequence id of the model's config, generation_config.json or tokenizer files.
+            std::vector<int> eos = c.eos_ids;
+            for (int e : m.tokenizer->eos_ids())
+              if (std::find(eos.begin(), eos.end(), e) == eos.end()) eos.push_back(e);
             while (generated < a->n) {
               const int next = sample_token(logits.data(), c.vocab_size, a->temp, a->top_p, rng);
-              if (std::find(eos.begin(), eos.end(), next) != eos.end() || next == m.tokenizer->eos_id()) break;
+              if (std::find(eos.begin(), eos.end(), next) != eos.end()) break;
               ids.push_back(next);
               ++generated;
               // Only the new text: the last few tokens decoded with and without the new one (a piece's

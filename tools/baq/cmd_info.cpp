@@ -26,7 +26,9 @@ Command add_info_command(CLI::App& app) {
             std::string tokenizer_line;
             try {
               if (!m.tokenizer) m.tokenizer = open_model_tokenizer(m, *tokenizer);
-              tokenizer_line = m.tokenizer->describe();
+              const Tokenizer& t = *m.tokenizer;
+              tokenizer_line = fmt::format("{}; BOS {} {}, EOS {}", t.describe(), t.bos_id(),
+                                           t.adds_bos() ? "added" : "not added", fmt::join(t.eos_ids(), ", "));
               std::vector<std::string> origins;
               for (const auto& f : m.tokenizer->files()) origins.push_back(f.origin);
               if (!origins.empty()) tokenizer_line += fmt::format(" — read from {}", fmt::join(origins, ", "));
@@ -44,7 +46,7 @@ Command add_info_command(CLI::App& app) {
             for (const auto& t : m.source->tensors()) dtypes[dtype_name(t.dtype)]++;
             std::string dtype_list;
             for (const auto& [name, count] : dtypes) dtype_list += fmt::format("{}{} ({} tensors)", dtype_list.empty() ? "" : ", ", name, count);
-            fmt::print("dtype        {} on disk, F32 in memory\n", dtype_list);
+            fmt::print("dtype        {} (kept mapped as stored; converted to F32 one tile at a time)\n", dtype_list);
             fmt::print("tokenizer    {}\n", tokenizer_line);
             if (const auto* baq = dynamic_cast<const BaqFileReader*>(m.source.get())) {
               // Size on disk, bits per weight as stored, and each packed layer's widths.

@@ -19,6 +19,7 @@ struct PplArgs {
   std::string model, tokenizer, text, reference, protocol = "windows";
   int seqlen = 0;
   int64_t max_windows = 0;
+  bool parse_special = false;
 };
 }  // namespace
 
@@ -36,13 +37,17 @@ Command add_ppl_command(CLI::App& app) {
   sub->add_option("--protocol", a->protocol,
                   "windows (GPTQ papers), stream (llama2.c) or llamacpp (llama-perplexity)")
       ->check(CLI::IsMember({"windows", "stream", "llamacpp"}));
+  sub->add_flag("--parse-special,!--no-parse-special", a->parse_special,
+                "Match special-token spellings (<s>, <|endoftext|>) in the text as their tokens (default: plain text)");
   sub->add_option("--reference", a->reference,
                   "Full-precision model to compare against over the same windows: KL divergence, Δp, top-1 agreement");
   return {sub, [a] {
             LoadedModel m = load_model(a->model, a->tokenizer);
             const std::string text = read_text_file(a->text);
-            const std::vector<int> tokens = m.tokenizer->encode(text, /*add_bos=*/true);
+            // Special-token spellings in evaluation text are text (llama-perplexity's default).
+            const std::vector<int> tokens = m.tokenizer->encode(text, /*add_special=*/true, a->parse_special);
             PplOptions options;
+            options.bos = m.tokenizer->adds_bos() ? m.tokenizer->bos_id() : -1;
             options.protocol = parse_protocol(a->protocol);
             options.seqlen = a->seqlen > 0 ? a->seqlen : std::min(m.config.max_seq_len, 2048);
             options.max_windows = a->max_windows;

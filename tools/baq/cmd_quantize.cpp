@@ -90,7 +90,8 @@ Command add_quantize_command(CLI::App& app) {
             if (!std::filesystem::exists(a->calib))
               fail("{}: calibration text not found; pass --calib FILE", a->calib);
             const std::string text = read_text_file(a->calib);
-            const std::vector<int> tokens = m.tokenizer->encode(text, /*add_bos=*/true);
+            // Calibration text is text: special-token spellings in it are not parsed.
+            const std::vector<int> tokens = m.tokenizer->encode(text, /*add_special=*/true);
             int seqlen = a->seqlen;
             if (seqlen > m.config.max_seq_len) {
               fmt::print(stderr, "note: --seqlen {} exceeds the model's context; using {}\n", seqlen, m.config.max_seq_len);
@@ -149,9 +150,11 @@ Command add_quantize_command(CLI::App& app) {
             const std::string report_before_eval = quantize_report_json(run, options, ctx);
             if (to_baq) {
               const auto full = nlohmann::json::parse(report_before_eval);
-              const nlohmann::json summary = {{"tool", full["tool"]},         {"method", full["method"]},
-                                              {"settings", full["settings"]}, {"calibration", full["calibration"]},
-                                              {"totals", full["totals"]}};
+              nlohmann::json summary = {{"tool", full["tool"]},         {"method", full["method"]},
+                                        {"settings", full["settings"]}, {"calibration", full["calibration"]},
+                                        {"totals", full["totals"]}};
+              // Wall times stay in report.json: the .baq is byte-identical for the same inputs and seed.
+              summary["totals"].erase("seconds");
               writer->finish(*m.model, m.tokenizer.get(), {{"quantization", summary}});
             }
             if (!a->eval.empty()) {
@@ -160,8 +163,9 @@ Command add_quantize_command(CLI::App& app) {
               LoadedModel written;
               if (to_baq) written = load_model(a->out, "", /*need_tokenizer=*/false);
               const Model& quantized = to_baq ? *written.model : *m.model;
-              const std::vector<int> eval_tokens = m.tokenizer->encode(read_text_file(a->eval), /*add_bos=*/true);
+              const std::vector<int> eval_tokens = m.tokenizer->encode(read_text_file(a->eval), /*add_special=*/true);
               PplOptions eval;
+              eval.bos = m.tokenizer->adds_bos() ? m.tokenizer->bos_id() : -1;
               eval.seqlen = std::min(m.config.max_seq_len, 2048);
               eval.max_windows = a->eval_max_windows;
               ProgressBar eval_bar("eval", "windows");

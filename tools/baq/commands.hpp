@@ -23,5 +23,6 @@ Command add_ppl_command(CLI::App& app);
 Command add_quantize_command(CLI::App& app);
 Command add_report_command(CLI::App& app);
 Command add_generate_command(CLI::App& app);
+Command add_tokenize_command(CLI::App& app);
 
 }  // namespace baq::cli

@@ -35,7 +35,7 @@ int main(int argc, char** argv) {
   app.add_option("--threads", threads, "Worker threads (default: all cores)")->check(baq::cli::IntRange(0, 4096));
   const std::vector<baq::cli::Command> commands = {
       baq::cli::add_info_command(app),     baq::cli::add_ppl_command(app),      baq::cli::add_quantize_command(app),
-      baq::cli::add_report_command(app),   baq::cli::add_generate_command(app)};
+      baq::cli::add_report_command(app),   baq::cli::add_generate_command(app), baq::cli::add_tokenize_command(app)};
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {
