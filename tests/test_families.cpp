@@ -724,6 +724,39 @@ TEST(Families, QuantizeEveryMethodToBaqAndRunIt) {
   }
 }
 
+// `baq info` names the family and every config field that shaped the math; a field it cannot
+// honour is the one-line reason it stops.
+TEST(Families, InfoListsTheFieldsThatShapeTheMath) {
+  TempDir dir;
+  const Spec g2 = gemma2();
+  Weights w;
+  Shapes shapes;
+  weights_for(g2, 1, w, shapes);
+  write_folder(g2, w, shapes, dir.path() / "gemma2", "BF16");
+  auto r = run_command(std::string(BAQ_BINARY) + " info " + (dir.path() / "gemma2").string());
+  ASSERT_EQ(r.status, 0) << r.output;
+  for (const char* want : {"gemma2", "RMSNorm (1 + w)", "also on each sub-block's output", "GELU (tanh)", "score soft-cap 1.5",
+                           "(3 keys)", "logit soft-cap 3"})
+    EXPECT_NE(r.output.find(want), std::string::npos) << want << "\n" << r.output;
+  const Spec l3 = llama3();
+  weights_for(l3, 1, w, shapes);
+  write_folder(l3, w, shapes, dir.path() / "llama3", "F32");
+  r = run_command(std::string(BAQ_BINARY) + " info " + (dir.path() / "llama3").string());
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_NE(r.output.find("scaling llama3 factor 8"), std::string::npos) << r.output;
+  const Spec qw = qwen2();
+  weights_for(qw, 1, w, shapes);
+  write_folder(qw, w, shapes, dir.path() / "qwen2", "F32");
+  r = run_command(std::string(BAQ_BINARY) + " info " + (dir.path() / "qwen2").string());
+  EXPECT_NE(r.output.find("biases q/k/v"), std::string::npos) << r.output;
+  json c = qw.config;
+  c["rope_scaling"] = {{"rope_type", "yarn"}, {"factor", 4.0}};
+  write_bytes((dir.path() / "qwen2" / "config.json").string(), c.dump());
+  r = run_command(std::string(BAQ_BINARY) + " info " + (dir.path() / "qwen2").string());
+  EXPECT_NE(r.status, 0);
+  EXPECT_NE(r.output.find("rope type 'yarn' is not supported"), std::string::npos) << r.output;
+}
+
 TEST(Families, ConfigFieldsThatChangeTheMathAreNeverIgnored) {
   TempDir dir;
   Spec s = llama3();
