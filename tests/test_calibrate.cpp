@@ -124,6 +124,94 @@ TEST(Calibration, SequentialGptqBeatsRtnAndIsDeterministic) {
   }
 }
 
+// A stored budget (--bpw) holds for every layer as packed, for RTN/GPTQ (bits and grid per layer)
+// and for BAQ per layer and model-wide (allocation lowered until codes, widths and ranges fit).
+TEST(Calibration, StoredBudgetsHoldAsPacked) {
+  const ModelConfig c = small_llama(64, 172, 2, 4, 2, 37, 16, false);  // stories260K's widths
+  TempDir dir;
+  random_hf_model(c, 34, dir.path());
+  const auto calib = sample_calibration_windows(tokens_of(400, c.vocab_size), 12, 16, 3);
+  for (auto [method, alloc, bpw] : {std::tuple{QuantMethod::Gptq, Allocation::Layer, 3.3},
+                                    std::tuple{QuantMethod::Rtn, Allocation::Layer, 4.6},
+                                    std::tuple{QuantMethod::Baq, Allocation::Layer, 3.3},
+                                    std::tuple{QuantMethod::Baq, Allocation::Model, 3.0}}) {
+    LoadedModel m = load_model(dir.path().string(), "", false);
+    QuantizeOptions o;
+    o.method = method;
+    o.allocation = alloc;
+    o.bpw = bpw;
+    const QuantizeRun r = quantize_model(*m.model, calib, 16, o);
+    double total = 0;
+    for (const auto& l : r.layers) {
+      const double per_weight = l.storage.total() / static_cast<double>(l.rows * l.cols);
+      total += l.storage.total();
+      if (alloc == Allocation::Layer) {
+        EXPECT_LE(per_weight, bpw + 1e-12) << method_name(method) << " " << l.name;
+        // Spent to within a grid step (uniform) or a radix word per row (BAQ) of the budget.
+        EXPECT_GT(per_weight, bpw - (method == QuantMethod::Baq ? 64.0 / l.cols : 1.0)) << method_name(method) << " " << l.name;
+      }
+    }
+    EXPECT_LE(total / static_cast<double>(r.quantized_weights), bpw + 1e-12) << method_name(method);
+    EXPECT_GT(total / static_cast<double>(r.quantized_weights), bpw - 0.6) << method_name(method);
+  }
+}
+
+// Whole-model quantization: the head by GPTQ on the Hessian of the final-norm activations, an untied
+// embedding rounded per row; both stored packed in the .baq and run from it.
+TEST(Calibration, HeadAndEmbeddingQuantizedAndRunPacked) {
+  for (bool tied : {false, true}) {
+    ModelConfig c = small_llama(16, 43, 2, 4, 2, 37, 16, tied);
+    TempDir dir;
+    random_hf_model(c, 35, dir.path());
+    const auto calib = sample_calibration_windows(tokens_of(400, c.vocab_size), 12, 16, 4);
+    LoadedModel m = load_model(dir.path().string(), "", false);
+    const Tensor embed_w = m.model->embeddings().to_f32();
+    QuantizeOptions o;
+    o.settings.bits = 4;
+    o.head = QuantSettings{};
+    o.head->bits = 3;
+    o.embeddings = QuantSettings{};
+    o.embeddings->bits = 2;
+    o.embeddings->group_size = 8;
+    const QuantizeRun r = quantize_model(*m.model, calib, 16, o);
+    ASSERT_NE(m.model->head().packed, nullptr);
+    ASSERT_NE(m.model->packed_embeddings(), nullptr);
+    EXPECT_EQ(r.layers.back().name, "head");
+    EXPECT_EQ(r.layers.front().name, tied ? "blocks.0.attn.q" : "embeddings");
+    EXPECT_EQ(r.layers.size(), tied ? 15u : 16u);
+    // Solved by GPTQ on its own Hessian (a proxy loss and a damping are recorded), 3 bits per column.
+    const LayerRecord& head = r.layers.back();
+    EXPECT_GT(head.proxy_loss, 0);
+    EXPECT_GT(head.damp, 0);
+    EXPECT_EQ(head.level_histogram.at(8), 16);
+    // Tied: the embedding is the quantized head; untied: 2-bit rows in groups of 8.
+    const PackedLinear& e = *m.model->packed_embeddings();
+    if (tied) EXPECT_EQ(&e, m.model->head().packed.get());
+    else EXPECT_EQ(e.n_groups, 2);
+    const Tensor e_deq = dequantize(e);
+    double err = 0, norm = 0;
+    for (int64_t i = 0; i < e_deq.numel(); ++i) err += std::pow(e_deq.data[i] - embed_w.data[i], 2), norm += std::pow(embed_w.data[i], 2);
+    EXPECT_LT(err, 0.5 * norm);
+    EXPECT_GT(err, 0);
+    // Written and read back: the same logits from the file as from memory.
+    save_baq(dir.file("m.baq"), *m.model, nullptr, nlohmann::json::object());
+    const LoadedModel back = load_model(dir.file("m.baq"), "", false);
+    ASSERT_NE(back.model->packed_embeddings(), nullptr);
+    ASSERT_NE(back.model->head().packed, nullptr);
+    const std::vector<int> tokens = tokens_of(16, c.vocab_size);
+    std::vector<float> h1(16 * 16), h2(16 * 16), l1(16 * 37), l2(16 * 37);
+    m.model->forward(tokens, BatchShape{1, 16}, h1.data());
+    m.model->logits(h1.data(), 16, l1.data());
+    back.model->forward(tokens, BatchShape{1, 16}, h2.data());
+    back.model->logits(h2.data(), 16, l2.data());
+    EXPECT_EQ(l1, l2);
+    // The embedding lookup is the dequantized row.
+    std::vector<float> x(16);
+    back.model->embed(std::vector<int>{5}, BatchShape{1, 1}, x.data());
+    for (int i = 0; i < 16; ++i) EXPECT_EQ(x[i], e_deq.data[5 * 16 + i]);
+  }
+}
+
 }  // namespace
 }  // namespace baq::test
 

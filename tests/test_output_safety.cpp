@@ -110,7 +110,7 @@ TEST_F(OutputSafety, OutputThatIsAnInputIsRefusedWhateverNamesIt) {
   expect_refused(run_command(quantize(dir.file("x.baq"))), "input of this run");
   fs::remove(dir.path() / "x.report.json");
   // An output inside a folder that does not exist is named as such (not as a temporary file).
-  expect_refused(run_command(quantize(dir.file("nope/x.baq"))), "'" + dir.file("nope") + "' does not exist");
+  expect_refused(run_command(quantize(dir.file("nope/x.baq"))), fmt::format("'{}' does not exist", dir.file("nope")));
   EXPECT_EQ(snapshot(dir.path()), before);
 
   // baq report R.json --html R.json would replace its input.

@@ -106,7 +106,9 @@ TEST(QuantFormats, PlanesWasteUnderOnePercent) {
       const double ideal = static_cast<double>(cols) * bits, stored = 8.0 * static_cast<double>(p.row_bytes);
       EXPECT_GE(stored, ideal);
       EXPECT_LE(stored, ideal * 1.01) << cols << " cols, " << bits << " bits";
-      if ((cols * bits) % 8 == 0 && cols % 128 == 0) EXPECT_EQ(stored, ideal);
+      if ((cols * bits) % 8 == 0 && cols % 128 == 0) {
+        EXPECT_EQ(stored, ideal);
+      }
       EXPECT_EQ(storage_bits(p).codes, stored * 4);
     }
 }
@@ -149,6 +151,96 @@ TEST(QuantFormats, FusedMatvecEqualsDecodedRows) {
           }
   }
   limit_kernel_isa(KernelIsa::Avx512);
+}
+
+// What the packer will store is known before solving: planned_storage equals storage_bits of the
+// packed matrix for every format, grid and level pattern.
+TEST(StoredBudget, PlannedStorageIsWhatThePackerStores) {
+  for (RangeKind ranges : {RangeKind::F16, RangeKind::Scaled8})
+    for (int64_t cols : {64, 172, 256})
+      for (int64_t gs : {int64_t{0}, int64_t{32}, int64_t{64}})
+        for (int pattern = 0; pattern < 3; ++pattern) {
+          if (ranges == RangeKind::Scaled8 && gs == 0) continue;
+          std::vector<int> levels(static_cast<size_t>(cols), 8);
+          for (size_t j = 0; j < levels.size(); ++j)
+            if (pattern == 1) levels[j] = 1 + static_cast<int>((j * 13) % 9);  // radix, one-level columns too
+            else if (pattern == 2) levels[j] = 4;
+          QuantizedMatrix m = random_matrix(11, cols, levels, gs, ranges, static_cast<uint32_t>(cols + gs + pattern));
+          QuantSettings s;
+          s.group_size = static_cast<int>(gs);
+          s.ranges = ranges;
+          s.super_groups = 4;
+          const StorageBits want = storage_bits(pack_linear(m, s)), got = planned_storage(levels, 11, s);
+          EXPECT_EQ(got.codes, want.codes) << cols << " " << gs << " " << pattern;
+          EXPECT_EQ(got.ranges, want.ranges) << cols << " " << gs << " " << pattern;
+          EXPECT_EQ(got.widths, want.widths) << cols << " " << gs << " " << pattern;
+          EXPECT_EQ(got.means, want.means) << cols << " " << gs << " " << pattern;
+        }
+}
+
+// A stored budget picks the most code bits that fit, then the finest grid: never over the budget,
+// and one more bit (with the coarsest grid) would not fit.
+TEST(StoredBudget, UniformSettingsMeetTheBudgetFromBelow) {
+  for (int64_t cols : {64, 172, 256, 4096})
+    for (double bpw : {2.3, 2.6, 3.0, 3.3, 3.56, 4.25, 4.5, 5.0, 6.5, 8.2}) {
+      const int64_t rows = 96;
+      if (bpw < 2.0 + 32.0 / static_cast<double>(cols)) {  // 2-bit codes and one F16 pair per row
+        EXPECT_THROW(uniform_settings_for_bpw(bpw, rows, cols, QuantSettings{}), Error);
+        continue;
+      }
+      const QuantSettings s = uniform_settings_for_bpw(bpw, rows, cols, QuantSettings{});
+      const double weights = static_cast<double>(rows * cols);
+      const auto stored = [&](const QuantSettings& q) {
+        return planned_storage(std::vector<int>(static_cast<size_t>(cols), 1 << q.bits), rows, q).total() / weights;
+      };
+      EXPECT_LE(stored(s), bpw) << cols << " " << bpw;
+      if (s.bits < 8) {
+        QuantSettings more;
+        more.bits = s.bits + 1;
+        EXPECT_GT(stored(more), bpw) << cols << " " << bpw;
+      }
+      // The budget is spent: what is left is under one step of grid refinement.
+      EXPECT_GT(stored(s), bpw - 1.0) << cols << " " << bpw;
+    }
+  EXPECT_THROW(uniform_settings_for_bpw(2.1, 8, 64, QuantSettings{}), Error);
+}
+
+// Slices of rows packed alone and concatenated are the matrix packed whole.
+TEST(StoredBudget, ConcatenatedRowSlicesEqualTheWholeMatrix) {
+  for (RangeKind ranges : {RangeKind::F16, RangeKind::Scaled8}) {
+    const std::vector<int> levels(100, 8);
+    const QuantizedMatrix whole = random_matrix(30, 100, levels, 32, ranges, 5);
+    QuantSettings s;
+    s.group_size = 32;
+    s.ranges = ranges;
+    s.super_groups = 4;
+    std::vector<PackedLinear> parts;
+    for (int64_t r0 : {0, 8, 24}) {
+      const int64_t n = r0 == 0 ? 8 : r0 == 8 ? 16 : 6;
+      QuantizedMatrix slice = whole;
+      slice.rows = n;
+      auto cut = [&](auto& v, int64_t per_row) {
+        v.assign(v.begin() + r0 * per_row, v.begin() + (r0 + n) * per_row);
+      };
+      const auto n_super = static_cast<int64_t>((whole.n_groups + whole.super_groups - 1) / whole.super_groups);
+      cut(slice.codes, 100);
+      cut(slice.lo, whole.n_groups);
+      cut(slice.hi, whole.n_groups);
+      if (ranges == RangeKind::Scaled8) {
+        cut(slice.qlo, whole.n_groups);
+        cut(slice.qhi, whole.n_groups);
+        cut(slice.super_lo, n_super);
+        cut(slice.super_hi, n_super);
+      }
+      parts.push_back(pack_linear(slice, s));
+    }
+    const PackedLinear joined = concat_rows(std::move(parts)), direct = pack_linear(whole, s);
+    ASSERT_EQ(joined.rows, 30);
+    const Tensor a = dequantize(joined), b = dequantize(direct);
+    EXPECT_EQ(0, std::memcmp(a.data, b.data, 30 * 100 * sizeof(float)));
+    EXPECT_EQ(0, std::memcmp(joined.code_words.data(), direct.code_words.data(), static_cast<size_t>(30 * direct.row_bytes)));
+    EXPECT_EQ(storage_bits(joined).total(), storage_bits(direct).total());
+  }
 }
 
 TEST(QuantFormats, TableRowsByName) {

@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <functional>
 #include <map>
+#include <optional>
 #include <set>
 
 #include <nlohmann/json.hpp>
@@ -38,6 +39,7 @@ struct LayerRecord {
   double damp = 0.0;
   int damp_retries = 0;
   int n_groups = 1;
+  QuantSettings settings;        // what this layer was solved and packed with (a --bpw budget picks them per layer)
   double bits = 0.0;             // mean code bits per weight, Σ_j log2 L_j / cols
   StorageBits storage;           // every stored bit of this layer
   double loss_before = 0.0;      // BAQ: Σ ℓ_j of the uniform measurement pass
@@ -51,7 +53,14 @@ struct QuantizeOptions {
   QuantMethod method = QuantMethod::Gptq;
   QuantSettings settings;     // settings.bits: RTN/GPTQ code bits
   double rate = 0.0;          // BAQ: mean code bits per weight (fractional allowed)
+  // When > 0, the budget of every block linear in stored bits per weight (codes with their packing,
+  // ranges, widths — everything): RTN/GPTQ pick bits and grid per layer to fit, BAQ allocates to it.
+  double bpw = 0.0;
   Allocation allocation = Allocation::Layer;
+  // Outside the blocks, each at its own settings (unset: kept as stored). The head is solved with
+  // GPTQ on the Hessian of its input (the final-norm output) whatever the method; a token embedding
+  // is a lookup table with no Hessian, rounded per row (RTN). A tied embedding is the quantized head.
+  std::optional<QuantSettings> head, embeddings;
   int batch_windows = 8;  // calibration windows per forward
   bool bf16_activations = false;  // hold the calibration residual stream in BF16 (half the memory)
   bool release_scratch = false;   // free the forward's per-thread buffers after every block

@@ -3,6 +3,7 @@
 // caller observe each linear's input: the one seam calibration needs. Nothing here knows about
 // quantization.
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <span>
 #include <string>
@@ -78,6 +79,7 @@ class Model {
  public:
   struct Parts {
     Tensor embeddings;           // [vocab, embed_dim], stored dtype
+    std::shared_ptr<const PackedLinear> embeddings_packed;  // set once quantized (rows decoded on lookup)
     Tensor positions;            // OPT's learned positions [max_seq_len + 2, dim], or empty
     Linear project_in, project_out;  // OPT-350m's embedding projections, or empty
     Tensor final_norm, final_norm_bias;
@@ -94,12 +96,21 @@ class Model {
   Linear& head() { return parts_.head; }
   const Linear& head() const { return parts_.head; }
   const Tensor& embeddings() const { return parts_.embeddings; }
+  // The quantized token embedding (its own, or the tied head's), or null while it is as stored.
+  const PackedLinear* packed_embeddings() const;
+  // Replaces the token embedding by its quantized form (an untied model's; a tied one follows its head).
+  void set_packed_embeddings(std::shared_ptr<const PackedLinear> packed);
+  // Every quantized weight by its Hugging Face tensor name: block linears, head, embedding.
+  std::map<std::string, const PackedLinear*> packed_tensors() const;
 
   // Token embeddings (scaled, projected, plus learned positions where the family has them) of
   // `tokens` (batch·seqlen ids) into x ((batch·seqlen) × dim).
   void embed(std::span<const int> tokens, BatchShape shape, float* x) const;
   // Final norm of `rows` hidden states in place (none for OPT-350m).
   void final_norm(float* x, int64_t rows) const;
+  // The head's input for `rows` residual-stream rows: the final norm in place, then OPT-350m's
+  // projection out (into a scratch buffer); returns where the rows are.
+  const float* head_input(float* x, int64_t rows) const;
   // Logits (rows × vocab) of normed hidden states: projection out, head, soft-cap.
   void logits(const float* hidden, int64_t rows, float* out) const;
   // Embedding, every block and the final norm: hidden ((batch·seqlen) × dim), ready for logits().
@@ -124,6 +135,7 @@ class Model {
   ModelConfig config_;
   std::vector<std::unique_ptr<Block>> blocks_;
   Parts parts_;
+  void embedding_row(int64_t token, float* out) const;
 };
 
 // Builds the model of `config` from a source's tensors, named by the config's family row in the

@@ -135,6 +135,11 @@ void fit_row_grids(const PackedLinear& p, int64_t r, float* scale, float* zero);
 // power-of-two level count and groups are in column order, else mixed radix; ranges as it was solved.
 PackedLinear pack_linear(const QuantizedMatrix& m, const QuantSettings& s);
 
+// The rows of `parts` (in order) as one packed linear: slices of one matrix quantized with the same
+// settings and levels (rows are independent under RTN and GPTQ), so a large matrix never needs to be
+// in F32 whole.
+PackedLinear concat_rows(std::vector<PackedLinear> parts);
+
 // Every stored bit of a packed linear, by part: exactly its .baq record less section padding.
 struct StorageBits {
   double codes = 0;   // rows × the format's bytes per row
@@ -144,6 +149,15 @@ struct StorageBits {
   double total() const { return codes + ranges + widths + means; }
 };
 StorageBits storage_bits(const PackedLinear& p);
+// What pack_linear will store for a rows × levels.size() matrix quantized with these level counts and
+// settings, known before solving (the same format choice, row bytes and range count).
+StorageBits planned_storage(const std::vector<int>& levels, int64_t rows, const QuantSettings& s);
+
+// Uniform-bit settings for a `rows × cols` matrix whose stored bits per weight (codes, ranges,
+// everything) meet `bpw` from below: the most code bits that fit, then the finest groups (F16 or
+// Scaled8 ranges) the rest of the budget buys. `base` supplies the solver's other settings. Fails
+// when not even 2 bits with one range per row fit.
+QuantSettings uniform_settings_for_bpw(double bpw, int64_t rows, int64_t cols, const QuantSettings& base);
 // The F32 weights a packed linear stands for: bit-identical to the quantizer's dequantized values.
 Tensor dequantize(const PackedLinear& p);
 

@@ -3,6 +3,7 @@
 // knowledge — every function here works on a plain weight matrix W (rows = outputs, columns =
 // inputs) and, for GPTQ, the layer's Hessian proxy H = 2·X·Xᵀ/n (columns × columns).
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -105,7 +106,11 @@ struct BaqLayerResult {
 };
 // BAQ on one layer: GPTQ at the uniform rate, closed-form allocation at mean rate `rate` (bits per
 // weight of codes, fractional, at most 8), GPTQ again with the allocated grids.
+// With `stored_bpw` (what a set of levels costs as stored, per weight: codes with their packing,
+// ranges, widths), `rate` is a budget in those stored bits instead: the code-bit budget is lowered
+// until the allocation's stored cost meets it from below.
 BaqLayerResult quantize_baq(const float* w, int64_t rows, int64_t cols, const double* h, const QuantSettings& s,
-                            double rate, const std::string& name = "layer");
+                            double rate, const std::string& name = "layer",
+                            const std::function<double(const std::vector<int>&)>& stored_bpw = {});
 
 }  // namespace baq

@@ -8,20 +8,13 @@ namespace baq {
 
 namespace {
 
-// The linears of a block (or the model's outer ones) by the name of their weight tensor.
-std::map<std::string, const Linear*> linears_by_tensor(const std::vector<Linear*>& linears) {
-  std::map<std::string, const Linear*> out;
-  for (const Linear* l : linears) out[l->tensor] = l;
-  return out;
-}
-
 void write_tensors(BaqFileWriter& writer, const std::vector<std::pair<std::string, const Tensor*>>& tensors,
-                   const std::map<std::string, const Linear*>& linears, std::set<std::string>& written) {
+                   const std::map<std::string, const PackedLinear*>& packed, std::set<std::string>& written) {
   for (const auto& [name, t] : tensors) {
     if (!written.insert(name).second) continue;  // a tied head is the embedding, written once
-    const auto it = linears.find(name);
-    if (it != linears.end() && it->second->packed != nullptr)
-      writer.add_packed(name, *it->second->packed);
+    const auto it = packed.find(name);
+    if (it != packed.end())
+      writer.add_packed(name, *it->second);
     else
       writer.add_tensor(name, *t);
   }
@@ -37,7 +30,10 @@ BaqModelWriter::BaqModelWriter(const std::string& path, const Model& model)
 BaqModelWriter::~BaqModelWriter() = default;
 
 void BaqModelWriter::add_block(Block& block) {
-  write_tensors(*writer_, block.tensors(), linears_by_tensor(block.linears()), written_);
+  std::map<std::string, const PackedLinear*> packed;
+  for (const Linear* l : block.linears())
+    if (l->packed != nullptr) packed[l->tensor] = l->packed.get();
+  write_tensors(*writer_, block.tensors(), packed, written_);
   // Written for good: the packed layers and the mapped pages of the block go.
   for (Linear* l : block.linears()) {
     l->packed.reset();
@@ -46,9 +42,7 @@ void BaqModelWriter::add_block(Block& block) {
 }
 
 void BaqModelWriter::finish(const Model& model, const Tokenizer* tokenizer, const nlohmann::json& metadata) {
-  std::vector<Linear*> outer;
-  for (const Linear* l : model.outer_linears()) outer.push_back(const_cast<Linear*>(l));
-  write_tensors(*writer_, model.tensors(), linears_by_tensor(outer), written_);
+  write_tensors(*writer_, model.tensors(), model.packed_tensors(), written_);
   nlohmann::json meta = metadata;
   meta["model_config"] = model_config_to_json(model.config());
   if (tokenizer != nullptr) {
@@ -67,13 +61,9 @@ void save_baq(const std::string& path, const Model& model, const Tokenizer* toke
       if (l->packed == nullptr) fail("{}: layer blocks.{}.{} is not quantized", path, b, l->name);
   BaqFileWriter writer(path);
   std::set<std::string> written;
-  for (int b = 0; b < model.n_blocks(); ++b) {
-    Block& block = const_cast<Model&>(model).block(b);
-    write_tensors(writer, block.tensors(), linears_by_tensor(block.linears()), written);
-  }
-  std::vector<Linear*> outer;
-  for (const Linear* l : model.outer_linears()) outer.push_back(const_cast<Linear*>(l));
-  write_tensors(writer, model.tensors(), linears_by_tensor(outer), written);
+  const auto packed = model.packed_tensors();
+  for (int b = 0; b < model.n_blocks(); ++b) write_tensors(writer, model.block(b).tensors(), packed, written);
+  write_tensors(writer, model.tensors(), packed, written);
   nlohmann::json meta = metadata;
   meta["model_config"] = model_config_to_json(model.config());
   if (tokenizer != nullptr) {

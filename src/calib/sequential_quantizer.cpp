@@ -38,6 +38,13 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
+template <class Fn>
+void timed_add(double& into, Fn&& fn) {
+  const auto t0 = std::chrono::steady_clock::now();
+  fn();
+  into += seconds_since(t0);
+}
+
 // Quantizes one linear given its F32 weights and Hessian; fills the method-specific fields of the record.
 using LayerQuantizer = std::function<QuantizedMatrix(size_t layer, const float* w, const std::vector<double>& h, LayerRecord& rec)>;
 
@@ -82,6 +89,61 @@ class ResidualStream {
   std::vector<float> full_;
   std::vector<uint16_t> half_;
 };
+
+// Fills the storage and code-bit fields of a record from its packed form.
+void account(LayerRecord& rec, const PackedLinear& packed, QuantizeRun& run) {
+  rec.n_groups = packed.n_groups;
+  rec.levels = packed.levels;
+  rec.level_histogram.clear();
+  rec.bits = 0;
+  for (int L : packed.levels) {
+    rec.level_histogram[L]++;
+    rec.bits += std::log2(static_cast<double>(L)) / static_cast<double>(rec.cols);
+  }
+  rec.storage = storage_bits(packed);
+  run.quantized_weights += rec.rows * rec.cols;
+  run.bits.codes += rec.storage.codes;
+  run.bits.ranges += rec.storage.ranges;
+  run.bits.widths += rec.storage.widths;
+  run.bits.means += rec.storage.means;
+}
+
+// A matrix outside the blocks (head, token embedding), quantized a slice of rows at a time: rows are
+// independent under RTN and GPTQ, so the result is the whole matrix's, and a 128k-row head never
+// exists in F32 at once. `h` (the input's Hessian) selects GPTQ, else RTN.
+std::shared_ptr<PackedLinear> quantize_outer(LayerRecord& rec, const Tensor& weight, const QuantSettings& s,
+                                             const std::vector<double>* h, QuantizeRun& run) {
+  const int64_t rows = weight.rows(), cols = weight.cols();
+  rec.rows = rows;
+  rec.cols = cols;
+  rec.settings = s;
+  const int64_t slice = std::max<int64_t>(8, ((int64_t{1} << 25) / cols) / 8 * 8);  // 128 MiB of F32
+  std::vector<PackedLinear> parts;
+  std::vector<float> w;
+  for (int64_t r0 = 0; r0 < rows; r0 += slice) {
+    const int64_t n = std::min(slice, rows - r0);
+    w.resize(static_cast<size_t>(n * cols));
+    weight.rows_to_f32(r0, r0 + n, w.data());
+    for (size_t i = 0; i < w.size(); ++i)
+      if (!std::isfinite(w[i]))
+        fail("tensor '{}' holds a non-finite value (NaN or Inf) at row {}, column {}", rec.name,
+             r0 + static_cast<int64_t>(i) / cols, static_cast<int64_t>(i) % cols);
+    QuantizedMatrix q;
+    timed_add(run.stages.solve, [&] {
+      q = h != nullptr ? quantize_gptq(w.data(), n, cols, h->data(), s, rec.name) : quantize_rtn(w.data(), n, cols, s);
+      if (h != nullptr) rec.proxy_loss += proxy_loss(w.data(), q.dequant.data(), n, cols, h->data());
+    });
+    for (float v : q.dequant)
+      if (!std::isfinite(v)) fail("{}: quantization produced a non-finite weight", rec.name);
+    rec.loss += q.loss;
+    rec.damp = q.damp;
+    rec.damp_retries = q.damp_retries;
+    timed_add(run.stages.pack, [&] { parts.push_back(pack_linear(q, s)); });
+  }
+  auto packed = std::make_shared<PackedLinear>(concat_rows(std::move(parts)));
+  account(rec, *packed, run);
+  return packed;
+}
 
 // The GPTQ protocol over every block: observe, quantize each linear with `quantize`, re-run the
 // quantized block for the next block's inputs. Only the linear being worked on exists in F32 (its
@@ -139,6 +201,7 @@ QuantizeRun run_sequential(Model& model, std::span<const int> calibration, int s
       if (const int64_t bad = w.first_non_finite(); bad >= 0)
         fail("tensor '{}' holds a non-finite value (NaN or Inf) at row {}, column {}", l->tensor, bad / rec.cols,
              bad % rec.cols);
+      rec.settings = options.settings;
       const std::vector<double>& h = collector.hessian(l->name);
       for (int64_t i = 0; i < rec.cols; ++i) rec.hessian_trace += h[i * rec.cols + i];
       QuantizedMatrix q;
@@ -149,17 +212,11 @@ QuantizeRun run_sequential(Model& model, std::span<const int> calibration, int s
       rec.loss = q.loss;
       rec.damp = q.damp;
       rec.damp_retries = q.damp_retries;
-      rec.n_groups = q.n_groups;
-      rec.levels = q.levels;
-      for (int L : q.levels) {
-        rec.level_histogram[L]++;
-        rec.bits += std::log2(static_cast<double>(L)) / static_cast<double>(rec.cols);
-      }
       for (float v : q.dequant)
         if (!std::isfinite(v)) fail("{}: quantization produced a non-finite weight", rec.name);
       std::shared_ptr<PackedLinear> packed;
-      timed(run.stages.pack, [&] { packed = std::make_shared<PackedLinear>(pack_linear(q, options.settings)); });
-      rec.storage = storage_bits(*packed);
+      timed(run.stages.pack, [&] { packed = std::make_shared<PackedLinear>(pack_linear(q, rec.settings)); });
+      account(rec, *packed, run);
       if (q.damp_retries > 0 && options.warn)
         options.warn(fmt::format("{}: Hessian not positive definite; damping raised to {:.3g} after {} retries",
                                  rec.name, q.damp, q.damp_retries));
@@ -174,11 +231,6 @@ QuantizeRun run_sequential(Model& model, std::span<const int> calibration, int s
       l->weight.shape = {rec.rows, rec.cols};
       l->weight.dtype = DType::Packed;
 
-      run.quantized_weights += rec.rows * rec.cols;
-      run.bits.codes += rec.storage.codes;
-      run.bits.ranges += rec.storage.ranges;
-      run.bits.widths += rec.storage.widths;
-      run.bits.means += rec.storage.means;
       rec.seconds = seconds_since(t0);
       run.layers.push_back(rec);
       if (options.on_layer)
@@ -197,52 +249,121 @@ QuantizeRun run_sequential(Model& model, std::span<const int> calibration, int s
     // A large model's per-block scratch (megabytes per thread) goes between blocks.
     if (options.release_scratch) kernels::Scratch::release();
   }
+  if (last_pass && options.head) {
+    // The head, on the Hessian of what it reads: the final block's outputs through the final norm.
+    Linear& head = model.head();
+    HessianCollector collector(model.n_blocks());
+    timed(run.stages.forward, [&] {
+      for (int w0 = 0; w0 < nsamples; w0 += per_batch) {
+        const int nb = std::min(per_batch, nsamples - w0);
+        x.read(w0, nb, batch.data());
+        collector.observe(model.n_blocks(), head, model.head_input(batch.data(), static_cast<int64_t>(nb) * seqlen),
+                          static_cast<int64_t>(nb) * seqlen);
+      }
+    });
+    run.stages.hessian += collector.seconds();
+    run.stages.forward -= collector.seconds();
+    const auto t0 = std::chrono::steady_clock::now();
+    LayerRecord rec;
+    rec.name = "head";
+    const std::vector<double>& h = collector.hessian(head.name);
+    for (int64_t i = 0; i < head.in_features(); ++i) rec.hessian_trace += h[static_cast<size_t>(i * head.in_features() + i)];
+    auto packed = quantize_outer(rec, head.weight, *options.head, &h, run);
+    head.weight.release_pages();
+    head.packed = std::move(packed);
+    rec.seconds = seconds_since(t0);
+    run.layers.push_back(rec);
+    if (options.on_layer) options.on_layer(rec, progress_offset + static_cast<int>(run.layers.size()), progress_total);
+  }
   run.seconds = seconds_since(t_start);
   return run;
 }
 
+// The token embedding of an untied model, rounded per row before calibration starts (calibration then
+// sees the embedding it will run with).
+void quantize_embeddings(Model& model, const QuantSettings& s, QuantizeRun& run) {
+  LayerRecord rec;
+  rec.name = "embeddings";
+  const auto t0 = std::chrono::steady_clock::now();
+  auto packed = quantize_outer(rec, model.embeddings(), s, nullptr, run);
+  model.set_packed_embeddings(std::move(packed));
+  rec.seconds = seconds_since(t0);
+  run.layers.push_back(rec);
+}
+
 }  // namespace
+
+static QuantizeRun quantize_blocks(Model& model, std::span<const int> calibration, int seqlen, const QuantizeOptions& options);
 
 QuantizeRun quantize_model(Model& model, std::span<const int> calibration, int seqlen, const QuantizeOptions& options) {
   const auto t_start = std::chrono::steady_clock::now();
   if (seqlen < 2 || calibration.empty() || calibration.size() % static_cast<size_t>(seqlen) != 0)
     fail("calibration holds {} tokens, not whole windows of {}", calibration.size(), seqlen);
-  const QuantSettings& s = options.settings;
   for (int b = 0; b < model.n_blocks(); ++b)
     for (Linear* l : model.block(b).linears())
       if (l->packed != nullptr) fail("blocks.{}.{}: the model is already quantized (read from a .baq file)", b, l->name);
+  if ((options.head && model.head().packed != nullptr) || (options.embeddings && model.packed_embeddings() != nullptr))
+    fail("the head or embedding is already quantized (read from a .baq file)");
+  // The embedding first: calibration then runs on the table the model will use.
+  QuantizeRun outer;
+  if (options.embeddings && !model.config().tied_embeddings) quantize_embeddings(model, *options.embeddings, outer);
+  QuantizeRun run = quantize_blocks(model, calibration, seqlen, options);
+  run.layers.insert(run.layers.begin(), outer.layers.begin(), outer.layers.end());
+  run.quantized_weights += outer.quantized_weights;
+  run.bits.codes += outer.bits.codes;
+  run.bits.ranges += outer.bits.ranges;
+  run.bits.widths += outer.bits.widths;
+  run.bits.means += outer.bits.means;
+  run.stages.solve += outer.stages.solve;
+  run.stages.pack += outer.stages.pack;
+  run.seconds = seconds_since(t_start);
+  return run;
+}
+
+static QuantizeRun quantize_blocks(Model& model, std::span<const int> calibration, int seqlen, const QuantizeOptions& options) {
+  const auto t_start = std::chrono::steady_clock::now();
+  const QuantSettings& s = options.settings;
   int n_layers = 0;
   for (int b = 0; b < model.n_blocks(); ++b) n_layers += static_cast<int>(model.block(b).linears().size());
+  const int head = options.head ? 1 : 0;
 
   switch (options.method) {
     case QuantMethod::Rtn:
       return run_sequential(
           model, calibration, seqlen, options,
           [&](size_t, const float* w, const std::vector<double>&, LayerRecord& rec) {
-            return quantize_rtn(w, rec.rows, rec.cols, s);
+            if (options.bpw > 0) rec.settings = uniform_settings_for_bpw(options.bpw, rec.rows, rec.cols, s);
+            return quantize_rtn(w, rec.rows, rec.cols, rec.settings);
           },
-          0, n_layers, true);
+          0, n_layers + head, true);
     case QuantMethod::Gptq:
       return run_sequential(
           model, calibration, seqlen, options,
           [&](size_t, const float* w, const std::vector<double>& h, LayerRecord& rec) {
-            return quantize_gptq(w, rec.rows, rec.cols, h.data(), s, rec.name);
+            if (options.bpw > 0) rec.settings = uniform_settings_for_bpw(options.bpw, rec.rows, rec.cols, s);
+            return quantize_gptq(w, rec.rows, rec.cols, h.data(), rec.settings, rec.name);
           },
-          0, n_layers, true);
+          0, n_layers + head, true);
     case QuantMethod::Baq:
       break;
   }
-  if (!(options.rate > 0.0 && options.rate <= 8.0)) fail("BAQ rate {} outside (0, 8] bits", options.rate);
+  if (options.bpw <= 0 && !(options.rate > 0.0 && options.rate <= 8.0)) fail("BAQ rate {} outside (0, 8] bits", options.rate);
   if (options.allocation == Allocation::Layer)
     return run_sequential(
         model, calibration, seqlen, options,
         [&](size_t, const float* w, const std::vector<double>& h, LayerRecord& rec) {
-          BaqLayerResult r = quantize_baq(w, rec.rows, rec.cols, h.data(), s, options.rate, rec.name);
+          std::function<double(const std::vector<int>&)> stored;
+          if (options.bpw > 0)
+            stored = [&](const std::vector<int>& levels) {
+              return planned_storage(levels, rec.rows, s).total() / static_cast<double>(rec.rows * rec.cols);
+            };
+          BaqLayerResult r = quantize_baq(w, rec.rows, rec.cols, h.data(), s, options.bpw > 0 ? options.bpw : options.rate,
+                                          rec.name, stored);
           rec.loss_before = r.loss_before;
           rec.predicted_loss_ratio = r.predicted_loss_ratio;
           return std::move(r.quantized);
         },
-        0, n_layers, true);
+        0, n_layers + head, true);
 
   // Model-wide: a full sequential GPTQ pass at the uniform rate measures every layer's c_j; one
   // closed form on the pooled columns, each weighted by its rows, sets every layer's levels; the
@@ -250,7 +371,26 @@ QuantizeRun quantize_model(Model& model, std::span<const int> calibration, int s
   std::vector<Tensor> originals;  // the mapped views (their pages are released, the file keeps them)
   for (int b = 0; b < model.n_blocks(); ++b)
     for (Linear* l : model.block(b).linears()) originals.push_back(l->weight);
-  const int l0 = measurement_levels(options.rate);
+  // Under a stored budget, the code budget starts from it less what uniform levels cost beyond their
+  // codes, and is lowered below until the allocation's stored cost fits.
+  std::vector<std::pair<int64_t, int64_t>> shapes;
+  for (int b = 0; b < model.n_blocks(); ++b)
+    for (Linear* l : model.block(b).linears()) shapes.emplace_back(l->out_features(), l->in_features());
+  double total_weights = 0;
+  for (const auto& [r, k] : shapes) total_weights += static_cast<double>(r) * static_cast<double>(k);
+  auto stored_bpw = [&](auto&& levels_of) {
+    double bits = 0;
+    for (size_t i = 0; i < shapes.size(); ++i) bits += planned_storage(levels_of(i), shapes[i].first, s).total();
+    return bits / total_weights;
+  };
+  double code_rate = options.rate;
+  if (options.bpw > 0) {
+    const int l = measurement_levels(options.bpw);
+    code_rate = options.bpw - (stored_bpw([&](size_t i) { return std::vector<int>(static_cast<size_t>(shapes[i].second), l); }) -
+                               std::log2(static_cast<double>(l)));
+    if (!(code_rate > 0.0)) fail("{} stored bits per weight leave nothing for codes", options.bpw);
+  }
+  const int l0 = measurement_levels(code_rate);
   std::vector<std::vector<double>> column_loss;
   std::vector<double> loss_before;
   run_sequential(
@@ -267,7 +407,7 @@ QuantizeRun quantize_model(Model& model, std::span<const int> calibration, int s
         loss_before.push_back(q.loss);
         return q;
       },
-      0, 2 * n_layers, false);
+      0, 2 * n_layers + head, false);
   std::vector<double> c, weights;
   std::vector<size_t> first_column;
   {
@@ -281,7 +421,21 @@ QuantizeRun quantize_model(Model& model, std::span<const int> calibration, int s
       }
     first_column.push_back(c.size());
   }
-  const BitAllocation a = BitAllocator(8.0).allocate(c, options.rate, weights);
+  BitAllocation a = BitAllocator(8.0).allocate(c, code_rate, weights);
+  if (options.bpw > 0) {
+    auto allocated = [&](size_t i) {
+      return std::vector<int>(a.levels.begin() + static_cast<std::ptrdiff_t>(first_column[i]),
+                              a.levels.begin() + static_cast<std::ptrdiff_t>(first_column[i + 1]));
+    };
+    for (int round = 0; round < 30; ++round) {
+      const double over = stored_bpw(allocated) - options.bpw;
+      if (over <= 0) break;
+      code_rate -= over + 1e-9;
+      if (!(code_rate > 0.0)) fail("{} stored bits per weight leave nothing for codes", options.bpw);
+      a = BitAllocator(8.0).allocate(c, code_rate, weights);
+    }
+    if (stored_bpw(allocated) > options.bpw) fail("no model-wide allocation meets {} stored bits per weight", options.bpw);
+  }
   {
     size_t k = 0;
     for (int b = 0; b < model.n_blocks(); ++b)
@@ -299,13 +453,13 @@ QuantizeRun quantize_model(Model& model, std::span<const int> calibration, int s
         rec.loss_before = loss_before[layer];
         double uniform = 0, allocated = 0;
         for (auto j = begin; j < end; ++j) {
-          uniform += c[static_cast<size_t>(j)] * std::exp2(-2.0 * options.rate);
+          uniform += c[static_cast<size_t>(j)] * std::exp2(-2.0 * code_rate);
           allocated += c[static_cast<size_t>(j)] * std::exp2(-2.0 * a.rate[static_cast<size_t>(j)]);
         }
         rec.predicted_loss_ratio = uniform > 0 ? allocated / uniform : 1.0;
         return quantize_gptq(w, rec.rows, rec.cols, h.data(), s, rec.name, &levels);
       },
-      n_layers, 2 * n_layers, true);
+      n_layers, 2 * n_layers + head, true);
   run.seconds = seconds_since(t_start);  // both passes
   return run;
 }

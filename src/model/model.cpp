@@ -72,7 +72,7 @@ void Model::embed(std::span<const int> tokens, BatchShape shape, float* x) const
 #pragma omp parallel for schedule(static) if (shape.rows() > 1)
   for (int64_t r = 0; r < shape.rows(); ++r) {
     const int64_t t = tokens[static_cast<size_t>(r)];
-    parts_.embeddings.rows_to_f32(t, t + 1, e + r * width);
+    embedding_row(t, e + r * width);
     if (c.embed_scale != 1.0f)
       for (int64_t i = 0; i < width; ++i) e[r * width + i] *= c.embed_scale;
   }
@@ -87,11 +87,48 @@ void Model::embed(std::span<const int> tokens, BatchShape shape, float* x) const
   }
 }
 
+const PackedLinear* Model::packed_embeddings() const {
+  if (parts_.embeddings_packed != nullptr) return parts_.embeddings_packed.get();
+  return config_.tied_embeddings ? parts_.head.packed.get() : nullptr;
+}
+
+void Model::set_packed_embeddings(std::shared_ptr<const PackedLinear> packed) {
+  if (config_.tied_embeddings) fail("the token embedding is tied to the head: it is quantized with it");
+  if (packed->rows != config_.vocab_size || packed->cols != config_.embed_dim)
+    fail("packed embedding is {}x{}, expected {}x{}", packed->rows, packed->cols, config_.vocab_size, config_.embed_dim);
+  parts_.embeddings.release_pages();
+  parts_.embeddings_packed = std::move(packed);
+}
+
+std::map<std::string, const PackedLinear*> Model::packed_tensors() const {
+  std::map<std::string, const PackedLinear*> out;
+  for (const auto& b : blocks_)
+    for (const Linear* l : b->linears())
+      if (l->packed != nullptr) out[l->tensor] = l->packed.get();
+  for (const Linear* l : outer_linears())
+    if (l->packed != nullptr) out[l->tensor] = l->packed.get();
+  if (const PackedLinear* e = packed_embeddings()) out[parts_.embeddings_name] = e;
+  return out;
+}
+
+void Model::embedding_row(int64_t token, float* out) const {
+  if (const PackedLinear* p = packed_embeddings()) decode_rows(*p, token, token + 1, out);
+  else parts_.embeddings.rows_to_f32(token, token + 1, out);
+}
+
 void Model::final_norm(float* x, int64_t rows) const {
   if (parts_.final_norm.empty()) return;
   kernels::norm(config_.norm, x, parts_.final_norm.data,
                 parts_.final_norm_bias.empty() ? nullptr : parts_.final_norm_bias.data, rows, config_.dim,
                 config_.norm_eps, x);
+}
+
+const float* Model::head_input(float* x, int64_t rows) const {
+  final_norm(x, rows);
+  if (parts_.project_out.name.empty()) return x;
+  float* p = kernels::Scratch::get(12, static_cast<size_t>(rows * config_.embed_dim));
+  kernels::linear(x, rows, parts_.project_out, p);
+  return p;
 }
 
 void Model::logits(const float* hidden, int64_t rows, float* out) const {
@@ -147,7 +184,7 @@ void Model::next_logits(int token, KvCache& cache, float* logits) const {
     if (c.embed_dim != c.dim) {  // OPT-350m: the row, then project_in shared by the team, then positions
 #pragma omp single
       {
-        parts_.embeddings.rows_to_f32(token, token + 1, spare);
+        embedding_row(token, spare);
         for (int64_t i = 0; i < c.embed_dim; ++i) spare[i] *= c.embed_scale;
       }
       kernels::matvec_team(spare, {{&parts_.project_in, x}});
@@ -215,7 +252,15 @@ std::unique_ptr<Model> build_model(const ModelConfig& c, const TensorSource& src
   }
   Model::Parts p;
   p.embeddings_name = f.tensor(Role::Embed, 0, false);
-  p.embeddings = load_checked(src, f.tensor(Role::Embed, 0, gguf), {vocab, width}, true);
+  if (auto packed = src.load_packed(stored_name(src, f.tensor(Role::Embed, 0, gguf)))) {
+    if (packed->rows != vocab || packed->cols != width)
+      fail("{}: packed embedding is {}x{}, expected {}x{}", src.describe(), packed->rows, packed->cols, vocab, width);
+    p.embeddings.shape = {vocab, width};
+    p.embeddings.dtype = DType::Packed;
+    p.embeddings_packed = std::move(packed);
+  } else {
+    p.embeddings = load_checked(src, f.tensor(Role::Embed, 0, gguf), {vocab, width}, true);
+  }
   if (!c.rotary) {
     p.positions_name = f.tensor(Role::Positions, 0, false);
     p.positions = load_checked(src, f.tensor(Role::Positions, 0, gguf), {static_cast<int64_t>(c.max_seq_len) + 2, dim}, false);
@@ -240,6 +285,7 @@ std::unique_ptr<Model> build_model(const ModelConfig& c, const TensorSource& src
     p.head.name = "head";
     p.head.tensor = p.embeddings_name;
     p.head.weight = p.embeddings;
+    p.head.packed = p.embeddings_packed;  // a quantized tied head is the quantized embedding
   } else {
     p.head = load_linear(src, c, "head", Role::Head, 0, vocab, width, false);
   }

@@ -14,19 +14,14 @@ void write_model_folder(const std::string& dir, const Model& model, const Tokeni
   if (model.config().rope_style == RopeStyle::Interleaved && model.config().rotary)
     metadata[kRopeStyleMetadataKey] = "interleaved";
   // Every tensor in F32: quantized linears dequantized (their exact values), the rest converted.
-  std::map<std::string, const Linear*> packed;
-  for (int b = 0; b < model.n_blocks(); ++b)
-    for (Linear* l : const_cast<Model&>(model).block(b).linears())
-      if (l->packed != nullptr) packed[l->tensor] = l;
-  for (const Linear* l : model.outer_linears())
-    if (l->packed != nullptr) packed[l->tensor] = l;
+  const auto packed = model.packed_tensors();
   std::vector<Tensor> f32;
   std::vector<std::pair<std::string, const Tensor*>> tensors;
   const auto listed = model.tensors();
   f32.reserve(listed.size());
   for (const auto& [name, t] : listed) {
     const auto it = packed.find(name);
-    f32.push_back(it != packed.end() ? dequantize(*it->second->packed) : t->to_f32());
+    f32.push_back(it != packed.end() ? dequantize(*it->second) : t->to_f32());
     tensors.emplace_back(name, &f32.back());
   }
   write_safetensors(out.file("model.safetensors"), tensors, metadata);

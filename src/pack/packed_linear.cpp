@@ -63,6 +63,99 @@ PackedLinear pack_linear(const QuantizedMatrix& m, const QuantSettings& s) {
   return p;
 }
 
+PackedLinear concat_rows(std::vector<PackedLinear> parts) {
+  if (parts.empty()) fail("concat_rows: no parts");
+  PackedLinear all = std::move(parts.front());
+  if (parts.size() == 1) return all;
+  int64_t rows = all.rows;
+  for (size_t i = 1; i < parts.size(); ++i) {
+    const PackedLinear& p = parts[i];
+    // Column-wide fields (one-level means among them) are the same in every slice only when they
+    // were fixed before the slices were solved; anything else is a caller error.
+    if (p.cols != all.cols || p.format != all.format || p.levels != all.levels || p.n_groups != all.n_groups ||
+        p.group_size != all.group_size || p.super_groups != all.super_groups || p.sym != all.sym ||
+        p.group_of != all.group_of || p.means != all.means)
+      fail("concat_rows: part {} was not packed like the first", i);
+    rows += p.rows;
+  }
+  std::vector<uint64_t> first_codes = std::move(all.code_words);
+  const int64_t first_rows = all.rows;
+  all.rows = rows;
+  all.allocate_codes();
+  auto* out = reinterpret_cast<uint8_t*>(all.code_words.data());
+  std::memcpy(out, first_codes.data(), static_cast<size_t>(first_rows * all.row_bytes));
+  out += first_rows * all.row_bytes;
+  for (size_t i = 1; i < parts.size(); ++i) {
+    const PackedLinear& p = parts[i];
+    std::memcpy(out, p.code_words.data(), static_cast<size_t>(p.rows * p.row_bytes));
+    out += p.rows * p.row_bytes;
+    all.lo.insert(all.lo.end(), p.lo.begin(), p.lo.end());
+    all.hi.insert(all.hi.end(), p.hi.begin(), p.hi.end());
+    all.qlo.insert(all.qlo.end(), p.qlo.begin(), p.qlo.end());
+    all.qhi.insert(all.qhi.end(), p.qhi.begin(), p.qhi.end());
+  }
+  all.prepare();
+  return all;
+}
+
+StorageBits planned_storage(const std::vector<int>& levels, int64_t rows, const QuantSettings& s) {
+  PackedLinear p;  // the column-wide layout only (no rows): what prepare() derives from the levels
+  p.cols = static_cast<int64_t>(levels.size());
+  p.group_size = s.group_size > 0 ? s.group_size : p.cols;
+  p.n_groups = static_cast<int>((p.cols + p.group_size - 1) / p.group_size);
+  p.super_groups = s.ranges == RangeKind::Scaled8 ? std::max(1, s.super_groups) : 1;
+  p.levels = levels;
+  int one_level = 0;
+  for (int L : levels) {
+    p.uniform = p.uniform && L == levels.front();
+    one_level += L == 1;
+  }
+  p.means.assign(static_cast<size_t>(one_level), 0);
+  const bool natural = !(s.act_order && s.group_size > 0);
+  const QuantFormat& planes = quant_format(s.ranges, CodeKind::Planes);
+  p.format = planes.accepts(levels, natural) ? &planes : &quant_format(s.ranges, CodeKind::Radix);
+  p.prepare();
+  StorageBits b;
+  const auto r = static_cast<double>(rows);
+  b.codes = 8.0 * r * static_cast<double>(p.row_bytes);
+  b.ranges = s.ranges == RangeKind::F16 ? 32.0 * r * p.n_groups : r * (16.0 * p.n_groups + 32.0 * p.n_super());
+  b.widths = (p.uniform ? 0.0 : 8.0 * static_cast<double>(p.cols)) + (natural ? 0.0 : 32.0 * static_cast<double>(p.cols));
+  b.means = 16.0 * one_level;
+  return b;
+}
+
+QuantSettings uniform_settings_for_bpw(double bpw, int64_t rows, int64_t cols, const QuantSettings& base) {
+  const double weights = static_cast<double>(rows) * static_cast<double>(cols);
+  std::vector<std::pair<RangeKind, int>> grids = {{RangeKind::F16, 0}};  // one range per row
+  for (int group : {256, 128, 64, 32, 16})
+    if (group < cols) {
+      grids.emplace_back(RangeKind::F16, group);
+      grids.emplace_back(RangeKind::Scaled8, group);
+    }
+  QuantSettings best = base;
+  int best_bits = 0;
+  double best_stored = 0;
+  for (int bits = 2; bits <= 8; ++bits)
+    for (const auto& [ranges, group] : grids) {
+      QuantSettings s = base;
+      s.bits = bits;
+      s.ranges = ranges;
+      s.group_size = group;
+      s.act_order = false;
+      const double stored = planned_storage(std::vector<int>(static_cast<size_t>(cols), 1 << bits), rows, s).total() / weights;
+      if (stored > bpw + 1e-12) continue;
+      // More code bits first; at equal bits, the finer grid the budget pays for.
+      if (bits > best_bits || (bits == best_bits && stored > best_stored)) {
+        best = s;
+        best_bits = bits;
+        best_stored = stored;
+      }
+    }
+  if (best_bits == 0)
+    fail("{} stored bits per weight is below what 2-bit codes with one range per row need for a {}x{} matrix", bpw, rows, cols);
+  return best;
+}
+
 StorageBits storage_bits(const PackedLinear& p) {
   StorageBits b;
   b.codes = 8.0 * static_cast<double>(p.rows * p.row_bytes);

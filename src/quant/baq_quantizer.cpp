@@ -19,12 +19,34 @@ int measurement_levels(double rate) {
 }
 
 BaqLayerResult quantize_baq(const float* w, int64_t rows, int64_t cols, const double* h, const QuantSettings& s,
-                            double rate, const std::string& name) {
+                            double rate, const std::string& name,
+                            const std::function<double(const std::vector<int>&)>& stored_bpw) {
   if (!(rate > 0.0 && rate <= 8.0)) fail("{}: BAQ rate {} outside (0, 8]", name, rate);
-  const int l0 = measurement_levels(rate);
+  // The code-bit budget: the rate itself, or the stored budget less what uniform levels cost beyond
+  // their codes (ranges, packing), refined below.
+  double code_rate = rate;
+  if (stored_bpw) {
+    const int l = measurement_levels(rate);
+    code_rate = rate - (stored_bpw(std::vector<int>(static_cast<size_t>(cols), l)) - std::log2(static_cast<double>(l)));
+    if (!(code_rate > 0.0)) fail("{}: {} stored bits per weight leave nothing for codes", name, rate);
+  }
+  const int l0 = measurement_levels(code_rate);
   const std::vector<int> uniform(static_cast<size_t>(cols), l0);
   const QuantizedMatrix pass1 = quantize_gptq(w, rows, cols, h, s, name, &uniform);
-  const BitAllocation a = BitAllocator(8.0).allocate(loss_coefficients(pass1.column_loss, l0), rate);
+  const std::vector<double> c = loss_coefficients(pass1.column_loss, l0);
+  BitAllocation a = BitAllocator(8.0).allocate(c, code_rate);
+  if (stored_bpw) {
+    // Widths, one-level means and radix words depend on the allocation: lower the code budget by the
+    // overshoot until the stored cost fits (a few rounds; each removes most of what is left).
+    for (int round = 0; round < 30; ++round) {
+      const double over = stored_bpw(a.levels) - rate;
+      if (over <= 0) break;
+      code_rate -= over + 1e-9;
+      if (!(code_rate > 0.0)) fail("{}: {} stored bits per weight leave nothing for codes", name, rate);
+      a = BitAllocator(8.0).allocate(c, code_rate);
+    }
+    if (stored_bpw(a.levels) > rate) fail("{}: no allocation meets {} stored bits per weight", name, rate);
+  }
   BaqLayerResult r;
   r.levels = a.levels;
   r.loss_before = pass1.loss;

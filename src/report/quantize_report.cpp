@@ -19,6 +19,14 @@ std::string quantize_report_json(const QuantizeRun& run, const QuantizeOptions& 
   } else {
     j["settings"]["bits"] = s.bits;
   }
+  j["settings"]["ranges"] = range_kind_name(s.ranges);
+  if (options.bpw > 0) j["settings"]["stored_bits_per_weight"] = options.bpw;
+  auto outer = [](const std::optional<QuantSettings>& q) {
+    return q ? nlohmann::ordered_json{{"bits", q->bits}, {"group_size", q->group_size}, {"ranges", range_kind_name(q->ranges)}}
+             : nlohmann::ordered_json("as stored");
+  };
+  j["settings"]["head"] = outer(options.head);
+  j["settings"]["embeddings"] = outer(options.embeddings);
   j["calibration"] = {{"file", ctx.calibration_file}, {"nsamples", ctx.nsamples}, {"seqlen", ctx.seqlen},
                       {"seed", ctx.seed},             {"text_tokens", ctx.calibration_text_tokens}};
   auto& layers = j["layers"] = nlohmann::ordered_json::array();
@@ -31,6 +39,8 @@ std::string quantize_report_json(const QuantizeRun& run, const QuantizeOptions& 
                                 {"rows", r.rows},
                                 {"cols", r.cols},
                                 {"groups_per_row", r.n_groups},
+                                {"group_size", r.settings.group_size},
+                                {"ranges", range_kind_name(r.settings.ranges)},
                                 {"hessian_trace", r.hessian_trace},
                                 {"code_bits_per_weight", r.bits},
                                 {"bits_per_weight", r.storage.total() / static_cast<double>(r.rows * r.cols)},

@@ -104,7 +104,7 @@ void PreTokenizer::apply(std::vector<std::string>& pieces, bool first_segment) c
     case Kind::ByteLevel: {
       const ByteAlphabet& alphabet = ByteAlphabet::get();
       for (std::string p : pieces) {
-        if (add_prefix_space && !p.starts_with(' ')) p.insert(0, " ");
+        if (add_prefix_space && !p.starts_with(' ')) p = std::string(1, ' ') + p;
         std::vector<std::string> split;
         if (use_regex) {
           static const Pattern gpt2(gpt2_split_pattern(), "ByteLevel");

@@ -19,12 +19,18 @@
 namespace baq::cli {
 
 namespace {
+// Defaults for the matrices outside the blocks, chosen by measurement (README, "Whole-model
+// quantization"): the head's error reaches the logits directly, the embedding's is one row per token.
+constexpr double kDefaultHeadBpw = 6.5, kDefaultEmbedBpw = 4.5;
+
 struct QuantizeArgs {
   std::string model, tokenizer, out, method = "gptq";
   std::string calib = "../shared/data/c4/c4-sample-200.jsonl";
   int nsamples = 128, seqlen = 2048;
   uint64_t seed = 0;
   double bits = 4;
+  double bpw = 0, head_bpw = kDefaultHeadBpw, embed_bpw = kDefaultEmbedBpw;
+  std::string ranges = "f16";
   std::string eval;
   int64_t eval_max_windows = 0;
   std::string alloc = "layer";
@@ -48,6 +54,22 @@ Command add_quantize_command(CLI::App& app) {
                   "Code bits per weight: an integer 2..8 for rtn/gptq; for baq the mean over columns, fractional "
                   "allowed (e.g. 2.5), met to within 1/columns")
       ->check(NumberRange(0.25, 8.0))->capture_default_str();
+  sub->add_option("--bpw", a->bpw,
+                  "Budget in stored bits per weight of the block linears (codes with their packing, ranges, level "
+                  "counts: everything), met from below; rtn/gptq pick bits and grid groups per layer to fit, baq "
+                  "allocates to it. Overrides --bits and --group-size")
+      ->check(NumberRange(0.0, 16.0));
+  sub->add_option("--head-bpw", a->head_bpw,
+                  "Stored bits per weight of the output head (GPTQ on the final-norm activations; a tied embedding "
+                  "follows it); 0 keeps it as stored")
+      ->check(NumberRange(0.0, 16.0))->capture_default_str();
+  sub->add_option("--embed-bpw", a->embed_bpw,
+                  "Stored bits per weight of an untied token embedding (rounded per row); 0 keeps it as stored")
+      ->check(NumberRange(0.0, 16.0))->capture_default_str();
+  sub->add_option("--ranges", a->ranges,
+                  "How each grid's range is stored: f16 (two F16 per row or group) or scaled8 (8-bit fractions of a "
+                  "superblock's F16 range, as k-quants store scales)")
+      ->check(CLI::IsMember({"f16", "scaled8"}))->capture_default_str();
   sub->add_option("--alloc", a->alloc, "baq: budget per layer, or pooled over the whole model (sensitive layers get more)")
       ->check(CLI::IsMember({"layer", "model"}))->capture_default_str();
   sub->add_option("--group-size", a->settings.group_size,
@@ -70,7 +92,8 @@ Command add_quantize_command(CLI::App& app) {
                   "KLD against the original model on this text; recorded in report.json");
   sub->add_option("--eval-max-windows", a->eval_max_windows, "Evaluate only the first K windows")
       ->check(IntRange(0, int64_t{1} << 40));
-  return {sub, [a] {
+  return {sub, [a, sub] {
+            auto sub_count = [sub](const char* flag) { return sub->count(flag); };
             // Outputs are checked before any work: a run that would overwrite an input or a folder baq
             // did not write is refused now, not after quantizing.
             InputSet inputs;
@@ -102,17 +125,44 @@ Command add_quantize_command(CLI::App& app) {
             QuantizeOptions options;
             options.method = parse_method(a->method);
             options.settings = a->settings;
+            options.settings.ranges = parse_range_kind(a->ranges);
+            options.bpw = a->bpw;
+            // Outside the blocks: each at its own stored rate (a tied embedding is the head). A default
+            // rate too low for a very narrow model keeps the matrix as stored; one asked for is an error.
+            auto outer_settings = [&](double bpw, const char* flag) -> std::optional<QuantSettings> {
+              if (bpw <= 0) return std::nullopt;
+              try {
+                return uniform_settings_for_bpw(bpw, m.config.vocab_size, m.config.embed_dim, options.settings);
+              } catch (const Error& e) {
+                if (sub_count(flag) > 0) fail("{}: {}", flag, e.what());
+                fmt::print(stderr, "note: {} {} does not fit this model ({}); kept as stored\n", flag, bpw, e.what());
+                return std::nullopt;
+              }
+            };
+            options.head = outer_settings(a->head_bpw, "--head-bpw");
+            if (!m.config.tied_embeddings) options.embeddings = outer_settings(a->embed_bpw, "--embed-bpw");
             options.bf16_activations = a->bf16_activations;
             // Known before anything large is allocated: the peak, and whether the machine holds it.
-            const MemoryEstimate memory = estimate_quantize_memory(*m.model, a->nsamples, seqlen, options.batch_windows,
-                                                                   a->bf16_activations, omp_get_max_threads());
+            MemoryEstimate memory = estimate_quantize_memory(*m.model, a->nsamples, seqlen, options.batch_windows,
+                                                             a->bf16_activations, omp_get_max_threads());
+            if (options.head || options.embeddings) {
+              // Held through the run: the packed outer matrices; at the head's solve, one slice of rows
+              // (≤ 128 MiB of F32) with its dequantized copy and codes, and its Hessian.
+              const double cells = static_cast<double>(m.config.vocab_size) * static_cast<double>(m.config.embed_dim);
+              const double slice = std::min(cells, 32.0 * 1024 * 1024) * 9.0;
+              const double packed = cells * ((options.head ? a->head_bpw : 0) + (options.embeddings ? a->embed_bpw : 0)) / 8;
+              const double hessian = 8.0 * static_cast<double>(m.config.embed_dim) * static_cast<double>(m.config.embed_dim) * 3;
+              memory.allocated.emplace_back("head and embedding", packed + slice + hessian);
+            }
             fmt::print("memory: estimated peak {}\n", memory.describe());
             check_memory(memory, "quantization",
                          a->bf16_activations ? "lower --nsamples or --seqlen"
                                              : "lower --nsamples or --seqlen, or pass --bf16-activations");
             for (const auto& [what, bytes] : memory.allocated)
               if (what == "forward buffers" && bytes > 256.0 * 1024 * 1024) options.release_scratch = true;
-            if (options.method == QuantMethod::Baq) {
+            if (a->bpw > 0) {
+              if (options.method == QuantMethod::Baq) options.allocation = parse_allocation(a->alloc);
+            } else if (options.method == QuantMethod::Baq) {
               options.rate = a->bits;
               options.allocation = parse_allocation(a->alloc);
             } else {
@@ -127,10 +177,16 @@ Command add_quantize_command(CLI::App& app) {
               bar.finish();
               fmt::print(stderr, "warning: {}\n", msg);
             };
-            fmt::print("quantizing {} with {} at {} bits{}{} on {} windows of {} tokens from {}\n", a->model, a->method,
-                       a->bits, options.method == QuantMethod::Baq ? fmt::format(" ({} allocation)", a->alloc) : "",
-                       a->settings.group_size > 0 ? fmt::format(", groups of {}", a->settings.group_size) : "",
-                       a->nsamples, seqlen, a->calib);
+            auto outer = [](const std::optional<QuantSettings>& q) {
+              return q ? fmt::format("{} bits{}", q->bits, q->group_size > 0 ? fmt::format(" in groups of {} ({})", q->group_size, range_kind_name(q->ranges)) : "")
+                       : std::string("kept as stored");
+            };
+            fmt::print("quantizing {} with {} at {}{}{} on {} windows of {} tokens from {}; head {}, embedding {}\n", a->model,
+                       a->method, a->bpw > 0 ? fmt::format("{} stored bits per weight", a->bpw) : fmt::format("{} bits", a->bits),
+                       options.method == QuantMethod::Baq ? fmt::format(" ({} allocation)", a->alloc) : "",
+                       a->bpw <= 0 && a->settings.group_size > 0 ? fmt::format(", groups of {}", a->settings.group_size) : "",
+                       a->nsamples, seqlen, a->calib, outer(options.head),
+                       m.config.tied_embeddings ? std::string("tied to the head") : outer(options.embeddings));
             // A .baq is written as blocks finish (memory holds one block); a folder is written at the end.
             std::unique_ptr<BaqModelWriter> writer;
             if (to_baq) {
