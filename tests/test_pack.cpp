@@ -260,14 +260,25 @@ TEST(RowRadixLayout, SegmentsAndRoundTrips) {
   EXPECT_EQ(RowRadixLayout(std::vector<int>(9, 1)).words_per_row(), 0);
   EXPECT_THROW(RowRadixLayout({2, 257}), Error);
 
-  // The stored word is ceil(v·2^64 / P) for v = d0·5 + d1 (first column most significant), P = 15:
-  // codes (2, 4) -> v = 14; 14·2^64/15 = 17216961135462248174.93 -> 17216961135462248175.
+  // A full word is ceil(v·2^64 / P) for v = d0·L1 + d1 (first column most significant); the last word
+  // of a row keeps only the k bytes its product needs (P ≤ 2^8k), ceil(v·2^8k / P) in its top bytes.
+  // {3, 1, 5}: P = 15, one byte; codes (2, 4) -> v = 14; 14·256/15 = 238.93 -> 239, stored as 1 byte.
   {
     const RowRadixLayout layout({3, 1, 5});
     const uint8_t codes[3] = {2, 0, 4};
     uint64_t word = 0;
     layout.pack_row(codes, &word);
-    EXPECT_EQ(word, 17216961135462248175ull);
+    EXPECT_EQ(word, uint64_t{239} << 56);
+    EXPECT_EQ(layout.row_bytes(), 1);
+    uint8_t stored = 0;
+    layout.store_row(&word, &stored);
+    EXPECT_EQ(stored, 239);
+    // {3, 5, 255 ×8}: 3·5·255^7 ≈ 2^59.9 fills the first word (·255 more would pass 2^64); the
+    // tenth column is the last word, one byte.
+    std::vector<int> wide = {3, 5, 255, 255, 255, 255, 255, 255, 255, 255};
+    const RowRadixLayout two(wide);
+    EXPECT_EQ(two.words_per_row(), 2);
+    EXPECT_EQ(two.row_bytes(), 9);
     // A word of 256^8 = 2^64 exactly holds the bytes themselves, first column in the high byte.
     const std::vector<int> bytes_levels(8, 256);
     const uint8_t b[8] = {1, 2, 3, 4, 5, 6, 7, 8};

@@ -21,9 +21,10 @@
 namespace baq {
 
 // Mixed radix along a row: consecutive columns share a 64-bit word while the product of their level
-// counts fits in 64 bits, one base-L_j digit each (one-level columns take no space). The segmentation
-// depends only on the levels, so every row of a tensor shares it; a row costs about Σ_j log2 L_j bits
-// whatever its length, and decoding walks the row as a matmul does.
+// counts fits in 64 bits, one base-L_j digit each (one-level columns take no space); the last word is
+// stored in only the bytes its product needs. The segmentation depends only on the levels, so every
+// row of a tensor shares it; a row costs about Σ_j log2 L_j bits whatever its length, and decoding
+// walks the row as a matmul does.
 class RowRadixLayout {
  public:
   RowRadixLayout() : starts_{0} {}
@@ -34,10 +35,16 @@ class RowRadixLayout {
   const std::vector<int64_t>& starts() const { return starts_; }
   void pack_row(const uint8_t* codes, uint64_t* words) const;
   void unpack_row(const uint64_t* words, uint8_t* codes) const;
+  // A row as stored: whole words, then the last word's top bytes only — as many as its product of
+  // levels needs (the rest of a narrow row's last word would be waste). row_bytes() of them.
+  int64_t row_bytes() const;
+  void store_row(const uint64_t* words, uint8_t* out) const;
+  void load_row(const uint8_t* in, uint64_t* words) const;
 
  private:
   std::vector<int> levels_;
   std::vector<int64_t> starts_;  // column where each word starts, then cols()
+  int last_bytes_ = 0;           // bytes the last word is stored in (8: a full word)
 };
 
 // Codes per 64-bit word: the largest k with levels^k ≤ 2^64.

@@ -24,6 +24,7 @@ struct QuantSettings {
   double damp = 0.01;   // GPTQ damping as a fraction of mean(diag H)
   int block_size = 128; // GPTQ lazy-batch width
   bool act_order = false;
+  bool clip_search = false;  // GPTQ: each grid's range chosen among shrunk min-max ranges by |error|^2.4
   int max_damp_retries = 6;  // damping ×10 per retry when H + λI is not positive definite
 };
 

@@ -103,7 +103,7 @@ StorageBits planned_storage(const std::vector<int>& levels, int64_t rows, const 
   p.cols = static_cast<int64_t>(levels.size());
   p.group_size = s.group_size > 0 ? s.group_size : p.cols;
   p.n_groups = static_cast<int>((p.cols + p.group_size - 1) / p.group_size);
-  p.super_groups = s.ranges == RangeKind::Scaled8 ? std::max(1, s.super_groups) : 1;
+  p.super_groups = s.ranges == RangeKind::Scaled8 ? std::clamp(s.super_groups, 1, p.n_groups) : 1;
   p.levels = levels;
   int one_level = 0;
   for (int L : levels) {

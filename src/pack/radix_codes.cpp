@@ -57,14 +57,18 @@ __attribute__((target("avx2,fma"))) void matvec_tiles_avx2(const float* x, const
   const int64_t words = p.layout.words_per_row();
   const __m256i pick_low32 = _mm256_setr_epi32(0, 2, 4, 6, 0, 0, 0, 0);
   TileGrids g;
+  std::vector<uint64_t> loaded(static_cast<size_t>(kLanes * words));
   for (int64_t t = t0; t < t1; ++t) {
     const int64_t r0 = t * kLanes;
     g.fit(p, r0);
     const float* scale = g.scale.data();
     const float* zero = g.zero.data();
+    // Rows are byte-granular (a trimmed last word): each lane's words are loaded into place first.
     const uint64_t* row[kLanes];
-    for (int lane = 0; lane < kLanes; ++lane)
-      row[lane] = reinterpret_cast<const uint64_t*>(p.row_codes(std::min(r0 + lane, p.rows - 1)));
+    for (int lane = 0; lane < kLanes; ++lane) {
+      p.layout.load_row(p.row_codes(std::min(r0 + lane, p.rows - 1)), loaded.data() + lane * words);
+      row[lane] = loaded.data() + lane * words;
+    }
     __m128 acc0 = _mm_setzero_ps(), acc1 = _mm_setzero_ps();
     for (int64_t w = 0; w < words; ++w) {
       __m256i y0 = _mm256_setr_epi64x(static_cast<long long>(row[0][w]), static_cast<long long>(row[1][w]),
@@ -98,17 +102,18 @@ __attribute__((target("avx2,fma"))) void matvec_tiles_avx2(const float* x, const
 
 bool radix_accepts(const std::vector<int>&, bool) { return true; }
 
-int64_t radix_row_bytes(const PackedLinear& p) { return 8 * p.layout.words_per_row(); }
+int64_t radix_row_bytes(const PackedLinear& p) { return p.layout.row_bytes(); }
 
 void radix_pack_row(const PackedLinear& p, const uint8_t* codes, uint8_t* out) {
   std::vector<uint64_t> words(static_cast<size_t>(p.layout.words_per_row()));
   p.layout.pack_row(codes, words.data());
-  std::memcpy(out, words.data(), words.size() * 8);
+  p.layout.store_row(words.data(), out);
 }
 
 void radix_unpack_row(const PackedLinear& p, const uint8_t* in, uint8_t* codes) {
-  // Rows start at multiples of 8 bytes in the aligned code buffer.
-  p.layout.unpack_row(reinterpret_cast<const uint64_t*>(in), codes);
+  std::vector<uint64_t> words(static_cast<size_t>(p.layout.words_per_row()));
+  p.layout.load_row(in, words.data());
+  p.layout.unpack_row(words.data(), codes);
 }
 
 void radix_matvec_rows(const float* x, const PackedLinear& p, int64_t r0, int64_t r1, float* out) {

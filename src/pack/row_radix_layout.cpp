@@ -1,3 +1,5 @@
+#include <cstring>
+
 #include "baq/error.hpp"
 #include "baq/pack.hpp"
 
@@ -30,6 +32,31 @@ RowRadixLayout::RowRadixLayout(std::vector<int> levels) : levels_(std::move(leve
     product *= static_cast<unsigned>(L);
   }
   starts_.push_back(static_cast<int64_t>(levels_.size()));
+  // The last word's product P needs k bytes with P ≤ 2^8k: its fraction is kept to 8k bits, which
+  // keeps the rounding error below 1/P (the exactness condition below).
+  last_bytes_ = 0;
+  if (words_per_row() > 0) {
+    last_bytes_ = 1;
+    while (last_bytes_ < 8 && product > (static_cast<unsigned __int128>(1) << (8 * last_bytes_))) ++last_bytes_;
+  }
+}
+
+int64_t RowRadixLayout::row_bytes() const { return words_per_row() == 0 ? 0 : 8 * (words_per_row() - 1) + last_bytes_; }
+
+void RowRadixLayout::store_row(const uint64_t* words, uint8_t* out) const {
+  if (words_per_row() == 0) return;
+  std::memcpy(out, words, static_cast<size_t>(8 * (words_per_row() - 1)));
+  // The last word's low 8 − k bytes are zero by construction (little-endian: its top k bytes).
+  std::memcpy(out + 8 * (words_per_row() - 1), reinterpret_cast<const uint8_t*>(words + words_per_row() - 1) + (8 - last_bytes_),
+              static_cast<size_t>(last_bytes_));
+}
+
+void RowRadixLayout::load_row(const uint8_t* in, uint64_t* words) const {
+  if (words_per_row() == 0) return;
+  std::memcpy(words, in, static_cast<size_t>(8 * (words_per_row() - 1)));
+  uint64_t last = 0;
+  std::memcpy(reinterpret_cast<uint8_t*>(&last) + (8 - last_bytes_), in + 8 * (words_per_row() - 1), static_cast<size_t>(last_bytes_));
+  words[words_per_row() - 1] = last;
 }
 
 // A word holds its segment's digits as a 64-bit fixed-point fraction y ≈ v / P (v the mixed-radix
@@ -46,7 +73,14 @@ void RowRadixLayout::pack_row(const uint8_t* codes, uint64_t* words) const {
         product *= static_cast<unsigned>(levels_[j]);
       }
     const unsigned __int128 two64 = static_cast<unsigned __int128>(1) << 64;
-    words[w] = product == two64 ? static_cast<uint64_t>(v) : static_cast<uint64_t>(((v << 64) + product - 1) / product);
+    if (w + 1 == words_per_row() && last_bytes_ < 8) {
+      // The last word to 8k bits: y' = ceil(v·2^8k / P) < 2^8k, placed in the word's top bytes.
+      const int bits = 8 * last_bytes_;
+      const auto y = static_cast<uint64_t>(((v << bits) + product - 1) / product);
+      words[w] = y << (64 - bits);
+    } else {
+      words[w] = product == two64 ? static_cast<uint64_t>(v) : static_cast<uint64_t>(((v << 64) + product - 1) / product);
+    }
   }
 }
 

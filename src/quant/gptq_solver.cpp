@@ -61,7 +61,7 @@ QuantizedMatrix quantize_gptq(const float* w, int64_t rows, int64_t cols, const 
   m.lo.resize(static_cast<size_t>(rows * m.n_groups));
   m.hi.resize(m.lo.size());
   m.ranges = s.ranges;
-  m.super_groups = s.ranges == RangeKind::Scaled8 ? std::max(1, s.super_groups) : 1;
+  m.super_groups = s.ranges == RangeKind::Scaled8 ? std::clamp(s.super_groups, 1, m.n_groups) : 1;  // at most one superblock of groups
   const int n_super = (m.n_groups + m.super_groups - 1) / m.super_groups;
   if (s.ranges == RangeKind::Scaled8) {
     m.super_lo.resize(static_cast<size_t>(rows * n_super));
@@ -104,9 +104,29 @@ QuantizedMatrix quantize_gptq(const float* w, int64_t rows, int64_t cols, const 
           lo = std::min(lo, wt[c * rows + r]);
           hi = std::max(hi, wt[c * rows + r]);
         }
+        const float slo = s.ranges == RangeKind::Scaled8 ? m.super_lo[sk] : 0.0f;
+        const float shi = s.ranges == RangeKind::Scaled8 ? m.super_hi[sk] : 0.0f;
         // Stored as the file holds them: quantize with exactly those bounds.
-        const StoredRange sr = store_range(s.ranges, lo, hi, s.ranges == RangeKind::Scaled8 ? m.super_lo[sk] : 0.0f,
-                                           s.ranges == RangeKind::Scaled8 ? m.super_hi[sk] : 0.0f);
+        StoredRange sr = store_range(s.ranges, lo, hi, slo, shi);
+        if (s.clip_search) {
+          // The min-max range spends levels on the extremes; a narrower one (GPTQ's `mse` grid search,
+          // |error|^2.4 over the group's current weights, each column at its own level count) often
+          // rounds the bulk better. Candidates are the stored ranges of shrunk bounds.
+          double best = -1;
+          for (int k = 0; k <= 8; ++k) {
+            const float shrink = 1.0f - 0.025f * static_cast<float>(k);
+            const StoredRange cand = store_range(s.ranges, lo * shrink, hi * shrink, slo, shi);
+            double e = 0;
+            for (int64_t c = i1; c < c1; ++c) {
+              const int L = m.levels[perm[c]];
+              if (L == 1) continue;
+              const GridParams grid = fit_grid(cand.lo, cand.hi, L - 1, s.sym);
+              const float w = wt[c * rows + r];
+              e += std::pow(std::abs(static_cast<double>(w - grid.value(grid.code(w)))), 2.4);
+            }
+            if (best < 0 || e < best) best = e, sr = cand;
+          }
+        }
         m.lo[r * m.n_groups + g] = sr.lo;
         m.hi[r * m.n_groups + g] = sr.hi;
         if (s.ranges == RangeKind::Scaled8) {

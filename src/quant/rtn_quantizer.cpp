@@ -19,7 +19,7 @@ QuantizedMatrix quantize_rtn(const float* w, int64_t rows, int64_t cols, const Q
   m.lo.resize(static_cast<size_t>(rows * m.n_groups));
   m.hi.resize(m.lo.size());
   m.ranges = s.ranges;
-  m.super_groups = s.ranges == RangeKind::Scaled8 ? std::max(1, s.super_groups) : 1;
+  m.super_groups = s.ranges == RangeKind::Scaled8 ? std::clamp(s.super_groups, 1, m.n_groups) : 1;  // at most one superblock of groups
   const int n_super = (m.n_groups + m.super_groups - 1) / m.super_groups;
   if (s.ranges == RangeKind::Scaled8) {
     m.super_lo.resize(static_cast<size_t>(rows * n_super));

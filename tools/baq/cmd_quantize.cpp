@@ -42,6 +42,7 @@ struct QuantizeArgs {
 Command add_quantize_command(CLI::App& app) {
   auto* sub = app.add_subcommand("quantize", "Quantize every linear layer of the transformer blocks (RTN, GPTQ or BAQ)");
   auto a = std::make_shared<QuantizeArgs>();
+  a->settings.clip_search = true;  // measured: kdoc-6.8M GPTQ at 3.3 stored bpw, KLD 0.0038 -> 0.0035
   sub->add_option("MODEL", a->model, kModelArgumentHelp)->required();
   sub->add_option("--out", a->out,
                   "Output: a .baq file (packed, with the tokenizer and report summary inside; report.json beside it), "
@@ -79,6 +80,9 @@ Command add_quantize_command(CLI::App& app) {
   sub->add_option("--damp", a->settings.damp, "GPTQ damping, fraction of mean(diag H)")->check(NumberRange(0.0, 10.0))->capture_default_str();
   sub->add_option("--block-size", a->settings.block_size, "GPTQ lazy-batch width")->check(IntRange(1, 1 << 20))->capture_default_str();
   sub->add_flag("--act-order", a->settings.act_order, "GPTQ: quantize columns by decreasing Hessian diagonal");
+  sub->add_flag("--clip-search,!--no-clip-search", a->settings.clip_search,
+                "GPTQ/BAQ: choose each grid's range among shrunk min-max ranges by the rounding error of its weights "
+                "(default on)");
   sub->add_option("--calib", a->calib, "Calibration text (plain text or .jsonl)")->capture_default_str();
   sub->add_option("--nsamples", a->nsamples, "Calibration windows")->check(IntRange(1, 1 << 20))->capture_default_str();
   sub->add_option("--seqlen", a->seqlen, "Calibration window length (capped at the model's context)")
