@@ -367,5 +367,52 @@ TEST(Baq, PerColumnGridsAndStorage) {
   EXPECT_THROW(quantize_gptq(l.w.data(), 16, 12, l.h.data(), s, "t", &levels), Error);
 }
 
+// BAQ's order-invariant coefficient weights each column by 1/[H⁻¹]_jj of the damped Hessian: checked
+// against a naive Gauss–Jordan inverse in double, and with act-order (another visiting order) the
+// same weights come out.
+TEST(Baq, OrderInvariantColumnWeightsAreTheInverseHessianDiagonal) {
+  const Layer l = random_layer(8, 24, 61);
+  for (bool act_order : {false, true}) {
+    QuantSettings s;
+    s.bits = 3;
+    s.act_order = act_order;
+    const QuantizedMatrix m = quantize_gptq(l.w.data(), 8, 24, l.h.data(), s, "t");
+    const int n = 24;
+    std::vector<double> a(l.h), inv(static_cast<size_t>(n * n), 0.0);
+    for (int i = 0; i < n; ++i) a[i * n + i] += m.damp, inv[i * n + i] = 1.0;
+    for (int c = 0; c < n; ++c) {  // Gauss–Jordan without pivoting: the damped H is positive definite
+      const double d = a[c * n + c];
+      for (int j = 0; j < n; ++j) a[c * n + j] /= d, inv[c * n + j] /= d;
+      for (int r = 0; r < n; ++r)
+        if (r != c) {
+          const double f = a[r * n + c];
+          for (int j = 0; j < n; ++j) a[r * n + j] -= f * a[c * n + j], inv[r * n + j] -= f * inv[c * n + j];
+        }
+    }
+    for (int j = 0; j < n; ++j) EXPECT_NEAR(m.column_weight[j], 1.0 / inv[j * n + j], 1e-4 / inv[j * n + j]) << j;
+    // Σ(w−q)² as rounded: the first column GPTQ visits has not been updated yet, so it is the
+    // original weights' error.
+    if (!act_order) {
+      double e = 0;
+      for (int r = 0; r < 8; ++r) e += std::pow(static_cast<double>(l.w[r * 24]) - m.dequant[r * 24], 2);
+      EXPECT_NEAR(m.column_sq_error[0], e, 1e-5 * e);
+    }
+  }
+}
+
+// Shrinkage toward the geometric mean in log space: closed form, dead columns untouched.
+TEST(Baq, ShrinkageMovesCoefficientsTowardTheirGeometricMean) {
+  std::vector<double> c = {1.0, 4.0, 16.0, 0.0};
+  shrink_coefficients(c, 0.5);  // geomean of the live ones: 4
+  EXPECT_NEAR(c[0], 2.0, 1e-12);
+  EXPECT_NEAR(c[1], 4.0, 1e-12);
+  EXPECT_NEAR(c[2], 8.0, 1e-12);
+  EXPECT_EQ(c[3], 0.0);
+  std::vector<double> u = {1.0, 4.0, 16.0};
+  shrink_coefficients(u, 1.0);
+  for (double v : u) EXPECT_NEAR(v, 4.0, 1e-12);
+  EXPECT_THROW(shrink_coefficients(u, 1.5), Error);
+}
+
 }  // namespace
 }  // namespace baq

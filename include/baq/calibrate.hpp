@@ -44,6 +44,7 @@ struct LayerRecord {
   StorageBits storage;           // every stored bit of this layer
   double loss_before = 0.0;      // BAQ: Σ ℓ_j of the uniform measurement pass
   double predicted_loss_ratio = 1.0;  // BAQ: modelled loss after / before allocation
+  bool baq_fell_back = false;         // BAQ: kept uniform GPTQ at the same stored bits (lower proxy loss)
   std::map<int, int> level_histogram;  // level count -> columns
   std::vector<int> levels;             // per column (BAQ's allocation; uniform for RTN/GPTQ)
   double seconds = 0.0;
@@ -56,6 +57,9 @@ struct QuantizeOptions {
   // When > 0, the budget of every block linear in stored bits per weight (codes with their packing,
   // ranges, widths — everything): RTN/GPTQ pick bits and grid per layer to fit, BAQ allocates to it.
   double bpw = 0.0;
+  // BAQ under a stored budget: a layer whose allocation does not beat uniform GPTQ at the same stored
+  // bits on the calibration proxy loss keeps the uniform result.
+  bool baq_fallback = true;
   Allocation allocation = Allocation::Layer;
   // Outside the blocks, each at its own settings (unset: kept as stored). The head is solved with
   // GPTQ on the Hessian of its input (the final-norm output) whatever the method; a token embedding

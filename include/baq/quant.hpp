@@ -25,6 +25,13 @@ struct QuantSettings {
   int block_size = 128; // GPTQ lazy-batch width
   bool act_order = false;
   bool clip_search = false;  // GPTQ: each grid's range chosen among shrunk min-max ranges by |error|^2.4
+  // BAQ's column coefficients c_j: measured in GPTQ's visiting order (ℓ_j·L², the paper's), or
+  // order-invariant (Σ(w−q)²/[H⁻¹]_jj·L²: each column weighted as if every other one absorbed its
+  // error, so late columns are not favoured); then shrunk toward the layer's geometric mean by
+  // `baq_shrink` in log space (0: as measured, 1: uniform), so the allocation follows what the
+  // calibration text shows strongly, not every fluctuation of it.
+  bool baq_order_invariant = true;
+  double baq_shrink = 0.5;
   int max_damp_retries = 6;  // damping ×10 per retry when H + λI is not positive definite
 };
 
@@ -71,6 +78,9 @@ struct QuantizedMatrix {
   int n_groups = 1;
   GridParams grid(int64_t row, int64_t col) const;
   std::vector<double> column_loss;  // per column, original order
+  // Per column: Σ_rows (w−q)² as rounded, and 1/[H⁻¹]_jj — the loss weight the column would have with
+  // every other column left to absorb its error, whatever the order GPTQ visits it in (GPTQ only).
+  std::vector<double> column_sq_error, column_weight;
   double loss = 0.0;                // Σ column_loss
   double damp = 0.0;                // damping λ actually added to the Hessian
   int damp_retries = 0;
@@ -96,6 +106,8 @@ namespace baq {
 
 // BAQ's loss model fitted from a uniform pass: ℓ_j = c_j·2^(−2R) with R = log2 L, so c_j = ℓ_j·L².
 std::vector<double> loss_coefficients(const std::vector<double>& column_loss, int uniform_levels);
+// Shrinks coefficients toward their geometric mean in log space: c_j ← c_j^(1−λ)·geomean(c)^λ.
+void shrink_coefficients(std::vector<double>& c, double lambda);
 // The uniform level count BAQ's first pass measures at: round(2^R̄), at least 2.
 int measurement_levels(double rate);
 

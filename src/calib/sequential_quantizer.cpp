@@ -353,12 +353,29 @@ static QuantizeRun quantize_blocks(Model& model, std::span<const int> calibratio
         model, calibration, seqlen, options,
         [&](size_t, const float* w, const std::vector<double>& h, LayerRecord& rec) {
           std::function<double(const std::vector<int>&)> stored;
-          if (options.bpw > 0)
+          if (options.bpw > 0) {
             stored = [&](const std::vector<int>& levels) {
-              return planned_storage(levels, rec.rows, s).total() / static_cast<double>(rec.rows * rec.cols);
+              return planned_storage(levels, rec.rows, rec.settings).total() / static_cast<double>(rec.rows * rec.cols);
             };
-          BaqLayerResult r = quantize_baq(w, rec.rows, rec.cols, h.data(), s, options.bpw > 0 ? options.bpw : options.rate,
+          }
+          BaqLayerResult r = quantize_baq(w, rec.rows, rec.cols, h.data(), rec.settings, options.bpw > 0 ? options.bpw : options.rate,
                                           rec.name, stored);
+          if (options.bpw > 0 && options.baq_fallback) {
+            // At the same stored bytes, uniform GPTQ (bits and grid chosen for the budget) is the
+            // alternative a user would otherwise take: a layer keeps it when BAQ's allocation does not
+            // lower the calibration proxy loss.
+            const QuantSettings u = uniform_settings_for_bpw(options.bpw, rec.rows, rec.cols, s);
+            QuantizedMatrix g = quantize_gptq(w, rec.rows, rec.cols, h.data(), u, rec.name);
+            const double pg = proxy_loss(w, g.dequant.data(), rec.rows, rec.cols, h.data());
+            const double pb = proxy_loss(w, r.quantized.dequant.data(), rec.rows, rec.cols, h.data());
+            rec.baq_fell_back = pg <= pb;
+            if (pg <= pb) {
+              rec.settings = u;
+              rec.loss_before = g.loss;
+              rec.predicted_loss_ratio = 1.0;
+              return g;
+            }
+          }
           rec.loss_before = r.loss_before;
           rec.predicted_loss_ratio = r.predicted_loss_ratio;
           return std::move(r.quantized);

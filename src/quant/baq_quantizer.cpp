@@ -14,6 +14,20 @@ std::vector<double> loss_coefficients(const std::vector<double>& column_loss, in
   return c;
 }
 
+void shrink_coefficients(std::vector<double>& c, double lambda) {
+  if (!(lambda >= 0.0 && lambda <= 1.0)) fail("BAQ shrinkage {} outside [0, 1]", lambda);
+  if (lambda == 0.0) return;
+  double mean_log = 0;
+  int n = 0;
+  for (double v : c)
+    if (v > 0) mean_log += std::log(v), ++n;
+  if (n == 0) return;
+  mean_log /= n;
+  // Dead columns (c = 0) stay at zero: nothing to allocate to them whatever the calibration.
+  for (double& v : c)
+    if (v > 0) v = std::exp((1 - lambda) * std::log(v) + lambda * mean_log);
+}
+
 int measurement_levels(double rate) {
   return std::clamp(static_cast<int>(std::lround(std::exp2(rate))), 2, 256);
 }
@@ -33,7 +47,10 @@ BaqLayerResult quantize_baq(const float* w, int64_t rows, int64_t cols, const do
   const int l0 = measurement_levels(code_rate);
   const std::vector<int> uniform(static_cast<size_t>(cols), l0);
   const QuantizedMatrix pass1 = quantize_gptq(w, rows, cols, h, s, name, &uniform);
-  const std::vector<double> c = loss_coefficients(pass1.column_loss, l0);
+  std::vector<double> c = loss_coefficients(pass1.column_loss, l0);
+  if (s.baq_order_invariant)
+    for (size_t j = 0; j < c.size(); ++j) c[j] = pass1.column_sq_error[j] * pass1.column_weight[j] * l0 * l0;
+  shrink_coefficients(c, s.baq_shrink);
   BitAllocation a = BitAllocator(8.0).allocate(c, code_rate);
   if (stored_bpw) {
     // Widths, one-level means and radix words depend on the allocation: lower the code budget by the

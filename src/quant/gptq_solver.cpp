@@ -75,6 +75,15 @@ QuantizedMatrix quantize_gptq(const float* w, int64_t rows, int64_t cols, const 
   m.codes.resize(static_cast<size_t>(rows * cols));
   m.dequant.resize(m.codes.size());
   m.column_loss.assign(static_cast<size_t>(cols), 0.0);
+  m.column_sq_error.assign(static_cast<size_t>(cols), 0.0);
+  m.column_weight.assign(static_cast<size_t>(cols), 0.0);
+  // [H⁻¹]_ii = Σ_{k≤i} U_ki² (H⁻¹ = UᵀU in the visiting order).
+  {
+    std::vector<double> hinv(static_cast<size_t>(cols), 0.0);
+    for (int64_t k = 0; k < cols; ++k)  // row by row of U: contiguous
+      for (int64_t i = k; i < cols; ++i) hinv[i] += static_cast<double>(u[k * cols + i]) * u[k * cols + i];
+    for (int64_t i = 0; i < cols; ++i) m.column_weight[perm[i]] = hinv[i] > 0 ? 1.0 / hinv[i] : 0.0;
+  }
 
   // Blocks never straddle a group start, so a group's grid is always fitted on fully updated columns
   // and the result does not depend on the block size (beyond rounding).
@@ -167,6 +176,7 @@ QuantizedMatrix quantize_gptq(const float* w, int64_t rows, int64_t cols, const 
       double col_loss = 0.0;  // summed in row order: the same for any thread count
       for (int64_t r = 0; r < rows; ++r) col_loss += static_cast<double>(e[r]) * e[r];
       m.column_loss[perm[i]] = col_loss;
+      m.column_sq_error[perm[i]] = col_loss * static_cast<double>(d) * static_cast<double>(d);
       // Spread the error over the rest of the block, one contiguous column at a time.
 #pragma omp parallel for schedule(static)
       for (int64_t j = i + 1; j < i2; ++j) {

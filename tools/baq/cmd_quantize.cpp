@@ -31,6 +31,7 @@ struct QuantizeArgs {
   double bits = 4;
   double bpw = 0, head_bpw = kDefaultHeadBpw, embed_bpw = kDefaultEmbedBpw;
   std::string ranges = "f16";
+  bool baq_fallback = true;
   std::string eval;
   int64_t eval_max_windows = 0;
   std::string alloc = "layer";
@@ -71,6 +72,16 @@ Command add_quantize_command(CLI::App& app) {
                   "How each grid's range is stored: f16 (two F16 per row or group) or scaled8 (8-bit fractions of a "
                   "superblock's F16 range, as k-quants store scales)")
       ->check(CLI::IsMember({"f16", "scaled8"}))->capture_default_str();
+  sub->add_option("--baq-shrink", a->settings.baq_shrink,
+                  "baq: shrink column coefficients toward the layer's geometric mean (0 = as measured, 1 = uniform): "
+                  "robustness to text unlike the calibration")
+      ->check(NumberRange(0.0, 1.0))->capture_default_str();
+  sub->add_flag("!--baq-order-coefficients", a->settings.baq_order_invariant,
+                "baq: measure column coefficients in GPTQ's visiting order (the paper's ℓ_j·L²) instead of the "
+                "order-invariant Σ(w−q)²/[H⁻¹]_jj");
+  sub->add_flag("!--no-baq-fallback", a->baq_fallback,
+                "baq with --bpw: always use the allocation, even in layers where uniform GPTQ at the same stored bits "
+                "has the lower calibration loss");
   sub->add_option("--alloc", a->alloc, "baq: budget per layer, or pooled over the whole model (sensitive layers get more)")
       ->check(CLI::IsMember({"layer", "model"}))->capture_default_str();
   sub->add_option("--group-size", a->settings.group_size,
@@ -131,6 +142,7 @@ Command add_quantize_command(CLI::App& app) {
             options.settings = a->settings;
             options.settings.ranges = parse_range_kind(a->ranges);
             options.bpw = a->bpw;
+            options.baq_fallback = a->baq_fallback;
             // Outside the blocks: each at its own stored rate (a tied embedding is the head). A default
             // rate too low for a very narrow model keeps the matrix as stored; one asked for is an error.
             auto outer_settings = [&](double bpw, const char* flag) -> std::optional<QuantSettings> {
