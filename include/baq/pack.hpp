@@ -107,7 +107,7 @@ struct PackedLinear {
   std::vector<uint32_t> grid_index;  // per column: group · distinct_levels.size() + level count index
   std::vector<uint8_t> one_level;    // per column: 1 when it stores only its mean
   std::vector<float> column_value;   // one-level columns: their value; others 0
-  std::vector<float> row_scale, row_zero;  // planes with one grid per row: each row's, fitted once
+  std::vector<float> row_scale, row_zero;  // planes: each (row, group)'s grid, fitted once (rows × n_groups)
   void prepare();
 };
 

@@ -110,9 +110,9 @@ namespace {
 
 // Row r's grid per group (uniform levels): value = scale·(code − zero).
 void row_scales(const PackedLinear& p, int64_t r, float* scale, float* zero) {
-  if (!p.row_scale.empty()) {  // one grid per row, fitted once at load
-    scale[0] = p.row_scale[static_cast<size_t>(r)];
-    zero[0] = p.row_zero[static_cast<size_t>(r)];
+  if (!p.row_scale.empty()) {  // fitted once at load
+    std::memcpy(scale, p.row_scale.data() + r * p.n_groups, static_cast<size_t>(p.n_groups) * sizeof(float));
+    std::memcpy(zero, p.row_zero.data() + r * p.n_groups, static_cast<size_t>(p.n_groups) * sizeof(float));
     return;
   }
   const int maxq = p.levels.front() - 1;
