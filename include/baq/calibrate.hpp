@@ -44,6 +44,7 @@ struct LayerRecord {
   StorageBits storage;           // every stored bit of this layer
   double loss_before = 0.0;      // BAQ: Σ ℓ_j of the uniform measurement pass
   double predicted_loss_ratio = 1.0;  // BAQ: modelled loss after / before allocation
+  double measured_loss_ratio = 1.0;   // BAQ: GPTQ's loss after allocation over uniform's at the same budget
   bool baq_fell_back = false;         // BAQ: kept uniform GPTQ at the same stored bits (lower proxy loss)
   std::map<int, int> level_histogram;  // level count -> columns
   std::vector<int> levels;             // per column (BAQ's allocation; uniform for RTN/GPTQ)

@@ -116,6 +116,9 @@ struct BaqLayerResult {
   std::vector<int> levels;
   double loss_before = 0;     // pass 1 (uniform): Σ ℓ_j
   double predicted_loss_ratio = 1;
+  // GPTQ's loss after allocation over the uniform pass's, the latter moved by the loss model from its
+  // measurement rate to the budget's (2^(−2ΔR)): what the prediction is compared with.
+  double measured_loss_ratio = 1;
 };
 // BAQ on one layer: GPTQ at the uniform rate, closed-form allocation at mean rate `rate` (bits per
 // weight of codes, fractional, at most 8), GPTQ again with the allocated grids.

@@ -373,11 +373,13 @@ static QuantizeRun quantize_blocks(Model& model, std::span<const int> calibratio
               rec.settings = u;
               rec.loss_before = g.loss;
               rec.predicted_loss_ratio = 1.0;
+              rec.measured_loss_ratio = 1.0;
               return g;
             }
           }
           rec.loss_before = r.loss_before;
           rec.predicted_loss_ratio = r.predicted_loss_ratio;
+          rec.measured_loss_ratio = r.measured_loss_ratio;
           return std::move(r.quantized);
         },
         0, n_layers + head, true);
@@ -419,8 +421,12 @@ static QuantizeRun quantize_blocks(Model& model, std::span<const int> calibratio
         // layer's output energy tr(W H Wᵀ) (the proxy loss of quantizing everything to zero).
         const std::vector<float> zeros(static_cast<size_t>(rec.rows * rec.cols), 0.0f);
         const double energy = proxy_loss(w, zeros.data(), rec.rows, rec.cols, h.data());
-        for (double& v : q.column_loss) v /= energy > 0.0 ? energy : 1.0;
-        column_loss.push_back(q.column_loss);
+        std::vector<double> cl = q.column_loss;
+        if (s.baq_order_invariant)  // as per layer: each column weighted as if all others absorbed its error
+          for (size_t j = 0; j < cl.size(); ++j) cl[j] = q.column_sq_error[j] * q.column_weight[j];
+        shrink_coefficients(cl, s.baq_shrink);
+        for (double& v : cl) v /= energy > 0.0 ? energy : 1.0;
+        column_loss.push_back(std::move(cl));
         loss_before.push_back(q.loss);
         return q;
       },
@@ -474,7 +480,10 @@ static QuantizeRun quantize_blocks(Model& model, std::span<const int> calibratio
           allocated += c[static_cast<size_t>(j)] * std::exp2(-2.0 * a.rate[static_cast<size_t>(j)]);
         }
         rec.predicted_loss_ratio = uniform > 0 ? allocated / uniform : 1.0;
-        return quantize_gptq(w, rec.rows, rec.cols, h.data(), s, rec.name, &levels);
+        QuantizedMatrix q = quantize_gptq(w, rec.rows, rec.cols, h.data(), s, rec.name, &levels);
+        const double uniform_at_budget = rec.loss_before * std::exp2(-2.0 * (code_rate - std::log2(static_cast<double>(l0))));
+        rec.measured_loss_ratio = uniform_at_budget > 0 ? q.loss / uniform_at_budget : 1.0;
+        return q;
       },
       n_layers, 2 * n_layers + head, true);
   run.seconds = seconds_since(t_start);  // both passes

@@ -69,6 +69,8 @@ BaqLayerResult quantize_baq(const float* w, int64_t rows, int64_t cols, const do
   r.loss_before = pass1.loss;
   r.predicted_loss_ratio = a.predicted_loss_ratio;
   r.quantized = quantize_gptq(w, rows, cols, h, s, name, &r.levels);
+  const double uniform_at_budget = pass1.loss * std::exp2(-2.0 * (a.budget - std::log2(static_cast<double>(l0))));
+  r.measured_loss_ratio = uniform_at_budget > 0 ? r.quantized.loss / uniform_at_budget : 1.0;
   return r;
 }
 

@@ -118,20 +118,23 @@ QuantizedMatrix quantize_gptq(const float* w, int64_t rows, int64_t cols, const 
         // Stored as the file holds them: quantize with exactly those bounds.
         StoredRange sr = store_range(s.ranges, lo, hi, slo, shi);
         if (s.clip_search) {
-          // The min-max range spends levels on the extremes; a narrower one (GPTQ's `mse` grid search,
-          // |error|^2.4 over the group's current weights, each column at its own level count) often
-          // rounds the bulk better. Candidates are the stored ranges of shrunk bounds.
+          // The min-max range spends levels on the extremes; a narrower one (GPTQ's `mse` grid search
+          // over the group's current weights, each column at its own level count; squared error)
+          // often rounds the bulk better. Candidates are the stored ranges of shrunk bounds.
           double best = -1;
           for (int k = 0; k <= 8; ++k) {
             const float shrink = 1.0f - 0.025f * static_cast<float>(k);
             const StoredRange cand = store_range(s.ranges, lo * shrink, hi * shrink, slo, shi);
             double e = 0;
+            int grid_levels = 0;
+            GridParams grid;
             for (int64_t c = i1; c < c1; ++c) {
               const int L = m.levels[perm[c]];
               if (L == 1) continue;
-              const GridParams grid = fit_grid(cand.lo, cand.hi, L - 1, s.sym);
+              if (L != grid_levels) grid = fit_grid(cand.lo, cand.hi, L - 1, s.sym), grid_levels = L;
               const float w = wt[c * rows + r];
-              e += std::pow(std::abs(static_cast<double>(w - grid.value(grid.code(w)))), 2.4);
+              const double d = static_cast<double>(w - grid.value(grid.code(w)));
+              e += d * d;
             }
             if (best < 0 || e < best) best = e, sr = cand;
           }

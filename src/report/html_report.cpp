@@ -117,6 +117,31 @@ std::string loss_chart(const json& run) {
   return svg + "</svg>";
 }
 
+// BAQ: each layer's predicted loss ratio (the loss model's geomean/mean) against the measured one
+// (GPTQ's loss after allocation over the uniform pass's); the diagonal is a perfect model, points
+// above it are layers where the allocation gained less than it promised.
+std::string prediction_chart(const json& run) {
+  std::vector<std::pair<double, double>> pts;
+  for (const auto& l : run["layers"])
+    if (l.contains("predicted_loss_ratio") && l.contains("measured_loss_ratio") && !l.value("kept_uniform", false))
+      pts.emplace_back(l["predicted_loss_ratio"].get<double>(), l["measured_loss_ratio"].get<double>());
+  if (pts.empty()) return "<p>No BAQ allocation in this run.</p>";
+  constexpr int kS = 320, kM = 50;
+  double hi = 1.0;
+  for (const auto& [p, m] : pts) hi = std::max({hi, p, m});
+  hi = std::ceil(hi * 10) / 10;
+  auto at = [&](double v) { return kM + (kS - kM - 10) * std::clamp(v, 0.0, hi) / hi; };
+  std::string svg = fmt::format(R"(<svg xmlns="http://www.w3.org/2000/svg" width="{}" height="{}" font-family="sans-serif" font-size="10">)", kS, kS);
+  svg += fmt::format(R"(<line x1="{}" y1="{}" x2="{:.1f}" y2="{:.1f}" stroke="#bbb" stroke-dasharray="4"/>)", kM, kS - kM, at(hi), kS - at(hi));
+  svg += fmt::format(R"(<line x1="{}" x2="{}" y1="{}" y2="{}" stroke="#000"/><line x1="{}" x2="{}" y1="10" y2="{}" stroke="#000"/>)", kM,
+                     kS - 10, kS - kM, kS - kM, kM, kM, kS - kM);
+  for (const auto& [p, m] : pts)
+    svg += fmt::format(R"(<circle cx="{:.1f}" cy="{:.1f}" r="3" fill="#1f77b4" fill-opacity="0.7"/>)", at(p), kS - at(m));
+  svg += fmt::format(R"(<text x="{}" y="{}">predicted loss ratio (0 … {:g})</text>)", kM, kS - kM + 24, hi);
+  svg += fmt::format(R"svg(<text x="12" y="{}" transform="rotate(-90 12 {})">measured loss ratio</text>)svg", kS / 2 + 40, kS / 2 + 40);
+  return svg + "</svg>";
+}
+
 std::string ppl_chart(const std::vector<json>& runs, const std::vector<std::string>& names) {
   struct Point {
     double bpw, ppl;
@@ -171,6 +196,9 @@ void validate_run_report(const json& r, const std::string& name) {
     const int64_t cols = json_int(l, "cols", what, 1, int64_t{1} << 24);
     json_number_or(l, "gptq_loss", what, 0.0);
     json_number_or(l, "gptq_loss_uniform", what, 0.0);
+    json_number_or(l, "predicted_loss_ratio", what, 0.0);
+    json_number_or(l, "measured_loss_ratio", what, 0.0);
+    if (l.contains("kept_uniform") && !l["kept_uniform"].is_boolean()) fail("{}: field 'kept_uniform' must be true or false", what);
     if (l.contains("levels")) {
       const json& levels = l["levels"];
       if (!levels.is_array() || static_cast<int64_t>(levels.size()) != cols)
@@ -216,6 +244,10 @@ std::string html_report(const std::vector<std::string>& report_json, const std::
   for (size_t i = 0; i < runs.size(); ++i) html += heat_map(runs[i], names[i], max_bits);
   html += "<h2>Loss per layer</h2>";
   for (size_t i = 0; i < runs.size(); ++i) html += fmt::format("<h3>{}</h3>{}", escape(names[i]), loss_chart(runs[i]));
+  html += "<h2>Predicted against measured loss (BAQ)</h2><p>Per layer: the loss model's ratio of allocated to uniform loss "
+          "against GPTQ's measured one; layers that kept uniform bits are left out.</p>";
+  for (size_t i = 0; i < runs.size(); ++i)
+    if (runs[i]["method"] == "baq") html += fmt::format("<h3>{}</h3>{}", escape(names[i]), prediction_chart(runs[i]));
   html += "<h2>Perplexity against bits per weight</h2>" + ppl_chart(runs, names);
   return html + "</body></html>\n";
 }

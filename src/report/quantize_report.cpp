@@ -52,8 +52,7 @@ std::string quantize_report_json(const QuantizeRun& run, const QuantizeOptions& 
     if (baq) {
       l["gptq_loss_uniform"] = r.loss_before;
       l["predicted_loss_ratio"] = r.predicted_loss_ratio;
-      // GPTQ's own loss after allocation over the uniform measurement pass's: what the model predicted.
-      l["measured_loss_ratio"] = r.loss_before > 0 ? r.loss / r.loss_before : 1.0;
+      l["measured_loss_ratio"] = r.measured_loss_ratio;
       l["kept_uniform"] = r.baq_fell_back;
       auto& hist = l["levels_histogram"] = nlohmann::ordered_json::object();
       for (const auto& [levels, count] : r.level_histogram) hist[std::to_string(levels)] = count;
