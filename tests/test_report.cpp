@@ -2,6 +2,8 @@
 // in headless Chromium when it is installed).
 #include <gtest/gtest.h>
 
+#include <cmath>
+
 #include <cstdlib>
 #include <filesystem>
 
@@ -58,6 +60,11 @@ TEST(Report, JsonCarriesAllocationAndExactAccounting) {
     EXPECT_EQ(hist, l["cols"].get<int>());
     EXPECT_TRUE(l.contains("predicted_loss_ratio"));
     EXPECT_TRUE(l.contains("gptq_loss_uniform"));
+    // The measured ratio is GPTQ's allocated loss over the uniform pass's moved to the budget (at
+    // 2.5 bits the pass measures round(2^2.5) = 6 levels: 2^(−2(2.5 − log2 6)) scales it).
+    const double uniform_at_budget = l["gptq_loss_uniform"].get<double>() * std::exp2(-2.0 * (2.5 - std::log2(6.0)));
+    EXPECT_NEAR(l["measured_loss_ratio"].get<double>(), l["gptq_loss"].get<double>() / uniform_at_budget,
+                1e-9 * l["measured_loss_ratio"].get<double>());
   }
   EXPECT_NEAR(j["totals"]["bits_per_weight"].get<double>(), bits / weights, 1e-12);
   EXPECT_EQ(j["evaluation"]["ppl"], 11.25);
@@ -70,7 +77,8 @@ TEST(Report, HtmlIsSelfContainedWithEveryPlot) {
   EXPECT_EQ(html.find("http://"), html.find("http://www.w3.org"));  // only the SVG namespace
   size_t svgs = 0;
   for (size_t p = html.find("<svg"); p != std::string::npos; p = html.find("<svg", p + 1)) ++svgs;
-  EXPECT_EQ(svgs, 2u /*heat maps*/ + 2u /*loss charts*/ + 1u /*ppl vs bpw*/);
+  EXPECT_EQ(svgs, 2u /*heat maps*/ + 2u /*loss charts*/ + 1u /*BAQ predicted vs measured*/ + 1u /*ppl vs bpw*/);
+  EXPECT_NE(html.find("Predicted against measured loss"), std::string::npos);
   EXPECT_NE(html.find("blocks.1.mlp.down"), std::string::npos);
   EXPECT_NE(html.find("baq-2.5 (11.250)"), std::string::npos);  // the evaluated point is plotted
   EXPECT_NE(html.find("GPTQ (uniform measurement pass)"), std::string::npos);
