@@ -9,6 +9,7 @@
 
 #include <cmath>
 #include <functional>
+#include <set>
 
 #include "baq/baq_file.hpp"
 #include "baq/calibrate.hpp"
@@ -755,6 +756,51 @@ TEST(Families, InfoListsTheFieldsThatShapeTheMath) {
   r = run_command(std::string(BAQ_BINARY) + " info " + (dir.path() / "qwen2").string());
   EXPECT_NE(r.status, 0);
   EXPECT_NE(r.output.find("rope type 'yarn' is not supported"), std::string::npos) << r.output;
+}
+
+// The whole model through the CLI at stored budgets: every block linear within --bpw as stored, the
+// head and the untied embedding packed within theirs, the file runs; a budget that cannot be met is
+// one line naming its flag.
+TEST(Families, WholeModelAtStoredBudgetsThroughTheCli) {
+  const Spec s = mistral();  // untied head and embedding
+  Weights w;
+  Shapes shapes;
+  weights_for(s, 5, w, shapes);
+  TempDir dir;
+  write_folder(s, w, shapes, dir.path() / "hf", "BF16");
+  std::string text;
+  for (int i = 0; i < 30; ++i) text += "ABCDEF GHIJ KLMNOP QRSTU VWXYZ " + std::to_string(i) + "\n";
+  write_bytes(dir.file("text.txt"), text);
+  const std::string base = std::string(BAQ_BINARY) + " quantize " + (dir.path() / "hf").string() + " --calib " +
+                           dir.file("text.txt") + " --nsamples 4 --seqlen 16";
+  for (const char* method : {"gptq", "baq"}) {
+    const std::string out = dir.file(std::string(method) + ".baq");
+    const auto q = run_command(base + " --method " + method + " --bpw 3.5 --head-bpw 4.5 --embed-bpw 4 --out " + out);
+    ASSERT_EQ(q.status, 0) << q.output;
+    const json report = json::parse(read_bytes(dir.file(std::string(method) + ".report.json")));
+    EXPECT_EQ(report["settings"]["stored_bits_per_weight"], 3.5);
+    std::set<std::string> outer;
+    for (const auto& l : report["layers"]) {
+      const std::string name = l["name"];
+      const double bpw = l["bits_per_weight"];
+      if (name == "head" || name == "embeddings") {
+        EXPECT_LE(bpw, name == "head" ? 4.5 : 4.0) << name;
+        outer.insert(name);
+      } else {
+        EXPECT_LE(bpw, 3.5) << name;
+      }
+    }
+    EXPECT_EQ(outer.size(), 2u);
+    const LoadedModel m = load_model(out, "", false);
+    EXPECT_NE(m.model->head().packed, nullptr);
+    EXPECT_NE(m.model->packed_embeddings(), nullptr);
+    const auto p = run_command(std::string(BAQ_BINARY) + " ppl " + out + " --text " + dir.file("text.txt") + " --seqlen 16");
+    EXPECT_EQ(p.status, 0) << p.output;
+  }
+  const auto bad = run_command(base + " --head-bpw 2.5 --out " + dir.file("bad.baq"));
+  EXPECT_EQ(bad.status, 1);
+  EXPECT_NE(bad.output.find("--head-bpw"), std::string::npos) << bad.output;
+  EXPECT_FALSE(std::filesystem::exists(dir.file("bad.baq")));
 }
 
 TEST(Families, ConfigFieldsThatChangeTheMathAreNeverIgnored) {
