@@ -119,8 +119,8 @@ QuantizedMatrix quantize_gptq(const float* w, int64_t rows, int64_t cols, const 
         StoredRange sr = store_range(s.ranges, lo, hi, slo, shi);
         if (s.clip_search) {
           // The min-max range spends levels on the extremes; a narrower one (GPTQ's `mse` grid search
-          // over the group's current weights, each column at its own level count; |error|^2.4 as there:
-          // measured on kdoc, squared error chose worse ranges for the head)
+          // over the group's current weights, each column at its own level count, |error|^2.4 as there;
+          // squared error measured within noise of it on kdoc, so the reference's norm is kept)
           // often rounds the bulk better. Candidates are the stored ranges of shrunk bounds.
           double best = -1;
           for (int k = 0; k <= 8; ++k) {
