@@ -108,23 +108,6 @@ void planes_unpack_row(const PackedLinear& p, const uint8_t* in, uint8_t* codes)
 
 namespace {
 
-// Row r's grid per group (uniform levels): value = scale·(code − zero).
-void row_scales(const PackedLinear& p, int64_t r, float* scale, float* zero) {
-  if (!p.row_scale.empty()) {  // fitted once at load
-    std::memcpy(scale, p.row_scale.data() + r * p.n_groups, static_cast<size_t>(p.n_groups) * sizeof(float));
-    std::memcpy(zero, p.row_zero.data() + r * p.n_groups, static_cast<size_t>(p.n_groups) * sizeof(float));
-    return;
-  }
-  const int maxq = p.levels.front() - 1;
-  for (int64_t g = 0; g < p.n_groups; ++g) {
-    float lo, hi;
-    p.range(r, g, lo, hi);
-    const GridParams grid = fit_grid(lo, hi, maxq, p.sym);
-    scale[g] = grid.scale;
-    zero[g] = grid.zero;
-  }
-}
-
 // The scalar path: a row's codes unpacked, then the grouped sum.
 float row_dot_scalar(const float* x, const PackedLinear& p, int64_t r, const float* scale, const float* zero,
                      const float* xsum, std::vector<uint8_t>& codes) {
@@ -339,7 +322,7 @@ void planes_matvec_rows(const float* x, const PackedLinear& p, int64_t r0, int64
   const int bits = code_bits(p.levels.front());
   const int64_t gs = p.group_size > 0 ? p.group_size : p.cols, ng = p.n_groups;
   // Per-call buffers live with the thread: a token's matvecs allocate nothing.
-  thread_local std::vector<float> xsum, scale, zero;
+  thread_local std::vector<float> xsum;
   thread_local std::vector<uint8_t> codes;
   xsum.assign(static_cast<size_t>(ng), 0.0f);
   for (int64_t g = 0; g < ng; ++g) {
@@ -352,16 +335,21 @@ void planes_matvec_rows(const float* x, const PackedLinear& p, int64_t r0, int64
     for (; j < j1; ++j) part[0] += x[j];
     xsum[static_cast<size_t>(g)] = ((part[0] + part[1]) + (part[2] + part[3])) + ((part[4] + part[5]) + (part[6] + part[7]));
   }
-  scale.resize(static_cast<size_t>(4 * ng));
-  zero.resize(scale.size());
+  // Every (row, group)'s grid was fitted at load (PackedLinear::prepare): rows r.. are consecutive
+  // there, so a run of rows' scales is read in place.
+  if (p.row_scale.size() != static_cast<size_t>(p.rows * ng)) fail("packed linear: grids not prepared");
+  const float* scale = p.row_scale.data();
+  const float* zero = p.row_zero.data();
   // The SIMD paths step 16 columns at a time: groups must not start inside a run of 16.
   const bool simd = gs % 16 == 0 && p.cols >= kChunk;
   const KernelIsa isa = simd ? kernel_isa() : KernelIsa::Scalar;
   // Σ_j scale·(code_j − zero)·x_j = Σ_g scale_g·(Σ_{j∈g} code_j·x_j − zero_g·Σ_{j∈g} x_j).
-  auto finish = [&](int64_t r, int i, float dot) {
+  auto finish = [&](int64_t r, float dot) {
+    const float* rs = scale + r * ng;
+    const float* rz = zero + r * ng;
     float shift = 0.0f;
-    for (int64_t g = 0; g < ng; ++g) shift += scale[static_cast<size_t>(i * ng + g)] * zero[static_cast<size_t>(i * ng + g)] * xsum[static_cast<size_t>(g)];
-    out[r] = dot + tail_dot(x, p, r, scale.data() + i * ng) - shift;
+    for (int64_t g = 0; g < ng; ++g) shift += rs[g] * rz[g] * xsum[static_cast<size_t>(g)];
+    out[r] = dot + tail_dot(x, p, r, rs) - shift;
   };
   if (isa == KernelIsa::Avx512) {
     RowsDot four, one;
@@ -369,30 +357,22 @@ void planes_matvec_rows(const float* x, const PackedLinear& p, int64_t r0, int64
     float dots[4];
     int64_t r = r0;
     for (; r + 4 <= r1; r += 4) {
-      for (int i = 0; i < 4; ++i) row_scales(p, r + i, scale.data() + i * ng, zero.data() + i * ng);
-      four(x, p, r, scale.data(), dots);
-      for (int i = 0; i < 4; ++i) finish(r + i, i, dots[i]);
+      four(x, p, r, scale + r * ng, dots);
+      for (int i = 0; i < 4; ++i) finish(r + i, dots[i]);
     }
     for (; r < r1; ++r) {
-      row_scales(p, r, scale.data(), zero.data());
-      one(x, p, r, scale.data(), dots);
-      finish(r, 0, dots[0]);
+      one(x, p, r, scale + r * ng, dots);
+      finish(r, dots[0]);
     }
     return;
   }
   if (isa == KernelIsa::Avx2) {
     const RowDot dot = pick_avx2(bits);
-    for (int64_t r = r0; r < r1; ++r) {
-      row_scales(p, r, scale.data(), zero.data());
-      finish(r, 0, dot(x, p, r, scale.data()));
-    }
+    for (int64_t r = r0; r < r1; ++r) finish(r, dot(x, p, r, scale + r * ng));
     return;
   }
   codes.resize(static_cast<size_t>(p.cols));
-  for (int64_t r = r0; r < r1; ++r) {
-    row_scales(p, r, scale.data(), zero.data());
-    out[r] = row_dot_scalar(x, p, r, scale.data(), zero.data(), xsum.data(), codes);
-  }
+  for (int64_t r = r0; r < r1; ++r) out[r] = row_dot_scalar(x, p, r, scale + r * ng, zero + r * ng, xsum.data(), codes);
 }
 
 }  // namespace baq
