@@ -55,6 +55,22 @@ Layer random_layer(int64_t rows, int64_t cols, uint32_t seed, int64_t n = 0) {
 
 // GPTQ as the OBS update with an explicitly maintained inverse Hessian (Frantar et al., eq. 2-3),
 // in double, one column at a time; grids fitted per group on the updated weights at group starts.
+// The inverse of an n × n positive definite matrix by Gauss–Jordan without pivoting, in double.
+std::vector<double> naive_inverse(std::vector<double> a, int64_t n) {
+  std::vector<double> inv(static_cast<size_t>(n * n), 0.0);
+  for (int64_t i = 0; i < n; ++i) inv[i * n + i] = 1;
+  for (int64_t p = 0; p < n; ++p) {
+    const double piv = a[p * n + p];
+    for (int64_t j = 0; j < n; ++j) a[p * n + j] /= piv, inv[p * n + j] /= piv;
+    for (int64_t i = 0; i < n; ++i)
+      if (i != p) {
+        const double f = a[i * n + p];
+        for (int64_t j = 0; j < n; ++j) a[i * n + j] -= f * a[p * n + j], inv[i * n + j] -= f * inv[p * n + j];
+      }
+  }
+  return inv;
+}
+
 std::vector<double> naive_gptq(const Layer& l, const QuantSettings& s, std::vector<double>* col_loss) {
   const int64_t R = l.rows, C = l.cols;
   std::vector<int64_t> order(static_cast<size_t>(C));
@@ -68,18 +84,7 @@ std::vector<double> naive_gptq(const Layer& l, const QuantSettings& s, std::vect
     for (int64_t j = 0; j < C; ++j) H[i * C + j] = l.h[order[i] * C + order[j]] + (i == j ? s.damp * mean : 0.0);
   for (int64_t r = 0; r < R; ++r)
     for (int64_t i = 0; i < C; ++i) W[r * C + i] = l.w[r * C + order[i]];
-  // Inverse by Gauss-Jordan.
-  std::vector<double> inv(static_cast<size_t>(C * C), 0.0), a = H;
-  for (int64_t i = 0; i < C; ++i) inv[i * C + i] = 1;
-  for (int64_t p = 0; p < C; ++p) {
-    const double piv = a[p * C + p];
-    for (int64_t j = 0; j < C; ++j) a[p * C + j] /= piv, inv[p * C + j] /= piv;
-    for (int64_t i = 0; i < C; ++i)
-      if (i != p) {
-        const double f = a[i * C + p];
-        for (int64_t j = 0; j < C; ++j) a[i * C + j] -= f * a[p * C + j], inv[i * C + j] -= f * inv[p * C + j];
-      }
-  }
+  std::vector<double> inv = naive_inverse(H, C);
   const int64_t gs = s.group_size > 0 ? s.group_size : C;
   const int maxq = (1 << s.bits) - 1;
   std::vector<GridParams> grid(static_cast<size_t>(R));
@@ -378,17 +383,9 @@ TEST(Baq, OrderInvariantColumnWeightsAreTheInverseHessianDiagonal) {
     s.act_order = act_order;
     const QuantizedMatrix m = quantize_gptq(l.w.data(), 8, 24, l.h.data(), s, "t");
     const int n = 24;
-    std::vector<double> a(l.h), inv(static_cast<size_t>(n * n), 0.0);
-    for (int i = 0; i < n; ++i) a[i * n + i] += m.damp, inv[i * n + i] = 1.0;
-    for (int c = 0; c < n; ++c) {  // Gauss–Jordan without pivoting: the damped H is positive definite
-      const double d = a[c * n + c];
-      for (int j = 0; j < n; ++j) a[c * n + j] /= d, inv[c * n + j] /= d;
-      for (int r = 0; r < n; ++r)
-        if (r != c) {
-          const double f = a[r * n + c];
-          for (int j = 0; j < n; ++j) a[r * n + j] -= f * a[c * n + j], inv[r * n + j] -= f * inv[c * n + j];
-        }
-    }
+    std::vector<double> damped(l.h);
+    for (int i = 0; i < n; ++i) damped[i * n + i] += m.damp;
+    const std::vector<double> inv = naive_inverse(damped, n);
     for (int j = 0; j < n; ++j) EXPECT_NEAR(m.column_weight[j], 1.0 / inv[j * n + j], 1e-4 / inv[j * n + j]) << j;
     // Σ(w−q)² as rounded: the first column GPTQ visits has not been updated yet, so it is the
     // original weights' error.
