@@ -695,18 +695,24 @@ TEST(Families, GgufFormGivesTheSameLogits) {
   }
 }
 
+// What a CLI run needs: the family's BF16 folder (seeded weights) at dir/hf and a short calibration
+// and evaluation text at dir/text.txt.
+void write_cli_inputs(const Spec& s, uint32_t seed, const TempDir& dir) {
+  Weights w;
+  Shapes shapes;
+  weights_for(s, seed, w, shapes);
+  write_folder(s, w, shapes, dir.path() / "hf", "BF16");
+  std::string text;
+  for (int i = 0; i < 30; ++i) text += "ABCDEF GHIJ KLMNOP QRSTU VWXYZ " + std::to_string(i) + "\n";
+  write_bytes(dir.file("text.txt"), text);
+}
+
 // Quantized with every method into a .baq that reads back to the same model, and run by ppl and
 // generate through the CLI.
 TEST(Families, QuantizeEveryMethodToBaqAndRunIt) {
   for (const Spec& s : all_families()) {
-    Weights w;
-    Shapes shapes;
-    weights_for(s, 3, w, shapes);
     TempDir dir;
-    write_folder(s, w, shapes, dir.path() / "hf", "BF16");
-    std::string text;
-    for (int i = 0; i < 30; ++i) text += "ABCDEF GHIJ KLMNOP QRSTU VWXYZ " + std::to_string(i) + "\n";
-    write_bytes(dir.file("text.txt"), text);
+    write_cli_inputs(s, 3, dir);
     for (const char* method : {"rtn", "gptq", "baq"}) {
       const std::string out = dir.file(std::string(method) + ".baq");
       const auto q = run_command(std::string(BAQ_BINARY) + " quantize " + (dir.path() / "hf").string() + " --method " +
@@ -763,14 +769,8 @@ TEST(Families, InfoListsTheFieldsThatShapeTheMath) {
 // one line naming its flag.
 TEST(Families, WholeModelAtStoredBudgetsThroughTheCli) {
   const Spec s = mistral();  // untied head and embedding
-  Weights w;
-  Shapes shapes;
-  weights_for(s, 5, w, shapes);
   TempDir dir;
-  write_folder(s, w, shapes, dir.path() / "hf", "BF16");
-  std::string text;
-  for (int i = 0; i < 30; ++i) text += "ABCDEF GHIJ KLMNOP QRSTU VWXYZ " + std::to_string(i) + "\n";
-  write_bytes(dir.file("text.txt"), text);
+  write_cli_inputs(s, 5, dir);
   const std::string base = std::string(BAQ_BINARY) + " quantize " + (dir.path() / "hf").string() + " --calib " +
                            dir.file("text.txt") + " --nsamples 4 --seqlen 16";
   for (const char* method : {"gptq", "baq"}) {
