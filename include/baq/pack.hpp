@@ -154,6 +154,10 @@ struct StorageBits {
   double widths = 0;  // per column when levels differ: its level count (8 bits); act-order groups: its group (32)
   double means = 0;   // per one-level column: its F16 value
   double total() const { return codes + ranges + widths + means; }
+  StorageBits& operator+=(const StorageBits& o) {
+    codes += o.codes, ranges += o.ranges, widths += o.widths, means += o.means;
+    return *this;
+  }
 };
 StorageBits storage_bits(const PackedLinear& p);
 // What pack_linear will store for a rows × levels.size() matrix quantized with these level counts and

@@ -102,10 +102,7 @@ void account(LayerRecord& rec, const PackedLinear& packed, QuantizeRun& run) {
   }
   rec.storage = storage_bits(packed);
   run.quantized_weights += rec.rows * rec.cols;
-  run.bits.codes += rec.storage.codes;
-  run.bits.ranges += rec.storage.ranges;
-  run.bits.widths += rec.storage.widths;
-  run.bits.means += rec.storage.means;
+  run.bits += rec.storage;
 }
 
 // A matrix outside the blocks (head, token embedding), quantized a slice of rows at a time: rows are
@@ -310,10 +307,7 @@ QuantizeRun quantize_model(Model& model, std::span<const int> calibration, int s
   QuantizeRun run = quantize_blocks(model, calibration, seqlen, options);
   run.layers.insert(run.layers.begin(), outer.layers.begin(), outer.layers.end());
   run.quantized_weights += outer.quantized_weights;
-  run.bits.codes += outer.bits.codes;
-  run.bits.ranges += outer.bits.ranges;
-  run.bits.widths += outer.bits.widths;
-  run.bits.means += outer.bits.means;
+  run.bits += outer.bits;
   run.stages.solve += outer.stages.solve;
   run.stages.pack += outer.stages.pack;
   run.seconds = seconds_since(t_start);
