@@ -108,6 +108,9 @@ namespace baq {
 std::vector<double> loss_coefficients(const std::vector<double>& column_loss, int uniform_levels);
 // Shrinks coefficients toward their geometric mean in log space: c_j ← c_j^(1−λ)·geomean(c)^λ.
 void shrink_coefficients(std::vector<double>& c, double lambda);
+// The coefficients BAQ allocates with, from a uniform GPTQ pass at `uniform_levels`: the paper's
+// ℓ_j·L², or (QuantSettings::baq_order_invariant) Σ(w−q)²/[H⁻¹]_jj·L², shrunk by baq_shrink.
+std::vector<double> baq_coefficients(const QuantizedMatrix& pass1, int uniform_levels, const QuantSettings& s);
 // The uniform level count BAQ's first pass measures at: round(2^R̄), at least 2.
 int measurement_levels(double rate);
 

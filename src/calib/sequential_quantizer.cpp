@@ -404,7 +404,7 @@ static QuantizeRun quantize_blocks(Model& model, std::span<const int> calibratio
     if (!(code_rate > 0.0)) fail("{} stored bits per weight leave nothing for codes", options.bpw);
   }
   const int l0 = measurement_levels(code_rate);
-  std::vector<std::vector<double>> column_loss;
+  std::vector<std::vector<double>> coefficients;  // per layer, relative to its output energy
   std::vector<double> loss_before;
   run_sequential(
       model, calibration, seqlen, options,
@@ -415,12 +415,9 @@ static QuantizeRun quantize_blocks(Model& model, std::span<const int> calibratio
         // layer's output energy tr(W H Wᵀ) (the proxy loss of quantizing everything to zero).
         const std::vector<float> zeros(static_cast<size_t>(rec.rows * rec.cols), 0.0f);
         const double energy = proxy_loss(w, zeros.data(), rec.rows, rec.cols, h.data());
-        std::vector<double> cl = q.column_loss;
-        if (s.baq_order_invariant)  // as per layer: each column weighted as if all others absorbed its error
-          for (size_t j = 0; j < cl.size(); ++j) cl[j] = q.column_sq_error[j] * q.column_weight[j];
-        shrink_coefficients(cl, s.baq_shrink);
-        for (double& v : cl) v /= energy > 0.0 ? energy : 1.0;
-        column_loss.push_back(std::move(cl));
+        std::vector<double> layer_c = baq_coefficients(q, l0, s);
+        for (double& v : layer_c) v /= energy > 0.0 ? energy : 1.0;
+        coefficients.push_back(std::move(layer_c));
         loss_before.push_back(q.loss);
         return q;
       },
@@ -432,7 +429,7 @@ static QuantizeRun quantize_blocks(Model& model, std::span<const int> calibratio
     for (int b = 0; b < model.n_blocks(); ++b)
       for (Linear* l : model.block(b).linears()) {
         first_column.push_back(c.size());
-        const auto layer_c = loss_coefficients(column_loss[k++], l0);
+        const std::vector<double>& layer_c = coefficients[k++];
         c.insert(c.end(), layer_c.begin(), layer_c.end());
         weights.insert(weights.end(), layer_c.size(), static_cast<double>(l->out_features()));
       }

@@ -28,6 +28,15 @@ void shrink_coefficients(std::vector<double>& c, double lambda) {
     if (v > 0) v = std::exp((1 - lambda) * std::log(v) + lambda * mean_log);
 }
 
+std::vector<double> baq_coefficients(const QuantizedMatrix& pass1, int uniform_levels, const QuantSettings& s) {
+  std::vector<double> c = loss_coefficients(pass1.column_loss, uniform_levels);
+  const double l2 = static_cast<double>(uniform_levels) * uniform_levels;
+  if (s.baq_order_invariant)
+    for (size_t j = 0; j < c.size(); ++j) c[j] = pass1.column_sq_error[j] * pass1.column_weight[j] * l2;
+  shrink_coefficients(c, s.baq_shrink);
+  return c;
+}
+
 int measurement_levels(double rate) {
   return std::clamp(static_cast<int>(std::lround(std::exp2(rate))), 2, 256);
 }
@@ -47,10 +56,7 @@ BaqLayerResult quantize_baq(const float* w, int64_t rows, int64_t cols, const do
   const int l0 = measurement_levels(code_rate);
   const std::vector<int> uniform(static_cast<size_t>(cols), l0);
   const QuantizedMatrix pass1 = quantize_gptq(w, rows, cols, h, s, name, &uniform);
-  std::vector<double> c = loss_coefficients(pass1.column_loss, l0);
-  if (s.baq_order_invariant)
-    for (size_t j = 0; j < c.size(); ++j) c[j] = pass1.column_sq_error[j] * pass1.column_weight[j] * l0 * l0;
-  shrink_coefficients(c, s.baq_shrink);
+  const std::vector<double> c = baq_coefficients(pass1, l0, s);
   BitAllocation a = BitAllocator(8.0).allocate(c, code_rate);
   if (stored_bpw) {
     // Widths, one-level means and radix words depend on the allocation: lower the code budget by the
