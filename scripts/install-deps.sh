@@ -6,6 +6,7 @@ packages=(
   libopenblas-openmp-dev liblapacke-dev    # OpenBLAS itself, OpenMP flavour (shares baq's threads) + LAPACKE
   libomp-dev nlohmann-json3-dev libcli11-dev libfmt-dev libpcre2-dev zlib1g-dev
   libsentencepiece-dev libicu-dev libgtest-dev libbenchmark-dev
+  libopenmpi-dev openmpi-bin                # mpirun -np N baq quantize (calibration and solves across ranks)
   chromium                                  # renders the HTML report in a test
   clang libclang-rt-14-dev                  # libFuzzer for the checkpoint-reader fuzz target
 )

@@ -72,6 +72,30 @@ TEST(Calibration, HessianEqualsTwoXtXOverN) {
   }
 }
 
+// The head reads one buffer batch after batch: every batch counts (it once aliased itself and kept the
+// first batch only), while another linear reading the same buffer shares the Hessian.
+TEST(Calibration, OneLinearFedOneBufferAccumulatesEveryBatch) {
+  const ModelConfig c = tiny();
+  TempDir dir;
+  const LoadedModel m = random_hf_model(c, 33, dir.path());
+  const Linear& head = m.model->head();
+  const int64_t rows = 5, cols = head.in_features();
+  std::vector<float> buffer(static_cast<size_t>(rows * cols)), all;
+  HessianCollector collector(0);
+  for (int batch = 0; batch < 2; ++batch) {
+    for (int64_t i = 0; i < rows * cols; ++i) buffer[static_cast<size_t>(i)] = std::sin(0.37f * static_cast<float>(i) + 1.3f * static_cast<float>(batch));
+    all.insert(all.end(), buffer.begin(), buffer.end());
+    collector.observe(0, head, buffer.data(), rows);
+  }
+  const auto& h = collector.hessian(head.name);
+  for (int64_t i = 0; i < cols; ++i)
+    for (int64_t j = 0; j < cols; ++j) {
+      double ref = 0;
+      for (int64_t t = 0; t < 2 * rows; ++t) ref += 2.0 * all[static_cast<size_t>(t * cols + i)] * all[static_cast<size_t>(t * cols + j)];
+      EXPECT_NEAR(h[static_cast<size_t>(i * cols + j)], ref / (2 * rows), 1e-5 * (1 + std::abs(ref))) << i << "," << j;
+    }
+}
+
 TEST(Calibration, SequentialGptqBeatsRtnAndIsDeterministic) {
   const ModelConfig c = tiny();
   TempDir dir;

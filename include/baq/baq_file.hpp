@@ -57,6 +57,12 @@ class BaqFileWriter {
   std::vector<std::string> names_;
 };
 
+// A packed linear as a "packed" record: its bytes, and its fields in `fields`. The same record carries
+// a solved linear between ranks of an MPI run.
+std::string packed_record(const PackedLinear& p, nlohmann::ordered_json& fields);
+// A "packed" record back (every size and code checked, as for a file's); `what` names it in errors.
+PackedLinear packed_from_record(const nlohmann::json& fields, const uint8_t* bytes, uint64_t n, const std::string& what);
+
 // True when the file starts with the .baq magic.
 bool is_baq_file(const std::string& path);
 

@@ -48,6 +48,8 @@ struct LayerRecord {
   bool baq_fell_back = false;         // BAQ: kept uniform GPTQ at the same stored bits (lower proxy loss)
   std::map<int, int> level_histogram;  // level count -> columns
   std::vector<int> levels;             // per column (BAQ's allocation; uniform for RTN/GPTQ)
+  // BAQ model-wide, measurement pass: c_j relative to the layer's output energy (not reported).
+  std::vector<double> column_coefficients;
   double seconds = 0.0;
 };
 
@@ -76,14 +78,21 @@ struct QuantizeOptions {
   std::function<void(int block, Block& b)> on_block;
 };
 
-// Seconds per stage of a quantization run (summed over blocks).
+// Seconds per stage of a quantization run (summed over blocks), of one rank.
 struct StageSeconds {
-  double forward = 0;  // calibration windows through the blocks (both passes), embedding included
-  double hessian = 0;  // accumulating H = 2·XᵀX/n
-  double solve = 0;    // GPTQ/BAQ per linear, proxy losses included
-  double pack = 0;     // packing codes into their format
-  double write = 0;    // streaming finished blocks to the output
-  double total() const { return forward + hessian + solve + pack + write; }
+  double forward = 0;    // calibration windows through the blocks (both passes), embedding included
+  double hessian = 0;    // accumulating H = 2·XᵀX/n
+  double reduce = 0;     // MPI: summing the ranks' partial Hessians
+  double solve = 0;      // GPTQ/BAQ per linear, proxy losses included
+  double pack = 0;       // packing codes into their format
+  double broadcast = 0;  // MPI: receiving the linears other ranks solved (waiting for them included)
+  double write = 0;      // streaming finished blocks to the output
+  double total() const { return forward + hessian + reduce + solve + pack + broadcast + write; }
+  StageSeconds& operator+=(const StageSeconds& o) {
+    forward += o.forward, hessian += o.hessian, reduce += o.reduce, solve += o.solve, pack += o.pack;
+    broadcast += o.broadcast, write += o.write;
+    return *this;
+  }
 };
 
 struct QuantizeRun {
@@ -94,6 +103,9 @@ struct QuantizeRun {
   double bits_per_weight() const { return bits.total() / static_cast<double>(quantized_weights); }
   double code_bits_per_weight() const { return bits.codes / static_cast<double>(quantized_weights); }
   double seconds = 0.0;
+  // Under MPI: every rank's stages, in rank order (one entry for a plain run), and its windows.
+  std::vector<StageSeconds> rank_stages;
+  std::vector<int> rank_windows;
 };
 
 // Writes a quantized model as one .baq file: every quantized linear packed, every other tensor as
@@ -116,8 +128,22 @@ class BaqModelWriter {
   std::set<std::string> written_;
 };
 
+// The calibration windows one rank of an MPI run processes: a contiguous run of whole batches of
+// `batch_windows` windows, so every batch, and the Hessian sums it feeds, is the batch a single process
+// forms. With fewer batches than ranks the batches shrink so every rank gets windows (the sums then
+// differ from one process's in rounding).
+struct WindowShare {
+  int64_t first = 0, count = 0;
+  int batch = 1;  // windows per forward
+};
+WindowShare window_share(int64_t windows, int batch_windows, int rank, int ranks);
+
 // Quantizes `model`'s block linears in place: each becomes packed (Linear::packed).
 // `calibration` holds nsamples·seqlen token ids, window after window.
+// Under MPI (Ranks::world() of several ranks; every rank calls this with the same model, calibration
+// and options): each rank runs its contiguous share of the windows and accumulates partial Hessians,
+// summed in rank order; a block's linears are solved on different ranks and broadcast, so every rank
+// ends with the same quantized model. One rank gives exactly a plain run's result.
 QuantizeRun quantize_model(Model& model, std::span<const int> calibration, int seqlen, const QuantizeOptions& options);
 
 }  // namespace baq

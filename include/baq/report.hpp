@@ -32,7 +32,8 @@ void validate_run_report(const nlohmann::json& report, const std::string& name);
 std::string html_report(const std::vector<std::string>& report_json, const std::vector<std::string>& names);
 
 // The JSON report of a quantization run: settings, per layer (Hessian trace, losses, damping, time)
-// and the exact bit accounting. Everything but the "seconds" fields is deterministic.
+// and the exact bit accounting; under MPI each rank's windows and stage times. Everything but the
+// "seconds" and "*_seconds" fields is deterministic.
 std::string quantize_report_json(const QuantizeRun& run, const QuantizeOptions& options, const RunContext& context);
 
 }  // namespace baq

@@ -11,7 +11,9 @@ namespace baq {
 
 void HessianCollector::observe(int block, const Linear& linear, const float* x, int64_t rows) {
   if (block != block_) return;
-  if (x == last_x_ && rows == last_rows_ && !last_name_.empty()) {
+  // Another linear reading the buffer the last one read shares its Hessian; the same linear seeing
+  // the same buffer again is the next batch (the head reads one buffer batch after batch).
+  if (x == last_x_ && rows == last_rows_ && !last_name_.empty() && linear.name != last_name_) {
     alias_[linear.name] = last_name_;
     return;
   }
@@ -52,6 +54,17 @@ void HessianCollector::observe(int block, const Linear& linear, const float* x, 
   last_x_ = x;
   last_rows_ = rows;
   last_name_ = linear.name;
+}
+
+void HessianCollector::reduce(const Ranks& ranks) {
+  if (!ranks.distributed()) return;
+  for (auto& [name, a] : acc_) {  // in name order: the same on every rank
+    if (a.finished) fail("blocks.{}.{}: Hessian reduced after it was finished", block_, name);
+    ranks.sum_in_rank_order(a.sum);
+    double samples = static_cast<double>(a.samples);
+    ranks.sum_in_rank_order({&samples, 1});
+    a.samples = static_cast<int64_t>(samples);
+  }
 }
 
 std::string HessianCollector::key(const std::string& linear_name) const {

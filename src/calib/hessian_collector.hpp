@@ -4,6 +4,7 @@
 #include <vector>
 
 #include "baq/model.hpp"
+#include "baq/ranks.hpp"
 
 namespace baq {
 
@@ -17,6 +18,9 @@ class HessianCollector final : public LinearObserver {
   const std::vector<double>& hessian(const std::string& linear_name);
   // Which accumulator a linear reads (linears fed one input share one).
   std::string key(const std::string& linear_name) const;
+  // Under MPI, before the first hessian(): every rank's partial sums and sample counts summed in rank
+  // order, the same totals on every rank. A job of one leaves them as they are.
+  void reduce(const Ranks& ranks);
   // Frees a Hessian once the last linear that reads it is quantized.
   void release(const std::string& linear_name);
   // Seconds spent accumulating so far.

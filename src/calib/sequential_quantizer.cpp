@@ -1,11 +1,15 @@
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstring>
+#include <numeric>
 
 #include "baq/bit_allocator.hpp"
 #include "baq/calibrate.hpp"
 #include "baq/error.hpp"
+#include "baq/ranks.hpp"
 #include "calib/hessian_collector.hpp"
+#include "calib/solved_layer.hpp"
 #include "model/kernels.hpp"
 
 namespace baq {
@@ -30,6 +34,17 @@ Allocation parse_allocation(const std::string& name) {
   if (name == "layer") return Allocation::Layer;
   if (name == "model") return Allocation::Model;
   fail("unknown allocation '{}' (layer or model)", name);
+}
+
+WindowShare window_share(int64_t windows, int batch_windows, int rank, int ranks) {
+  WindowShare w;
+  // At most windows/ranks per batch, so there are at least as many batches as ranks.
+  w.batch = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(batch_windows, windows / ranks)));
+  const int64_t batches = (windows + w.batch - 1) / w.batch;
+  const int64_t b0 = batches * rank / ranks, b1 = batches * (rank + 1) / ranks;
+  w.first = b0 * w.batch;
+  w.count = std::min(windows, b1 * w.batch) - w.first;
+  return w;
 }
 
 namespace {
@@ -107,51 +122,107 @@ void account(LayerRecord& rec, const PackedLinear& packed, QuantizeRun& run) {
 
 // A matrix outside the blocks (head, token embedding), quantized a slice of rows at a time: rows are
 // independent under RTN and GPTQ, so the result is the whole matrix's, and a 128k-row head never
-// exists in F32 at once. `h` (the input's Hessian) selects GPTQ, else RTN.
+// exists in F32 at once. `h` (the input's Hessian) selects GPTQ, else RTN. With `ranks`, the slices are
+// dealt to the ranks and every rank receives them all; the sums are taken in slice order whatever the
+// rank count.
 std::shared_ptr<PackedLinear> quantize_outer(LayerRecord& rec, const Tensor& weight, const QuantSettings& s,
-                                             const std::vector<double>* h, QuantizeRun& run) {
+                                             const std::vector<double>* h, QuantizeRun& run, const Ranks* ranks) {
   const int64_t rows = weight.rows(), cols = weight.cols();
   rec.rows = rows;
   rec.cols = cols;
   rec.settings = s;
   const int64_t slice = std::max<int64_t>(8, ((int64_t{1} << 25) / cols) / 8 * 8);  // 128 MiB of F32
-  std::vector<PackedLinear> parts;
+  const int64_t n_slices = (rows + slice - 1) / slice;
+  // Per slice, what its solve measured (loss, proxy loss, damping) and its packed rows.
+  std::vector<LayerRecord> part_rec(static_cast<size_t>(n_slices));
+  std::vector<std::shared_ptr<PackedLinear>> parts(static_cast<size_t>(n_slices));
   std::vector<float> w;
-  for (int64_t r0 = 0; r0 < rows; r0 += slice) {
-    const int64_t n = std::min(slice, rows - r0);
+  for (int64_t i = 0; i < n_slices; ++i) {
+    if (ranks != nullptr && i % ranks->size() != ranks->rank()) continue;
+    const int64_t r0 = i * slice, n = std::min(slice, rows - r0);
     w.resize(static_cast<size_t>(n * cols));
     weight.rows_to_f32(r0, r0 + n, w.data());
-    for (size_t i = 0; i < w.size(); ++i)
-      if (!std::isfinite(w[i]))
+    for (size_t k = 0; k < w.size(); ++k)
+      if (!std::isfinite(w[k]))
         fail("tensor '{}' holds a non-finite value (NaN or Inf) at row {}, column {}", rec.name,
-             r0 + static_cast<int64_t>(i) / cols, static_cast<int64_t>(i) % cols);
+             r0 + static_cast<int64_t>(k) / cols, static_cast<int64_t>(k) % cols);
     QuantizedMatrix q;
+    LayerRecord& pr = part_rec[static_cast<size_t>(i)];
+    pr.name = rec.name;
     timed_add(run.stages.solve, [&] {
       q = h != nullptr ? quantize_gptq(w.data(), n, cols, h->data(), s, rec.name) : quantize_rtn(w.data(), n, cols, s);
-      if (h != nullptr) rec.proxy_loss += proxy_loss(w.data(), q.dequant.data(), n, cols, h->data());
+      if (h != nullptr) pr.proxy_loss = proxy_loss(w.data(), q.dequant.data(), n, cols, h->data());
     });
     for (float v : q.dequant)
       if (!std::isfinite(v)) fail("{}: quantization produced a non-finite weight", rec.name);
-    rec.loss += q.loss;
-    rec.damp = q.damp;
-    rec.damp_retries = q.damp_retries;
-    timed_add(run.stages.pack, [&] { parts.push_back(pack_linear(q, s)); });
+    pr.loss = q.loss;
+    pr.damp = q.damp;
+    pr.damp_retries = q.damp_retries;
+    timed_add(run.stages.pack, [&] { parts[static_cast<size_t>(i)] = std::make_shared<PackedLinear>(pack_linear(q, s)); });
   }
-  auto packed = std::make_shared<PackedLinear>(concat_rows(std::move(parts)));
+  if (ranks != nullptr && ranks->distributed())
+    timed_add(run.stages.broadcast, [&] {
+      for (int64_t i = 0; i < n_slices; ++i) {
+        const int from = static_cast<int>(i % ranks->size());
+        std::string wire = from == ranks->rank() ? encode_solved_layer(part_rec[static_cast<size_t>(i)], *parts[static_cast<size_t>(i)]) : std::string();
+        ranks->broadcast(wire, from);
+        if (from != ranks->rank()) decode_solved_layer(wire, part_rec[static_cast<size_t>(i)], parts[static_cast<size_t>(i)]);
+      }
+    });
+  std::vector<PackedLinear> rows_in_order;
+  for (int64_t i = 0; i < n_slices; ++i) {
+    const LayerRecord& pr = part_rec[static_cast<size_t>(i)];
+    rec.loss += pr.loss;
+    rec.proxy_loss += pr.proxy_loss;
+    rec.damp = pr.damp;
+    rec.damp_retries = pr.damp_retries;
+    rows_in_order.push_back(std::move(*parts[static_cast<size_t>(i)]));
+    parts[static_cast<size_t>(i)].reset();
+  }
+  auto packed = std::make_shared<PackedLinear>(concat_rows(std::move(rows_in_order)));
   account(rec, *packed, run);
   return packed;
+}
+
+// Which rank solves each of a block's linears: the costliest first (GPTQ's work grows as rows·cols² +
+// cols³), each to the least loaded rank. The files do not depend on it: every solve is the same
+// wherever it runs.
+std::vector<int> assign_solves(const std::vector<Linear*>& linears, int ranks) {
+  std::vector<double> cost;
+  for (const Linear* l : linears) {
+    const auto r = static_cast<double>(l->out_features()), c = static_cast<double>(l->in_features());
+    cost.push_back(r * c * c + c * c * c);
+  }
+  std::vector<size_t> order(linears.size());
+  std::iota(order.begin(), order.end(), size_t{0});
+  std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return cost[a] > cost[b]; });
+  std::vector<double> load(static_cast<size_t>(ranks), 0.0);
+  std::vector<int> owner(linears.size(), 0);
+  for (size_t i : order) {
+    const auto least = static_cast<size_t>(std::min_element(load.begin(), load.end()) - load.begin());
+    owner[i] = static_cast<int>(least);
+    load[least] += cost[i];
+  }
+  return owner;
 }
 
 // The GPTQ protocol over every block: observe, quantize each linear with `quantize`, re-run the
 // quantized block for the next block's inputs. Only the linear being worked on exists in F32 (its
 // weights converted from the map, released once packed); a block's Hessians are freed after their
 // last reader. `progress_offset`/`progress_total` place this pass in a multi-pass run.
+// Under MPI this rank holds only its share of the windows; the Hessians are summed over ranks, each
+// linear is solved by one rank and received by the others, and every rank installs every result.
 QuantizeRun run_sequential(Model& model, std::span<const int> calibration, int seqlen, const QuantizeOptions& options,
                            const LayerQuantizer& quantize, int progress_offset, int progress_total, bool last_pass) {
   const auto t_start = std::chrono::steady_clock::now();
-  const int nsamples = static_cast<int>(calibration.size() / static_cast<size_t>(seqlen));
+  const Ranks& ranks = Ranks::world();
+  const WindowShare share = window_share(static_cast<int64_t>(calibration.size() / static_cast<size_t>(seqlen)),
+                                         options.batch_windows, ranks.rank(), ranks.size());
+  const int nsamples = static_cast<int>(share.count);
+  const std::span<const int> windows = calibration.subspan(static_cast<size_t>(share.first) * static_cast<size_t>(seqlen),
+                                                           static_cast<size_t>(nsamples) * static_cast<size_t>(seqlen));
   const int64_t dim = model.config().dim;
-  const int per_batch = std::max(1, std::min(options.batch_windows, nsamples));
+  const int per_batch = std::max(1, std::min(share.batch, nsamples));
   ResidualStream x(nsamples, seqlen, dim, options.bf16_activations);
   std::vector<float> batch(static_cast<size_t>(per_batch) * static_cast<size_t>(seqlen) * static_cast<size_t>(dim));
   QuantizeRun run;
@@ -163,7 +234,7 @@ QuantizeRun run_sequential(Model& model, std::span<const int> calibration, int s
   timed(run.stages.forward, [&] {
     for (int w0 = 0; w0 < nsamples; w0 += per_batch) {
       const int nb = std::min(per_batch, nsamples - w0);
-      model.embed(calibration.subspan(static_cast<size_t>(w0) * seqlen, static_cast<size_t>(nb) * seqlen),
+      model.embed(windows.subspan(static_cast<size_t>(w0) * seqlen, static_cast<size_t>(nb) * seqlen),
                   BatchShape{nb, seqlen}, batch.data());
       x.write(w0, nb, batch.data());
     }
@@ -186,52 +257,70 @@ QuantizeRun run_sequential(Model& model, std::span<const int> calibration, int s
     }
     run.stages.hessian += collector.seconds();
     run.stages.forward += seconds_since(t_pass1) - collector.seconds();
+    timed(run.stages.reduce, [&] { collector.reduce(ranks); });
     const std::vector<Linear*> linears = block.linears();
+    const std::vector<int> owner = assign_solves(linears, ranks.size());
+    const size_t first_layer = run.layers.size();
+    std::vector<LayerRecord> recs(linears.size());
+    std::vector<std::shared_ptr<PackedLinear>> packs(linears.size());
     for (size_t li = 0; li < linears.size(); ++li) {
       Linear* l = linears[li];
-      const auto t0 = std::chrono::steady_clock::now();
-      LayerRecord rec;
-      rec.name = fmt::format("blocks.{}.{}", b, l->name);
-      rec.rows = l->out_features();
-      rec.cols = l->in_features();
-      const Tensor w = l->weight.to_f32();  // this layer in F32, for as long as it is worked on
-      if (const int64_t bad = w.first_non_finite(); bad >= 0)
-        fail("tensor '{}' holds a non-finite value (NaN or Inf) at row {}, column {}", l->tensor, bad / rec.cols,
-             bad % rec.cols);
-      rec.settings = options.settings;
-      const std::vector<double>& h = collector.hessian(l->name);
-      for (int64_t i = 0; i < rec.cols; ++i) rec.hessian_trace += h[i * rec.cols + i];
-      QuantizedMatrix q;
-      timed(run.stages.solve, [&] {
-        q = quantize(run.layers.size(), w.data, h, rec);
-        rec.proxy_loss = proxy_loss(w.data, q.dequant.data(), rec.rows, rec.cols, h.data());
-      });
-      rec.loss = q.loss;
-      rec.damp = q.damp;
-      rec.damp_retries = q.damp_retries;
-      for (float v : q.dequant)
-        if (!std::isfinite(v)) fail("{}: quantization produced a non-finite weight", rec.name);
-      std::shared_ptr<PackedLinear> packed;
-      timed(run.stages.pack, [&] { packed = std::make_shared<PackedLinear>(pack_linear(q, rec.settings)); });
-      account(rec, *packed, run);
-      if (q.damp_retries > 0 && options.warn)
-        options.warn(fmt::format("{}: Hessian not positive definite; damping raised to {:.3g} after {} retries",
-                                 rec.name, q.damp, q.damp_retries));
+      if (owner[li] == ranks.rank()) {
+        const auto t0 = std::chrono::steady_clock::now();
+        LayerRecord& rec = recs[li];
+        rec.name = fmt::format("blocks.{}.{}", b, l->name);
+        rec.rows = l->out_features();
+        rec.cols = l->in_features();
+        const Tensor w = l->weight.to_f32();  // this layer in F32, for as long as it is worked on
+        if (const int64_t bad = w.first_non_finite(); bad >= 0)
+          fail("tensor '{}' holds a non-finite value (NaN or Inf) at row {}, column {}", l->tensor, bad / rec.cols,
+               bad % rec.cols);
+        rec.settings = options.settings;
+        const std::vector<double>& h = collector.hessian(l->name);
+        for (int64_t i = 0; i < rec.cols; ++i) rec.hessian_trace += h[i * rec.cols + i];
+        QuantizedMatrix q;
+        timed(run.stages.solve, [&] {
+          q = quantize(first_layer + li, w.data, h, rec);
+          rec.proxy_loss = proxy_loss(w.data, q.dequant.data(), rec.rows, rec.cols, h.data());
+        });
+        rec.loss = q.loss;
+        rec.damp = q.damp;
+        rec.damp_retries = q.damp_retries;
+        for (float v : q.dequant)
+          if (!std::isfinite(v)) fail("{}: quantization produced a non-finite weight", rec.name);
+        timed(run.stages.pack, [&] { packs[li] = std::make_shared<PackedLinear>(pack_linear(q, rec.settings)); });
+        rec.seconds = seconds_since(t0);
+      }
       // The Hessian goes once its last reader is done (q/k/v, gate/up share theirs).
       if (li + 1 == linears.size() || collector.key(linears[li + 1]->name) != collector.key(l->name))
         collector.release(l->name);
+    }
+    // Every rank receives the linears the others solved, in the block's order.
+    if (ranks.distributed())
+      timed(run.stages.broadcast, [&] {
+        for (size_t li = 0; li < linears.size(); ++li) {
+          std::string wire = owner[li] == ranks.rank() ? encode_solved_layer(recs[li], *packs[li]) : std::string();
+          ranks.broadcast(wire, owner[li]);
+          if (owner[li] != ranks.rank()) decode_solved_layer(wire, recs[li], packs[li]);
+        }
+      });
+    for (size_t li = 0; li < linears.size(); ++li) {
+      Linear* l = linears[li];
+      LayerRecord& rec = recs[li];
+      account(rec, *packs[li], run);
+      if (rec.damp_retries > 0 && options.warn)
+        options.warn(fmt::format("{}: Hessian not positive definite; damping raised to {:.3g} after {} retries",
+                                 rec.name, rec.damp, rec.damp_retries));
       // The layer now runs packed (its exact dequantized values); the mapped original is dropped
       // from memory (a model-wide pass that needs it again reads it back from the file).
       l->weight.release_pages();
-      l->packed = std::move(packed);
+      l->packed = std::move(packs[li]);
       l->weight = Tensor{};
       l->weight.shape = {rec.rows, rec.cols};
       l->weight.dtype = DType::Packed;
-
-      rec.seconds = seconds_since(t0);
-      run.layers.push_back(rec);
+      run.layers.push_back(std::move(rec));
       if (options.on_layer)
-        options.on_layer(rec, progress_offset + static_cast<int>(run.layers.size()), progress_total);
+        options.on_layer(run.layers.back(), progress_offset + static_cast<int>(run.layers.size()), progress_total);
     }
     // Pass 2: the quantized block produces the next block's inputs.
     timed(run.stages.forward, [&] {
@@ -260,12 +349,13 @@ QuantizeRun run_sequential(Model& model, std::span<const int> calibration, int s
     });
     run.stages.hessian += collector.seconds();
     run.stages.forward -= collector.seconds();
+    timed(run.stages.reduce, [&] { collector.reduce(ranks); });
     const auto t0 = std::chrono::steady_clock::now();
     LayerRecord rec;
     rec.name = "head";
     const std::vector<double>& h = collector.hessian(head.name);
     for (int64_t i = 0; i < head.in_features(); ++i) rec.hessian_trace += h[static_cast<size_t>(i * head.in_features() + i)];
-    auto packed = quantize_outer(rec, head.weight, *options.head, &h, run);
+    auto packed = quantize_outer(rec, head.weight, *options.head, &h, run, &ranks);
     head.weight.release_pages();
     head.packed = std::move(packed);
     rec.seconds = seconds_since(t0);
@@ -282,7 +372,7 @@ void quantize_embeddings(Model& model, const QuantSettings& s, QuantizeRun& run)
   LayerRecord rec;
   rec.name = "embeddings";
   const auto t0 = std::chrono::steady_clock::now();
-  auto packed = quantize_outer(rec, model.embeddings(), s, nullptr, run);
+  auto packed = quantize_outer(rec, model.embeddings(), s, nullptr, run, nullptr);  // every rank: it is cheap
   model.set_packed_embeddings(std::move(packed));
   rec.seconds = seconds_since(t0);
   run.layers.push_back(rec);
@@ -296,6 +386,11 @@ QuantizeRun quantize_model(Model& model, std::span<const int> calibration, int s
   const auto t_start = std::chrono::steady_clock::now();
   if (seqlen < 2 || calibration.empty() || calibration.size() % static_cast<size_t>(seqlen) != 0)
     fail("calibration holds {} tokens, not whole windows of {}", calibration.size(), seqlen);
+  const Ranks& ranks = Ranks::world();
+  const int64_t windows = static_cast<int64_t>(calibration.size()) / seqlen;
+  if (windows < ranks.size())
+    throw CollectiveError(fmt::format("{} calibration windows cannot be shared by {} ranks; raise --nsamples to at least {}",
+                                      windows, ranks.size(), ranks.size()));
   for (int b = 0; b < model.n_blocks(); ++b)
     for (Linear* l : model.block(b).linears())
       if (l->packed != nullptr) fail("blocks.{}.{}: the model is already quantized (read from a .baq file)", b, l->name);
@@ -308,8 +403,11 @@ QuantizeRun quantize_model(Model& model, std::span<const int> calibration, int s
   run.layers.insert(run.layers.begin(), outer.layers.begin(), outer.layers.end());
   run.quantized_weights += outer.quantized_weights;
   run.bits += outer.bits;
-  run.stages.solve += outer.stages.solve;
-  run.stages.pack += outer.stages.pack;
+  run.stages += outer.stages;
+  // Every rank's stage times, for the report (rank 0 writes it).
+  for (const std::string& s : ranks.all_gather(encode_stages(run.stages))) run.rank_stages.push_back(decode_stages(s));
+  for (int r = 0; r < ranks.size(); ++r)
+    run.rank_windows.push_back(static_cast<int>(window_share(windows, options.batch_windows, r, ranks.size()).count));
   run.seconds = seconds_since(t_start);
   return run;
 }
@@ -404,9 +502,7 @@ static QuantizeRun quantize_blocks(Model& model, std::span<const int> calibratio
     if (!(code_rate > 0.0)) fail("{} stored bits per weight leave nothing for codes", options.bpw);
   }
   const int l0 = measurement_levels(code_rate);
-  std::vector<std::vector<double>> coefficients;  // per layer, relative to its output energy
-  std::vector<double> loss_before;
-  run_sequential(
+  const QuantizeRun measured = run_sequential(
       model, calibration, seqlen, options,
       [&](size_t, const float* w, const std::vector<double>& h, LayerRecord& rec) {
         const std::vector<int> uniform(static_cast<size_t>(rec.cols), l0);
@@ -415,26 +511,21 @@ static QuantizeRun quantize_blocks(Model& model, std::span<const int> calibratio
         // layer's output energy tr(W H Wᵀ) (the proxy loss of quantizing everything to zero).
         const std::vector<float> zeros(static_cast<size_t>(rec.rows * rec.cols), 0.0f);
         const double energy = proxy_loss(w, zeros.data(), rec.rows, rec.cols, h.data());
-        std::vector<double> layer_c = baq_coefficients(q, l0, s);
-        for (double& v : layer_c) v /= energy > 0.0 ? energy : 1.0;
-        coefficients.push_back(std::move(layer_c));
-        loss_before.push_back(q.loss);
+        rec.column_coefficients = baq_coefficients(q, l0, s);
+        for (double& v : rec.column_coefficients) v /= energy > 0.0 ? energy : 1.0;
         return q;
       },
       0, 2 * n_layers + head, false);
-  std::vector<double> c, weights;
+  // Per layer (in order, from whichever rank solved it): its coefficients and uniform-pass loss.
+  std::vector<double> c, weights, loss_before;
   std::vector<size_t> first_column;
-  {
-    size_t k = 0;
-    for (int b = 0; b < model.n_blocks(); ++b)
-      for (Linear* l : model.block(b).linears()) {
-        first_column.push_back(c.size());
-        const std::vector<double>& layer_c = coefficients[k++];
-        c.insert(c.end(), layer_c.begin(), layer_c.end());
-        weights.insert(weights.end(), layer_c.size(), static_cast<double>(l->out_features()));
-      }
+  for (const LayerRecord& rec : measured.layers) {
     first_column.push_back(c.size());
+    c.insert(c.end(), rec.column_coefficients.begin(), rec.column_coefficients.end());
+    weights.insert(weights.end(), rec.column_coefficients.size(), static_cast<double>(rec.rows));
+    loss_before.push_back(rec.loss);
   }
+  first_column.push_back(c.size());
   BitAllocation a = BitAllocator(8.0).allocate(c, code_rate, weights);
   if (options.bpw > 0) {
     auto allocated = [&](size_t i) {
@@ -477,6 +568,7 @@ static QuantizeRun quantize_blocks(Model& model, std::span<const int> calibratio
         return q;
       },
       n_layers, 2 * n_layers + head, true);
+  run.stages += measured.stages;
   run.seconds = seconds_since(t_start);  // both passes
   return run;
 }

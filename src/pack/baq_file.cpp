@@ -61,6 +61,30 @@ PackedSections sections_of(const PackedLinear& p) {
           p.group_of.empty() ? 0 : 4 * u(p.cols), u(p.rows) * u(p.row_bytes)};
 }
 
+// A packed record's fields (bounded, consistent) as a PackedLinear without its arrays.
+PackedLinear packed_fields(const nlohmann::json& r, const std::string& what) {
+  constexpr int64_t kMaxDim = int64_t{1} << 32;
+  PackedLinear p;
+  p.format = &quant_format_named(json_string(r, "format", what));
+  p.rows = json_int(r, "rows", what, 1, kMaxDim);
+  p.cols = json_int(r, "cols", what, 1, kMaxDim);
+  p.n_groups = static_cast<int>(json_int(r, "groups", what, 1, std::min<int64_t>(p.cols, 1 << 30)));
+  p.group_size = json_int(r, "group_size", what, 0, p.cols);
+  p.super_groups = static_cast<int>(json_int(r, "super_groups", what, 1, p.n_groups));
+  p.sym = json_bool(r, "sym", what);
+  const int uniform = static_cast<int>(json_int(r, "uniform_levels", what, 0, 256));
+  p.uniform = uniform != 0;
+  if (p.uniform) p.levels.assign(static_cast<size_t>(p.cols), uniform);
+  p.means.resize(static_cast<size_t>(json_int(r, "means", what, 0, p.cols)));
+  if (json_bool(r, "group_of", what)) p.group_of.resize(static_cast<size_t>(p.cols));
+  p.row_bytes = json_int(r, "row_bytes", what, 0, 8 * p.cols + 64);
+  if (p.format->ranges == RangeKind::F16 && p.super_groups != 1) fail("{}: super_groups {} with F16 ranges", what, p.super_groups);
+  if (p.rows > (int64_t{1} << 40) / std::max<int64_t>(p.cols, 1)) fail("{}: {} × {} is too large", what, p.rows, p.cols);
+  return p;
+}
+
+}  // namespace
+
 std::string packed_record(const PackedLinear& p, nlohmann::ordered_json& fields) {
   const PackedSections s = sections_of(p);
   const auto off = s.offsets();
@@ -89,29 +113,55 @@ std::string packed_record(const PackedLinear& p, nlohmann::ordered_json& fields)
   return bytes;
 }
 
-// A packed record's fields (bounded, consistent) as a PackedLinear without its arrays.
-PackedLinear packed_fields(const nlohmann::json& r, const std::string& what) {
-  constexpr int64_t kMaxDim = int64_t{1} << 32;
-  PackedLinear p;
-  p.format = &quant_format_named(json_string(r, "format", what));
-  p.rows = json_int(r, "rows", what, 1, kMaxDim);
-  p.cols = json_int(r, "cols", what, 1, kMaxDim);
-  p.n_groups = static_cast<int>(json_int(r, "groups", what, 1, std::min<int64_t>(p.cols, 1 << 30)));
-  p.group_size = json_int(r, "group_size", what, 0, p.cols);
-  p.super_groups = static_cast<int>(json_int(r, "super_groups", what, 1, p.n_groups));
-  p.sym = json_bool(r, "sym", what);
-  const int uniform = static_cast<int>(json_int(r, "uniform_levels", what, 0, 256));
-  p.uniform = uniform != 0;
-  if (p.uniform) p.levels.assign(static_cast<size_t>(p.cols), uniform);
-  p.means.resize(static_cast<size_t>(json_int(r, "means", what, 0, p.cols)));
-  if (json_bool(r, "group_of", what)) p.group_of.resize(static_cast<size_t>(p.cols));
-  p.row_bytes = json_int(r, "row_bytes", what, 0, 8 * p.cols + 64);
-  if (p.format->ranges == RangeKind::F16 && p.super_groups != 1) fail("{}: super_groups {} with F16 ranges", what, p.super_groups);
-  if (p.rows > (int64_t{1} << 40) / std::max<int64_t>(p.cols, 1)) fail("{}: {} × {} is too large", what, p.rows, p.cols);
+PackedLinear packed_from_record(const nlohmann::json& fields, const uint8_t* d, uint64_t bytes, const std::string& what) {
+  PackedLinear p = packed_fields(fields, what);
+  const PackedSections s = sections_of(p);
+  const auto off = s.offsets();
+  if (off.back() != bytes) fail("{} holds {} bytes but its fields need {}", what, bytes, off.back());
+  if (!p.uniform) {
+    p.levels.resize(static_cast<size_t>(p.cols));
+    for (int64_t j = 0; j < p.cols; ++j) p.levels[static_cast<size_t>(j)] = d[off[0] + j] + 1;
+  }
+  auto read = [&](int section, auto& v, uint64_t n) {
+    v.resize(n / sizeof(v[0]));
+    if (n > 0) std::memcpy(v.data(), d + off[section], n);
+  };
+  read(1, p.lo, s.lo);
+  read(2, p.hi, s.hi);
+  read(3, p.qlo, s.qlo);
+  read(4, p.qhi, s.qhi);
+  read(5, p.means, s.means);
+  read(6, p.group_of, s.group_of);
+  if (!p.group_of.empty()) {
+    for (uint32_t g : p.group_of)
+      if (g >= static_cast<uint32_t>(p.n_groups)) fail("{} names group {} of {}", what, g, p.n_groups);
+  } else if (p.group_size <= 0 || (p.cols + p.group_size - 1) / p.group_size != p.n_groups) {
+    fail("{} has group size {} inconsistent with {} groups", what, p.group_size, p.n_groups);
+  }
+  int64_t ones = 0;
+  for (int L : p.levels) ones += L == 1;
+  if (ones != static_cast<int64_t>(p.means.size())) fail("{} stores {} column values for {} one-level columns", what, p.means.size(), ones);
+  if (!p.format->accepts(p.levels, p.group_of.empty())) fail("{}: format {} cannot hold these level counts", what, p.format->name);
+  const int64_t claimed = p.row_bytes;
+  p.prepare();  // derives the layout from the levels (validating them) and the bytes per row it needs
+  if (p.row_bytes != claimed) fail("{} claims {} code bytes per row, its levels need {}", what, claimed, p.row_bytes);
+  for (auto* v : {&p.lo, &p.hi, &p.means})
+    for (uint16_t h : *v)
+      if (!std::isfinite(f16_to_f32(h))) fail("{} holds a non-finite grid value", what);
+  p.allocate_codes();
+  if (s.codes > 0) std::memcpy(p.row_codes(0), d + off[7], s.codes);
+  // Any bit pattern of b-bit planes is a code below 2^b; radix words can hold digits beyond their
+  // column's level count: check every radix code once.
+  std::vector<uint8_t> codes(static_cast<size_t>(p.cols));
+  for (int64_t row = 0; row < (p.format->codes == CodeKind::Radix ? p.rows : 0); ++row) {
+    p.format->unpack_row(p, p.row_codes(row), codes.data());
+    for (int64_t j = 0; j < p.cols; ++j)
+      if (codes[static_cast<size_t>(j)] >= p.levels[static_cast<size_t>(j)])
+        fail("{} holds code {} for a column of {} levels (row {})", what, codes[static_cast<size_t>(j)],
+             p.levels[static_cast<size_t>(j)], row);
+  }
   return p;
 }
-
-}  // namespace
 
 bool is_baq_file(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
@@ -328,54 +378,7 @@ const uint8_t* BaqFileReader::verified(const Record& r) const {
 
 PackedLinear BaqFileReader::packed(const std::string& name) const {
   const Record& r = record(name, "packed");
-  const uint8_t* d = verified(r);
-  const std::string what = fmt::format("{}: record '{}'", file_->path(), name);
-  PackedLinear p = packed_fields(r.fields, what);
-  const PackedSections s = sections_of(p);
-  const auto off = s.offsets();
-  if (!p.uniform) {
-    p.levels.resize(static_cast<size_t>(p.cols));
-    for (int64_t j = 0; j < p.cols; ++j) p.levels[static_cast<size_t>(j)] = d[off[0] + j] + 1;
-  }
-  auto read = [&](int section, auto& v, uint64_t bytes) {
-    v.resize(bytes / sizeof(v[0]));
-    if (bytes > 0) std::memcpy(v.data(), d + off[section], bytes);
-  };
-  read(1, p.lo, s.lo);
-  read(2, p.hi, s.hi);
-  read(3, p.qlo, s.qlo);
-  read(4, p.qhi, s.qhi);
-  read(5, p.means, s.means);
-  read(6, p.group_of, s.group_of);
-  if (!p.group_of.empty()) {
-    for (uint32_t g : p.group_of)
-      if (g >= static_cast<uint32_t>(p.n_groups)) fail("{} names group {} of {}", what, g, p.n_groups);
-  } else if (p.group_size <= 0 || (p.cols + p.group_size - 1) / p.group_size != p.n_groups) {
-    fail("{} has group size {} inconsistent with {} groups", what, p.group_size, p.n_groups);
-  }
-  int64_t ones = 0;
-  for (int L : p.levels) ones += L == 1;
-  if (ones != static_cast<int64_t>(p.means.size())) fail("{} stores {} column values for {} one-level columns", what, p.means.size(), ones);
-  if (!p.format->accepts(p.levels, p.group_of.empty())) fail("{}: format {} cannot hold these level counts", what, p.format->name);
-  const int64_t claimed = p.row_bytes;
-  p.prepare();  // derives the layout from the levels (validating them) and the bytes per row it needs
-  if (p.row_bytes != claimed) fail("{} claims {} code bytes per row, its levels need {}", what, claimed, p.row_bytes);
-  for (auto* v : {&p.lo, &p.hi, &p.means})
-    for (uint16_t h : *v)
-      if (!std::isfinite(f16_to_f32(h))) fail("{} holds a non-finite grid value", what);
-  p.allocate_codes();
-  if (s.codes > 0) std::memcpy(p.row_codes(0), d + off[7], s.codes);
-  // Any bit pattern of b-bit planes is a code below 2^b; radix words can hold digits beyond their
-  // column's level count: check every radix code once.
-  std::vector<uint8_t> codes(static_cast<size_t>(p.cols));
-  for (int64_t row = 0; row < (p.format->codes == CodeKind::Radix ? p.rows : 0); ++row) {
-    p.format->unpack_row(p, p.row_codes(row), codes.data());
-    for (int64_t j = 0; j < p.cols; ++j)
-      if (codes[static_cast<size_t>(j)] >= p.levels[static_cast<size_t>(j)])
-        fail("{} holds code {} for a column of {} levels (row {})", what, codes[static_cast<size_t>(j)],
-             p.levels[static_cast<size_t>(j)], row);
-  }
-  return p;
+  return packed_from_record(r.fields, verified(r), r.bytes, fmt::format("{}: record '{}'", file_->path(), name));
 }
 
 std::shared_ptr<const PackedLinear> BaqFileReader::load_packed(const std::string& name) const {

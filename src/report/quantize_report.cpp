@@ -70,6 +70,20 @@ std::string quantize_report_json(const QuantizeRun& run, const QuantizeOptions& 
                  {"gptq_loss", loss},
                  {"proxy_loss", proxy},
                  {"seconds", run.seconds}};
+  // Wall seconds per stage of every rank (one for a plain run).
+  auto& per_rank = j["ranks"] = nlohmann::ordered_json::array();
+  for (size_t r = 0; r < run.rank_stages.size(); ++r) {
+    const StageSeconds& st = run.rank_stages[r];
+    per_rank.push_back({{"rank", r},
+                        {"windows", r < run.rank_windows.size() ? run.rank_windows[r] : 0},
+                        {"forward_seconds", st.forward},
+                        {"hessian_seconds", st.hessian},
+                        {"reduce_seconds", st.reduce},
+                        {"solve_seconds", st.solve},
+                        {"pack_seconds", st.pack},
+                        {"broadcast_seconds", st.broadcast},
+                        {"write_seconds", st.write}});
+  }
   if (ctx.evaluated)
     j["evaluation"] = {{"text", ctx.eval_text},         {"protocol", ctx.eval_protocol},
                        {"seqlen", ctx.eval_seqlen},     {"predicted_tokens", ctx.eval_tokens},

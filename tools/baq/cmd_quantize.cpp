@@ -12,6 +12,7 @@
 #include "baq/memory.hpp"
 #include "baq/output.hpp"
 #include "baq/perplexity.hpp"
+#include "baq/ranks.hpp"
 #include "baq/report.hpp"
 #include "commands.hpp"
 #include "progress.hpp"
@@ -109,6 +110,9 @@ Command add_quantize_command(CLI::App& app) {
       ->check(IntRange(0, int64_t{1} << 40));
   return {sub, [a, sub] {
             auto sub_count = [sub](const char* flag) { return sub->count(flag); };
+            // Under mpirun every rank runs this; rank 0 alone checks and writes outputs and prints.
+            const Ranks& ranks = Ranks::world();
+            const bool root = ranks.is_root();
             // Outputs are checked before any work: a run that would overwrite an input or a folder baq
             // did not write is refused now, not after quantizing.
             InputSet inputs;
@@ -118,10 +122,10 @@ Command add_quantize_command(CLI::App& app) {
               inputs.add(std::filesystem::path(a->model).parent_path().empty() ? "." : std::filesystem::path(a->model).parent_path().string());
             const bool to_baq = a->out.ends_with(".baq");
             const std::string report_path = to_baq ? a->out.substr(0, a->out.size() - 4) + ".report.json" : "";
-            if (to_baq) {
+            if (root && to_baq) {
               check_output_file(a->out, inputs);
               check_output_file(report_path, inputs);
-            } else {
+            } else if (root) {
               OutputFolder::check(a->out, inputs);
             }
             LoadedModel m = load_model(a->model, a->tokenizer);
@@ -132,10 +136,29 @@ Command add_quantize_command(CLI::App& app) {
             const std::vector<int> tokens = m.tokenizer->encode(text, /*add_special=*/true);
             int seqlen = a->seqlen;
             if (seqlen > m.config.max_seq_len) {
-              fmt::print(stderr, "note: --seqlen {} exceeds the model's context; using {}\n", seqlen, m.config.max_seq_len);
+              if (root) fmt::print(stderr, "note: --seqlen {} exceeds the model's context; using {}\n", seqlen, m.config.max_seq_len);
               seqlen = m.config.max_seq_len;
             }
             const std::vector<int> calib = sample_calibration_windows(tokens, a->nsamples, seqlen, a->seed);
+            if (a->nsamples < ranks.size())
+              throw CollectiveError(fmt::format("{} calibration windows cannot be shared by {} ranks; raise --nsamples to at least {}",
+                                                a->nsamples, ranks.size(), ranks.size()));
+            if (ranks.distributed()) {
+              // Ranks must quantize the same model with the same data and settings (paths may differ
+              // between hosts; contents may not).
+              InputFingerprint fp;
+              fp.add_path("the model", a->model);
+              if (!a->tokenizer.empty()) fp.add_path("the tokenizer", a->tokenizer);
+              fp.add_bytes("the calibration windows", calib.data(), calib.size() * sizeof(int), a->calib);
+              const QuantSettings& q = a->settings;
+              const std::string settings = fmt::format(
+                  "{} {} {} {} {} {} {} {} {} {} {} {} | {} {} {} {} {} {} {} {} {} {}", a->method, a->bits, a->bpw,
+                  a->head_bpw, a->embed_bpw, a->ranges, a->baq_fallback, a->alloc, a->bf16_activations, a->nsamples, seqlen,
+                  a->seed, q.group_size, q.super_groups, q.sym, q.damp, q.block_size, q.act_order, q.clip_search,
+                  q.baq_order_invariant, q.baq_shrink, q.max_damp_retries);
+              fp.add_bytes("the quantization settings", settings.data(), settings.size());
+              check_same_inputs(ranks, fp);
+            }
 
             QuantizeOptions options;
             options.method = parse_method(a->method);
@@ -159,7 +182,11 @@ Command add_quantize_command(CLI::App& app) {
             if (!m.config.tied_embeddings) options.embeddings = outer_settings(a->embed_bpw, "--embed-bpw");
             options.bf16_activations = a->bf16_activations;
             // Known before anything large is allocated: the peak, and whether the machine holds it.
-            MemoryEstimate memory = estimate_quantize_memory(*m.model, a->nsamples, seqlen, options.batch_windows,
+            // Each rank holds its share of the windows (the largest is checked).
+            int64_t rank_windows = 0;
+            for (int r = 0; r < ranks.size(); ++r)
+              rank_windows = std::max(rank_windows, window_share(a->nsamples, QuantizeOptions{}.batch_windows, r, ranks.size()).count);
+            MemoryEstimate memory = estimate_quantize_memory(*m.model, rank_windows, seqlen, options.batch_windows,
                                                              a->bf16_activations, omp_get_max_threads());
             if (options.head || options.embeddings) {
               // Held through the run: the packed outer matrices; at the head's solve, one slice of rows
@@ -170,7 +197,9 @@ Command add_quantize_command(CLI::App& app) {
               const double hessian = 8.0 * static_cast<double>(m.config.embed_dim) * static_cast<double>(m.config.embed_dim) * 3;
               memory.allocated.emplace_back("head and embedding", packed + slice + hessian);
             }
-            fmt::print("memory: estimated peak {}\n", memory.describe());
+            if (root)
+              fmt::print("memory: estimated peak {}{}\n", memory.describe(),
+                         ranks.distributed() ? fmt::format(" per rank ({} ranks, ≤ {} windows each)", ranks.size(), rank_windows) : "");
             check_memory(memory, "quantization",
                          a->bf16_activations ? "lower --nsamples or --seqlen"
                                              : "lower --nsamples or --seqlen, or pass --bf16-activations");
@@ -188,15 +217,18 @@ Command add_quantize_command(CLI::App& app) {
               options.settings.bits = static_cast<int>(a->bits);
             }
             ProgressBar bar("quantize", "layers");
-            options.on_layer = [&bar](const LayerRecord&, int done, int total) { bar.update(done, total); };
-            options.warn = [&bar](const std::string& msg) {
-              bar.finish();
-              fmt::print(stderr, "warning: {}\n", msg);
-            };
+            if (root) {
+              options.on_layer = [&bar](const LayerRecord&, int done, int total) { bar.update(done, total); };
+              options.warn = [&bar](const std::string& msg) {
+                bar.finish();
+                fmt::print(stderr, "warning: {}\n", msg);
+              };
+            }
             auto outer = [](const std::optional<QuantSettings>& q) {
               return q ? fmt::format("{} bits{}", q->bits, q->group_size > 0 ? fmt::format(" in groups of {} ({})", q->group_size, range_kind_name(q->ranges)) : "")
                        : std::string("kept as stored");
             };
+            if (root)
             fmt::print("quantizing {} with {} at {}{}{} on {} windows of {} tokens from {}; head {}, embedding {}\n", a->model,
                        a->method, a->bpw > 0 ? fmt::format("{} stored bits per weight", a->bpw) : fmt::format("{} bits", a->bits),
                        options.method == QuantMethod::Baq ? fmt::format(" ({} allocation)", a->alloc) : "",
@@ -205,12 +237,13 @@ Command add_quantize_command(CLI::App& app) {
                        m.config.tied_embeddings ? std::string("tied to the head") : outer(options.embeddings));
             // A .baq is written as blocks finish (memory holds one block); a folder is written at the end.
             std::unique_ptr<BaqModelWriter> writer;
-            if (to_baq) {
+            if (root && to_baq) {
               writer = std::make_unique<BaqModelWriter>(a->out, *m.model);
               options.on_block = [&writer](int, Block& block) { writer->add_block(block); };
             }
             const QuantizeRun run = quantize_model(*m.model, calib, seqlen, options);
             bar.finish();
+            if (!root) return;  // rank 0 has the same model and writes it
 
             RunContext ctx;
             ctx.model = a->model;
@@ -273,6 +306,12 @@ Command add_quantize_command(CLI::App& app) {
             const StageSeconds& st = run.stages;
             fmt::print("stages: forward {:.2f} s, Hessians {:.2f} s, solve {:.2f} s, pack {:.2f} s, write {:.2f} s\n",
                        st.forward, st.hessian, st.solve, st.pack, st.write);
+            for (size_t r = 0; ranks.distributed() && r < run.rank_stages.size(); ++r) {
+              const StageSeconds& rs = run.rank_stages[r];
+              fmt::print("  rank {} ({} windows): forward {:.2f} s, Hessians {:.2f} s, reduce {:.2f} s, solve {:.2f} s, "
+                         "pack {:.2f} s, broadcast {:.2f} s\n",
+                         r, run.rank_windows[r], rs.forward, rs.hessian, rs.reduce, rs.solve, rs.pack, rs.broadcast);
+            }
             if (to_baq)
               fmt::print("wrote {} ({} bytes) and {}\n", a->out, std::filesystem::file_size(a->out), report_path);
             else

@@ -10,6 +10,7 @@
 #include "baq/blas.hpp"
 #include "baq/error.hpp"
 #include "baq/output.hpp"
+#include "baq/ranks.hpp"
 #include "commands.hpp"
 
 namespace {
@@ -26,7 +27,23 @@ int report_error(const std::string& message) {
 
 }  // namespace
 
+// A failure under MPI: one that every rank met alike is reported once by rank 0 and every rank ends
+// normally; one a single rank met is reported by it, naming itself, and ends the whole job.
+int end_with_error(const std::exception& e) {
+  const baq::Ranks& ranks = baq::Ranks::world();
+  if (!ranks.distributed()) return report_error(e.what());
+  if (dynamic_cast<const baq::CollectiveError*>(&e) != nullptr) {
+    const int rc = ranks.is_root() ? report_error(e.what()) : 1;
+    baq::Ranks::finalize();
+    return rc;
+  }
+  report_error(baq::rank_prefixed(e.what()));
+  std::fflush(stderr);
+  baq::Ranks::abort(1);
+}
+
 int main(int argc, char** argv) {
+  baq::Ranks::init(&argc, &argv);
   baq::install_signal_cleanup();
   baq::configure_blas();
   CLI::App app{"baq: post-training weight quantization of LLMs with optimal bit allocation"};
@@ -39,23 +56,33 @@ int main(int argc, char** argv) {
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {
+    baq::Ranks::finalize();
     return app.exit(e);
   } catch (const CLI::CallForAllHelp& e) {
+    baq::Ranks::finalize();
     return app.exit(e);
   } catch (const CLI::ParseError& e) {
     std::string sub;
     for (const auto& command : commands)
       if (command.app->parsed()) sub = command.app->get_name();
-    return report_error(fmt::format("{} (see baq {}--help)", e.what(), sub.empty() ? "" : sub + " "));
+    // Every rank parses the same arguments: reported once.
+    return end_with_error(baq::CollectiveError(fmt::format("{} (see baq {}--help)", e.what(), sub.empty() ? "" : sub + " ")));
   }
   if (threads > 0) omp_set_num_threads(threads);
   try {
     for (const auto& command : commands)
-      if (command.app->parsed()) command.run();
+      if (command.app->parsed()) {
+        if (baq::Ranks::world().distributed() && command.app->get_name() != "quantize")
+          throw baq::CollectiveError(fmt::format("only `baq quantize` runs across MPI ranks; run `baq {}` without mpirun",
+                                                 command.app->get_name()));
+        command.run();
+      }
   } catch (const std::bad_alloc&) {
-    return report_error("out of memory (a request for memory failed; lower --nsamples/--seqlen or use a smaller model)");
+    return end_with_error(
+        baq::Error("out of memory (a request for memory failed; lower --nsamples/--seqlen or use a smaller model)"));
   } catch (const std::exception& e) {
-    return report_error(e.what());
+    return end_with_error(e);
   }
+  baq::Ranks::finalize();
   return 0;
 }
