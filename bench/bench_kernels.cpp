@@ -59,6 +59,18 @@ void BM_Gptq(benchmark::State& state) {
   state.counters["weights/s"] = benchmark::Counter(static_cast<double>(n) * n, benchmark::Counter::kIsIterationInvariantRate);
 }
 
+// GPTQ as `baq quantize` runs it by default (4 bits, one grid per row, clip search on or off): what
+// the range search costs beside the solve (a TinyLlama-wide 2048 × 2048 layer).
+void BM_GptqClipSearch(benchmark::State& state) {
+  const int n = static_cast<int>(state.range(0));
+  const Layer& l = layer(n);
+  baq::QuantSettings s;
+  s.bits = 4;
+  s.clip_search = state.range(1) != 0;
+  for (auto _ : state) benchmark::DoNotOptimize(baq::quantize_gptq(l.w.data(), n, n, l.h.data(), s));
+  state.counters["weights/s"] = benchmark::Counter(static_cast<double>(n) * n, benchmark::Counter::kIsIterationInvariantRate);
+}
+
 // One token through an n×n linear (a matrix-vector product, what generation does per layer): the
 // packed layer (BAQ-like mixed levels 3..15 per column, per-row grids) decoded and multiplied, against
 // the F32 sgemv over the same weights. The packed side reads ~8x fewer bytes; decode speed decides.
@@ -129,6 +141,7 @@ BENCHMARK(BM_MatvecF32)->Arg(1024)->Arg(4096)->Unit(benchmark::kMicrosecond);
 BENCHMARK(BM_MatvecPacked)->Arg(1024)->Arg(4096)->Unit(benchmark::kMicrosecond);
 BENCHMARK(BM_Rtn)->Arg(1024)->Arg(2048)->Arg(4096)->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_Gptq)->Arg(1024)->Arg(2048)->Arg(4096)->Unit(benchmark::kMillisecond)->Iterations(1);
+BENCHMARK(BM_GptqClipSearch)->ArgsProduct({{2048, 4096}, {0, 1}})->Unit(benchmark::kMillisecond)->Iterations(2);
 
 }  // namespace
 

@@ -8,8 +8,11 @@
 //               reading the weights once per token at the stream bandwidth measured in the same run.
 // And kdoc-6.8M (../shared), where per-token overhead dominates: tokens/s with 1 and 2 threads.
 //
+//   mpi       — with --mpi N: the same quantize under `mpirun -np 1` and `-np N` on this host (the cores
+//               shared among the ranks), the speed-up, and each rank's time in the reduce and broadcast.
+//
 //   bench_scale [--shapes tinyllama,llama3-8b,kdoc] [--dir /tmp/baq-scale] [--nsamples 8] [--seqlen 512]
-//               [--skip-generate] [--keep]
+//               [--skip-generate] [--keep] [--mpi N]
 #include <cblas.h>
 #include <omp.h>
 #include <sys/resource.h>
@@ -67,7 +70,7 @@ Run run(const std::vector<std::string>& argv) {
     std::vector<char*> args;
     for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
     args.push_back(nullptr);
-    ::execv(args[0], args.data());
+    ::execvp(args[0], args.data());  // a path, or a program on PATH (mpirun)
     _exit(127);
   }
   ::close(pipe_fd[1]);
@@ -83,6 +86,11 @@ Run run(const std::vector<std::string>& argv) {
   r.status = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
   r.peak_mib = static_cast<double>(usage.ru_maxrss) / 1024.0;
   return r;
+}
+
+std::string read_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), {});
 }
 
 double number_after(const std::string& text, const std::string& pattern) {
@@ -251,6 +259,7 @@ int main(int argc, char** argv) {
   fs::path dir = "/tmp/baq-scale";
   int nsamples = 8, seqlen = 512;
   bool generate = true, keep = false;
+  int mpi_ranks = 0;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     auto next = [&] { return i + 1 < argc ? std::string(argv[++i]) : std::string(); };
@@ -267,8 +276,9 @@ int main(int argc, char** argv) {
     else if (a == "--seqlen") seqlen = std::stoi(next());
     else if (a == "--skip-generate") generate = false;
     else if (a == "--keep") keep = true;
+    else if (a == "--mpi") mpi_ranks = std::stoi(next());
     else {
-      std::fprintf(stderr, "usage: bench_scale [--shapes tinyllama,llama3-8b,kdoc] [--dir D] [--nsamples N] [--seqlen T] [--skip-generate] [--keep]\n");
+      std::fprintf(stderr, "usage: bench_scale [--shapes tinyllama,llama3-8b,kdoc] [--dir D] [--nsamples N] [--seqlen T] [--skip-generate] [--keep] [--mpi N]\n");
       return 2;
     }
   }
@@ -351,6 +361,35 @@ int main(int argc, char** argv) {
                "solves {:.1f} TFLOP ({:.0f} GFLOP/s)\n            wall / (FLOPs / sgemm rate) = {:.2f}\n",
                f.forward / 1e12, f.forward / forward_s / 1e9, f.hessians / 1e12, f.hessians / hessian_s / 1e9,
                f.solves / 1e12, f.solves / solve_s / 1e9, q.seconds / ((f.forward + f.hessians + f.solves) / gflops));
+    if (mpi_ranks > 1) {
+      // The same command under mpirun: one rank with every core, then N ranks sharing them.
+      const int cores = omp_get_max_threads();
+      auto mpirun = [&](int ranks, const std::string& o) {
+        return run({"mpirun", "-q", "--allow-run-as-root", "--oversubscribe", "--bind-to", "none", "-x",
+                    fmt::format("OMP_NUM_THREADS={}", std::max(1, cores / ranks)), "-np", std::to_string(ranks), baq, "quantize",
+                    model.string(), "--calib", calib, "--nsamples", std::to_string(nsamples), "--seqlen", std::to_string(seqlen),
+                    "--bits", "4", "--out", o});
+      };
+      const std::string o1 = (dir / (s.name + ".np1.baq")).string(), on = (dir / (s.name + ".npN.baq")).string();
+      const Run one = mpirun(1, o1), many = mpirun(mpi_ranks, on);
+      if (one.status != 0 || many.status != 0) {
+        fmt::print("  mpirun FAILED:\n{}\n{}\n", one.output, many.output);
+      } else {
+        fmt::print("  mpirun    -np 1: {:.1f} s ({} threads), -np {}: {:.1f} s ({} thread(s) per rank), speed-up {:.2f}; "
+                   "files {}\n",
+                   one.seconds, cores, mpi_ranks, many.seconds, std::max(1, cores / mpi_ranks), one.seconds / many.seconds,
+                   read_file(o1) == read_file(on) ? "byte-identical" : "differ in rounding");
+        const std::regex rank_line(R"(rank (\d+) \((\d+) windows\): forward ([0-9.]+) s, Hessians ([0-9.]+) s, reduce ([0-9.]+) s, solve ([0-9.]+) s, pack ([0-9.]+) s, broadcast ([0-9.]+) s)");
+        for (auto it = std::sregex_iterator(many.output.begin(), many.output.end(), rank_line); it != std::sregex_iterator(); ++it) {
+          const std::smatch& r = *it;
+          const double comm = std::stod(r[5]) + std::stod(r[8]);
+          fmt::print("            rank {} ({} windows): forward {} s, Hessians {} s, solve {} s; communicating {:.1f} s "
+                     "(reduce {} s, broadcast {} s — waiting for other ranks' solves included)\n",
+                     r[1].str(), r[2].str(), r[3].str(), r[4].str(), r[6].str(), comm, r[5].str(), r[8].str());
+        }
+      }
+      if (!keep) fs::remove(o1), fs::remove(on);
+    }
     if (!generate || s.name != "tinyllama") continue;
     // Generation against the bound: every weight read once per token (the embedding: one row).
     fmt::print("  generate (32 tokens, greedy, best of 3; bound = weight bytes per token / stream bandwidth)\n");

@@ -17,10 +17,11 @@ namespace fs = std::filesystem;
 
 const std::string kBaq = BAQ_BINARY;
 
-// One thread per rank and no binding: three ranks share the CI machine's two cores.
+// One thread per rank and no binding: three ranks share the CI machine's two cores. Shared memory
+// between ranks without cross-process reads (containers often forbid ptrace's process_vm_readv).
 std::string mpirun(int ranks) {
-  return fmt::format("mpirun -q --allow-run-as-root --oversubscribe --bind-to none -x OMP_NUM_THREADS=1 "
-                     "-x OMP_WAIT_POLICY=passive -np {} ",
+  return fmt::format("mpirun -q --allow-run-as-root --oversubscribe --bind-to none --mca btl_vader_single_copy_mechanism none "
+                     "-x OMP_NUM_THREADS=1 -x OMP_WAIT_POLICY=passive -np {} ",
                      ranks);
 }
 

@@ -97,7 +97,10 @@ QuantizedMatrix quantize_gptq(const float* w, int64_t rows, int64_t cols, const 
       // as this one's errors spread; a group that outgrows them is clipped to them).
       const bool new_super = s.ranges == RangeKind::Scaled8 && g % m.super_groups == 0;
       const int64_t s1 = std::min(cols, i1 + gs * m.super_groups);
-#pragma omp parallel for schedule(static)
+      // Each row's group is read from the column-major weights once (a strided walk, one cache line
+      // per value) into a contiguous copy that the range search then reads nine times.
+      std::vector<float> group_values;
+#pragma omp parallel for schedule(static) firstprivate(group_values)
       for (int64_t r = 0; r < rows; ++r) {
         const size_t sk = static_cast<size_t>(r * n_super + g / m.super_groups);
         if (new_super) {
@@ -108,10 +111,12 @@ QuantizedMatrix quantize_gptq(const float* w, int64_t rows, int64_t cols, const 
           }
           superblock_bounds(smin, smax, m.super_lo[sk], m.super_hi[sk]);
         }
-        float lo = wt[i1 * rows + r], hi = lo;
-        for (int64_t c = i1 + 1; c < c1; ++c) {
-          lo = std::min(lo, wt[c * rows + r]);
-          hi = std::max(hi, wt[c * rows + r]);
+        group_values.resize(static_cast<size_t>(c1 - i1));
+        for (int64_t c = i1; c < c1; ++c) group_values[static_cast<size_t>(c - i1)] = wt[c * rows + r];
+        float lo = group_values[0], hi = lo;
+        for (float v : group_values) {
+          lo = std::min(lo, v);
+          hi = std::max(hi, v);
         }
         const float slo = s.ranges == RangeKind::Scaled8 ? m.super_lo[sk] : 0.0f;
         const float shi = s.ranges == RangeKind::Scaled8 ? m.super_hi[sk] : 0.0f;
@@ -133,7 +138,7 @@ QuantizedMatrix quantize_gptq(const float* w, int64_t rows, int64_t cols, const 
               const int L = m.levels[perm[c]];
               if (L == 1) continue;
               if (L != grid_levels) grid = fit_grid(cand.lo, cand.hi, L - 1, s.sym), grid_levels = L;
-              const float w = wt[c * rows + r];
+              const float w = group_values[static_cast<size_t>(c - i1)];
               const float d = std::abs(w - grid.value(grid.code(w)));
               e += static_cast<double>(std::pow(d, 2.4f));
             }

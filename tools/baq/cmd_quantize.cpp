@@ -240,6 +240,14 @@ Command add_quantize_command(CLI::App& app) {
             if (root && to_baq) {
               writer = std::make_unique<BaqModelWriter>(a->out, *m.model);
               options.on_block = [&writer](int, Block& block) { writer->add_block(block); };
+            } else if (!root) {
+              // Rank 0 writes; another rank drops a finished block as the writer would (one block held).
+              options.on_block = [](int, Block& block) {
+                for (Linear* l : block.linears()) {
+                  l->packed.reset();
+                  l->weight.release_pages();
+                }
+              };
             }
             const QuantizeRun run = quantize_model(*m.model, calib, seqlen, options);
             bar.finish();
