@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <numeric>
 
 #include "baq/error.hpp"
@@ -10,6 +11,44 @@
 #include "quant/inverse_hessian.hpp"
 
 namespace baq {
+
+namespace {
+
+// |d|^2.4 = d²·(d²)^(1/5) for d ≥ 0, the fifth root by Newton's method from an exponent-halving
+// guess (3 steps: ~1e-7 relative, far below what separates two candidate ranges), in arithmetic that
+// vectorizes where powf is a library call per value.
+inline float pow_2_4(float d) {
+  const float a = d * d;
+  if (!(a > 1e-30f)) return 0.0f;
+  uint32_t bits;
+  std::memcpy(&bits, &a, 4);
+  bits = bits / 5 + 852282573u;  // ≈ bits(a)/5 + 4/5·bits(1.0f): the exponent divided by 5
+  float x;
+  std::memcpy(&x, &bits, 4);
+  for (int k = 0; k < 3; ++k) {
+    const float x2 = x * x;
+    x = 0.8f * x + 0.2f * a / (x2 * x2);
+  }
+  return a * x;
+}
+
+// The clip search's rounding error of `n` values on one grid, GPTQ's Σ|w − q(w)|^2.4. The code is
+// grid.code()'s, rounded by the magic-number trick (ties to even, as nearbyint, for |w/scale| < 2^22,
+// always the case before clamping) so the loop vectorizes.
+double clip_error(const float* v, int64_t n, const GridParams& g) {
+  const float zero = g.zero, scale = g.scale, maxq = static_cast<float>(g.maxq);
+  constexpr float kRound = 12582912.0f;  // 1.5 · 2^23
+  double e = 0;
+#pragma omp simd reduction(+ : e)
+  for (int64_t i = 0; i < n; ++i) {
+    float c = (v[i] / scale + kRound) - kRound + zero;
+    c = std::min(std::max(c, 0.0f), maxq);
+    e += static_cast<double>(pow_2_4(std::abs(v[i] - scale * (c - zero))));
+  }
+  return e;
+}
+
+}  // namespace
 
 QuantizedMatrix quantize_gptq(const float* w, int64_t rows, int64_t cols, const double* h, const QuantSettings& s,
                               const std::string& name, const std::vector<int>* levels) {
@@ -97,59 +136,71 @@ QuantizedMatrix quantize_gptq(const float* w, int64_t rows, int64_t cols, const 
       // as this one's errors spread; a group that outgrows them is clipped to them).
       const bool new_super = s.ranges == RangeKind::Scaled8 && g % m.super_groups == 0;
       const int64_t s1 = std::min(cols, i1 + gs * m.super_groups);
-      // Each row's group is read from the column-major weights once (a strided walk, one cache line
-      // per value) into a contiguous copy that the range search then reads nine times.
-      std::vector<float> group_values;
-#pragma omp parallel for schedule(static) firstprivate(group_values)
-      for (int64_t r = 0; r < rows; ++r) {
-        const size_t sk = static_cast<size_t>(r * n_super + g / m.super_groups);
-        if (new_super) {
-          float smin = wt[i1 * rows + r], smax = smin;
-          for (int64_t c = i1 + 1; c < s1; ++c) {
-            smin = std::min(smin, wt[c * rows + r]);
-            smax = std::max(smax, wt[c * rows + r]);
-          }
-          superblock_bounds(smin, smax, m.super_lo[sk], m.super_hi[sk]);
-        }
-        group_values.resize(static_cast<size_t>(c1 - i1));
-        for (int64_t c = i1; c < c1; ++c) group_values[static_cast<size_t>(c - i1)] = wt[c * rows + r];
-        float lo = group_values[0], hi = lo;
-        for (float v : group_values) {
-          lo = std::min(lo, v);
-          hi = std::max(hi, v);
-        }
-        const float slo = s.ranges == RangeKind::Scaled8 ? m.super_lo[sk] : 0.0f;
-        const float shi = s.ranges == RangeKind::Scaled8 ? m.super_hi[sk] : 0.0f;
-        // Stored as the file holds them: quantize with exactly those bounds.
-        StoredRange sr = store_range(s.ranges, lo, hi, slo, shi);
-        if (s.clip_search) {
-          // The min-max range spends levels on the extremes; a narrower one (GPTQ's `mse` grid search
-          // over the group's current weights, each column at its own level count, |error|^2.4 as there;
-          // squared error measured within noise of it on kdoc, so the reference's norm is kept)
-          // often rounds the bulk better. Candidates are the stored ranges of shrunk bounds.
-          double best = -1;
-          for (int k = 0; k <= 8; ++k) {
-            const float shrink = 1.0f - 0.025f * static_cast<float>(k);
-            const StoredRange cand = store_range(s.ranges, lo * shrink, hi * shrink, slo, shi);
-            double e = 0;
-            int grid_levels = 0;
-            GridParams grid;
-            for (int64_t c = i1; c < c1; ++c) {
-              const int L = m.levels[perm[c]];
-              if (L == 1) continue;
-              if (L != grid_levels) grid = fit_grid(cand.lo, cand.hi, L - 1, s.sym), grid_levels = L;
-              const float w = group_values[static_cast<size_t>(c - i1)];
-              const float d = std::abs(w - grid.value(grid.code(w)));
-              e += static_cast<double>(std::pow(d, 2.4f));
+      // Rows go in tiles of 16: a tile's group is copied out of the column-major weights one column
+      // at a time (16 contiguous values: a cache line), so each row's values are contiguous for the
+      // range search, which reads them nine times.
+      constexpr int64_t kTile = 16;
+      std::vector<float> tile;
+      // The group's one level count when its columns share it (every group of uniform GPTQ), else 0.
+      int group_levels = m.levels[perm[i1]];
+      for (int64_t c = i1; c < c1; ++c)
+        if (m.levels[perm[c]] != group_levels) group_levels = 0;
+#pragma omp parallel for schedule(static) firstprivate(tile)
+      for (int64_t r0 = 0; r0 < rows; r0 += kTile) {
+        const int64_t nr = std::min(kTile, rows - r0), n = c1 - i1;
+        tile.resize(static_cast<size_t>(kTile * n));
+        for (int64_t c = i1; c < c1; ++c)
+          for (int64_t rr = 0; rr < nr; ++rr) tile[static_cast<size_t>(rr * n + c - i1)] = wt[c * rows + r0 + rr];
+        for (int64_t r = r0; r < r0 + nr; ++r) {
+          const float* group_values = tile.data() + (r - r0) * n;
+          const size_t sk = static_cast<size_t>(r * n_super + g / m.super_groups);
+          if (new_super) {
+            float smin = wt[i1 * rows + r], smax = smin;
+            for (int64_t c = i1 + 1; c < s1; ++c) {
+              smin = std::min(smin, wt[c * rows + r]);
+              smax = std::max(smax, wt[c * rows + r]);
             }
-            if (best < 0 || e < best) best = e, sr = cand;
+            superblock_bounds(smin, smax, m.super_lo[sk], m.super_hi[sk]);
           }
-        }
-        m.lo[r * m.n_groups + g] = sr.lo;
-        m.hi[r * m.n_groups + g] = sr.hi;
-        if (s.ranges == RangeKind::Scaled8) {
-          m.qlo[r * m.n_groups + g] = sr.qlo;
-          m.qhi[r * m.n_groups + g] = sr.qhi;
+          float lo = group_values[0], hi = lo;
+          for (int64_t c = 1; c < n; ++c) {
+            lo = std::min(lo, group_values[c]);
+            hi = std::max(hi, group_values[c]);
+          }
+          const float slo = s.ranges == RangeKind::Scaled8 ? m.super_lo[sk] : 0.0f;
+          const float shi = s.ranges == RangeKind::Scaled8 ? m.super_hi[sk] : 0.0f;
+          // Stored as the file holds them: quantize with exactly those bounds.
+          StoredRange sr = store_range(s.ranges, lo, hi, slo, shi);
+          if (s.clip_search) {
+            // The min-max range spends levels on the extremes; a narrower one (GPTQ's `mse` grid search
+            // over the group's current weights, each column at its own level count) often rounds the
+            // bulk better. Candidates are the stored ranges of shrunk bounds.
+            double best = -1;
+            for (int k = 0; k <= 8; ++k) {
+              const float shrink = 1.0f - 0.025f * static_cast<float>(k);
+              const StoredRange cand = store_range(s.ranges, lo * shrink, hi * shrink, slo, shi);
+              double e = 0;
+              if (group_levels > 1) {
+                e = clip_error(group_values, n, fit_grid(cand.lo, cand.hi, group_levels - 1, s.sym));
+              } else {
+                int grid_levels = 0;
+                GridParams grid;
+                for (int64_t c = i1; c < c1; ++c) {
+                  const int L = m.levels[perm[c]];
+                  if (L == 1) continue;
+                  if (L != grid_levels) grid = fit_grid(cand.lo, cand.hi, L - 1, s.sym), grid_levels = L;
+                  e += clip_error(group_values + (c - i1), 1, grid);
+                }
+              }
+              if (best < 0 || e < best) best = e, sr = cand;
+            }
+          }
+          m.lo[r * m.n_groups + g] = sr.lo;
+          m.hi[r * m.n_groups + g] = sr.hi;
+          if (s.ranges == RangeKind::Scaled8) {
+            m.qlo[r * m.n_groups + g] = sr.qlo;
+            m.qhi[r * m.n_groups + g] = sr.qhi;
+          }
         }
       }
     }
