@@ -109,6 +109,17 @@ std::vector<std::string> lines_of(const std::string& output) {
   return lines;
 }
 
+// Rank 0 runs `c`, rank 1 runs `other` (mpirun's MPMD form), both writing `out`: the job must fail
+// with exactly one line, which is returned.
+std::string one_line_failure(const Case& c, const Case& other, const std::string& out) {
+  const CommandResult r = run_command(fmt::format("{}{} {} : -np 1 {} {}", mpirun(1), kBaq, quantize_args(c, out, 16), kBaq,
+                                                  quantize_args(other, out, 16)));
+  EXPECT_NE(r.status, 0);
+  const auto lines = lines_of(r.output);
+  EXPECT_EQ(lines.size(), 1u) << r.output;
+  return lines.empty() ? std::string() : lines[0];
+}
+
 TEST(Mpi, ARankWithAnotherModelStopsEveryRankWithOneLine) {
   const Case c = cases()[0];
   TempDir dir;
@@ -117,14 +128,9 @@ TEST(Mpi, ARankWithAnotherModelStopsEveryRankWithOneLine) {
   write_bytes(dir.file("other.bin"), bytes);
   Case other = c;
   other.model = dir.file("other.bin");
-  const std::string out = dir.file("out.baq");
-  const CommandResult r = run_command(fmt::format("{}{} {} : -np 1 {} {}", mpirun(1), kBaq, quantize_args(c, out, 16), kBaq,
-                                                  quantize_args(other, out, 16)));
-  EXPECT_NE(r.status, 0);
-  const auto lines = lines_of(r.output);
-  ASSERT_EQ(lines.size(), 1u) << r.output;
-  EXPECT_NE(lines[0].find("rank 1: the model differs from rank 0's"), std::string::npos) << r.output;
-  EXPECT_NE(lines[0].find("other.bin"), std::string::npos) << r.output;
+  const std::string line = one_line_failure(c, other, dir.file("out.baq"));
+  EXPECT_NE(line.find("rank 1: the model differs from rank 0's"), std::string::npos) << line;
+  EXPECT_NE(line.find("other.bin"), std::string::npos) << line;
   for (const auto& e : fs::directory_iterator(dir.path())) EXPECT_EQ(e.path().filename(), "other.bin") << "left behind";
 }
 
@@ -133,14 +139,9 @@ TEST(Mpi, ARankThatFailsEndsTheJobWithOneLineAndNoFile) {
   TempDir dir;
   Case broken = c;
   broken.calib = dir.file("missing.txt");
-  const std::string out = dir.file("out.baq");
-  const CommandResult r = run_command(fmt::format("{}{} {} : -np 1 {} {}", mpirun(1), kBaq, quantize_args(c, out, 16), kBaq,
-                                                  quantize_args(broken, out, 16)));
-  EXPECT_NE(r.status, 0);
-  const auto lines = lines_of(r.output);
-  ASSERT_EQ(lines.size(), 1u) << r.output;
-  EXPECT_NE(lines[0].find("baq: error: rank 1: "), std::string::npos) << r.output;
-  EXPECT_NE(lines[0].find("missing.txt"), std::string::npos) << r.output;
+  const std::string line = one_line_failure(c, broken, dir.file("out.baq"));
+  EXPECT_NE(line.find("baq: error: rank 1: "), std::string::npos) << line;
+  EXPECT_NE(line.find("missing.txt"), std::string::npos) << line;
   EXPECT_TRUE(fs::is_empty(dir.path())) << "partial output left";
 }
 
