@@ -228,13 +228,14 @@ Command add_quantize_command(CLI::App& app) {
               return q ? fmt::format("{} bits{}", q->bits, q->group_size > 0 ? fmt::format(" in groups of {} ({})", q->group_size, range_kind_name(q->ranges)) : "")
                        : std::string("kept as stored");
             };
-            if (root)
-            fmt::print("quantizing {} with {} at {}{}{} on {} windows of {} tokens from {}; head {}, embedding {}\n", a->model,
-                       a->method, a->bpw > 0 ? fmt::format("{} stored bits per weight", a->bpw) : fmt::format("{} bits", a->bits),
-                       options.method == QuantMethod::Baq ? fmt::format(" ({} allocation)", a->alloc) : "",
-                       a->bpw <= 0 && a->settings.group_size > 0 ? fmt::format(", groups of {}", a->settings.group_size) : "",
-                       a->nsamples, seqlen, a->calib, outer(options.head),
-                       m.config.tied_embeddings ? std::string("tied to the head") : outer(options.embeddings));
+            if (root) {
+              fmt::print("quantizing {} with {} at {}{}{} on {} windows of {} tokens from {}; head {}, embedding {}\n", a->model,
+                         a->method, a->bpw > 0 ? fmt::format("{} stored bits per weight", a->bpw) : fmt::format("{} bits", a->bits),
+                         options.method == QuantMethod::Baq ? fmt::format(" ({} allocation)", a->alloc) : "",
+                         a->bpw <= 0 && a->settings.group_size > 0 ? fmt::format(", groups of {}", a->settings.group_size) : "",
+                         a->nsamples, seqlen, a->calib, outer(options.head),
+                         m.config.tied_embeddings ? std::string("tied to the head") : outer(options.embeddings));
+            }
             // A .baq is written as blocks finish (memory holds one block); a folder is written at the end.
             std::unique_ptr<BaqModelWriter> writer;
             if (root && to_baq) {
