@@ -103,9 +103,12 @@ struct QuantizeRun {
   double bits_per_weight() const { return bits.total() / static_cast<double>(quantized_weights); }
   double code_bits_per_weight() const { return bits.codes / static_cast<double>(quantized_weights); }
   double seconds = 0.0;
-  // Under MPI: every rank's stages, in rank order (one entry for a plain run), and its windows.
-  std::vector<StageSeconds> rank_stages;
-  std::vector<int> rank_windows;
+  // Every rank's share, in rank order (one entry for a plain run).
+  struct RankShare {
+    int64_t windows = 0;
+    StageSeconds stages;
+  };
+  std::vector<RankShare> ranks;
 };
 
 // Writes a quantized model as one .baq file: every quantized linear packed, every other tensor as
@@ -131,7 +134,7 @@ class BaqModelWriter {
 // The calibration windows one rank of an MPI run processes: a contiguous run of whole batches of
 // `batch_windows` windows, so every batch, and the Hessian sums it feeds, is the batch a single process
 // forms. With fewer batches than ranks the batches shrink so every rank gets windows (the sums then
-// differ from one process's in rounding).
+// differ from one process's in rounding); fewer windows than ranks is a CollectiveError.
 struct WindowShare {
   int64_t first = 0, count = 0;
   int batch = 1;  // windows per forward

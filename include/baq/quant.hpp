@@ -113,15 +113,17 @@ void shrink_coefficients(std::vector<double>& c, double lambda);
 std::vector<double> baq_coefficients(const QuantizedMatrix& pass1, int uniform_levels, const QuantSettings& s);
 // The uniform level count BAQ's first pass measures at: round(2^R̄), at least 2.
 int measurement_levels(double rate);
+// GPTQ's `loss` after allocation over the uniform pass's `uniform_loss`, the latter moved by the loss
+// model from its measurement rate (log2 `uniform_levels`) to the budget `rate` (2^(−2ΔR)): what the
+// predicted loss ratio is compared with. 1 when there is no uniform loss.
+double measured_loss_ratio(double loss, double uniform_loss, int uniform_levels, double rate);
 
 struct BaqLayerResult {
   QuantizedMatrix quantized;  // pass 2, per-column grids
   std::vector<int> levels;
   double loss_before = 0;     // pass 1 (uniform): Σ ℓ_j
   double predicted_loss_ratio = 1;
-  // GPTQ's loss after allocation over the uniform pass's, the latter moved by the loss model from its
-  // measurement rate to the budget's (2^(−2ΔR)): what the prediction is compared with.
-  double measured_loss_ratio = 1;
+  double measured_loss_ratio = 1;  // measured_loss_ratio() of pass 2 against pass 1
 };
 // BAQ on one layer: GPTQ at the uniform rate, closed-form allocation at mean rate `rate` (bits per
 // weight of codes, fractional, at most 8), GPTQ again with the allocated grids.

@@ -37,6 +37,9 @@ Allocation parse_allocation(const std::string& name) {
 }
 
 WindowShare window_share(int64_t windows, int batch_windows, int rank, int ranks) {
+  if (windows < ranks)
+    throw CollectiveError(fmt::format("{} calibration windows cannot be shared by {} ranks; raise --nsamples to at least {}",
+                                      windows, ranks, ranks));
   WindowShare w;
   // At most windows/ranks per batch, so there are at least as many batches as ranks.
   w.batch = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(batch_windows, windows / ranks)));
@@ -388,9 +391,8 @@ QuantizeRun quantize_model(Model& model, std::span<const int> calibration, int s
     fail("calibration holds {} tokens, not whole windows of {}", calibration.size(), seqlen);
   const Ranks& ranks = Ranks::world();
   const int64_t windows = static_cast<int64_t>(calibration.size()) / seqlen;
-  if (windows < ranks.size())
-    throw CollectiveError(fmt::format("{} calibration windows cannot be shared by {} ranks; raise --nsamples to at least {}",
-                                      windows, ranks.size(), ranks.size()));
+  std::vector<QuantizeRun::RankShare> shares;  // before any work: fails when there are fewer windows than ranks
+  for (int r = 0; r < ranks.size(); ++r) shares.push_back({window_share(windows, options.batch_windows, r, ranks.size()).count, {}});
   for (int b = 0; b < model.n_blocks(); ++b)
     for (Linear* l : model.block(b).linears())
       if (l->packed != nullptr) fail("blocks.{}.{}: the model is already quantized (read from a .baq file)", b, l->name);
@@ -405,9 +407,9 @@ QuantizeRun quantize_model(Model& model, std::span<const int> calibration, int s
   run.bits += outer.bits;
   run.stages += outer.stages;
   // Every rank's stage times, for the report (rank 0 writes it).
-  for (const std::string& s : ranks.all_gather(encode_stages(run.stages))) run.rank_stages.push_back(decode_stages(s));
-  for (int r = 0; r < ranks.size(); ++r)
-    run.rank_windows.push_back(static_cast<int>(window_share(windows, options.batch_windows, r, ranks.size()).count));
+  const std::vector<std::string> stages = ranks.all_gather(encode_stages(run.stages));
+  for (size_t r = 0; r < shares.size(); ++r) shares[r].stages = decode_stages(stages[r]);
+  run.ranks = std::move(shares);
   run.seconds = seconds_since(t_start);
   return run;
 }
@@ -563,8 +565,7 @@ static QuantizeRun quantize_blocks(Model& model, std::span<const int> calibratio
         }
         rec.predicted_loss_ratio = uniform > 0 ? allocated / uniform : 1.0;
         QuantizedMatrix q = quantize_gptq(w, rec.rows, rec.cols, h.data(), s, rec.name, &levels);
-        const double uniform_at_budget = rec.loss_before * std::exp2(-2.0 * (code_rate - std::log2(static_cast<double>(l0))));
-        rec.measured_loss_ratio = uniform_at_budget > 0 ? q.loss / uniform_at_budget : 1.0;
+        rec.measured_loss_ratio = measured_loss_ratio(q.loss, rec.loss_before, l0, code_rate);
         return q;
       },
       n_layers, 2 * n_layers + head, true);

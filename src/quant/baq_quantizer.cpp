@@ -37,6 +37,11 @@ std::vector<double> baq_coefficients(const QuantizedMatrix& pass1, int uniform_l
   return c;
 }
 
+double measured_loss_ratio(double loss, double uniform_loss, int uniform_levels, double rate) {
+  const double uniform_at_budget = uniform_loss * std::exp2(-2.0 * (rate - std::log2(static_cast<double>(uniform_levels))));
+  return uniform_at_budget > 0 ? loss / uniform_at_budget : 1.0;
+}
+
 int measurement_levels(double rate) {
   return std::clamp(static_cast<int>(std::lround(std::exp2(rate))), 2, 256);
 }
@@ -75,8 +80,7 @@ BaqLayerResult quantize_baq(const float* w, int64_t rows, int64_t cols, const do
   r.loss_before = pass1.loss;
   r.predicted_loss_ratio = a.predicted_loss_ratio;
   r.quantized = quantize_gptq(w, rows, cols, h, s, name, &r.levels);
-  const double uniform_at_budget = pass1.loss * std::exp2(-2.0 * (a.budget - std::log2(static_cast<double>(l0))));
-  r.measured_loss_ratio = uniform_at_budget > 0 ? r.quantized.loss / uniform_at_budget : 1.0;
+  r.measured_loss_ratio = measured_loss_ratio(r.quantized.loss, pass1.loss, l0, a.budget);
   return r;
 }
 

@@ -72,10 +72,10 @@ std::string quantize_report_json(const QuantizeRun& run, const QuantizeOptions& 
                  {"seconds", run.seconds}};
   // Wall seconds per stage of every rank (one for a plain run).
   auto& per_rank = j["ranks"] = nlohmann::ordered_json::array();
-  for (size_t r = 0; r < run.rank_stages.size(); ++r) {
-    const StageSeconds& st = run.rank_stages[r];
+  for (size_t r = 0; r < run.ranks.size(); ++r) {
+    const StageSeconds& st = run.ranks[r].stages;
     per_rank.push_back({{"rank", r},
-                        {"windows", r < run.rank_windows.size() ? run.rank_windows[r] : 0},
+                        {"windows", run.ranks[r].windows},
                         {"forward_seconds", st.forward},
                         {"hessian_seconds", st.hessian},
                         {"reduce_seconds", st.reduce},

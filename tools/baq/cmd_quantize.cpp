@@ -140,9 +140,6 @@ Command add_quantize_command(CLI::App& app) {
               seqlen = m.config.max_seq_len;
             }
             const std::vector<int> calib = sample_calibration_windows(tokens, a->nsamples, seqlen, a->seed);
-            if (a->nsamples < ranks.size())
-              throw CollectiveError(fmt::format("{} calibration windows cannot be shared by {} ranks; raise --nsamples to at least {}",
-                                                a->nsamples, ranks.size(), ranks.size()));
             if (ranks.distributed()) {
               // Ranks must quantize the same model with the same data and settings (paths may differ
               // between hosts; contents may not).
@@ -182,10 +179,11 @@ Command add_quantize_command(CLI::App& app) {
             if (!m.config.tied_embeddings) options.embeddings = outer_settings(a->embed_bpw, "--embed-bpw");
             options.bf16_activations = a->bf16_activations;
             // Known before anything large is allocated: the peak, and whether the machine holds it.
-            // Each rank holds its share of the windows (the largest is checked).
+            // Each rank holds its share of the windows (the largest is checked; too few windows for the
+            // ranks fail here, before anything is printed).
             int64_t rank_windows = 0;
             for (int r = 0; r < ranks.size(); ++r)
-              rank_windows = std::max(rank_windows, window_share(a->nsamples, QuantizeOptions{}.batch_windows, r, ranks.size()).count);
+              rank_windows = std::max(rank_windows, window_share(a->nsamples, options.batch_windows, r, ranks.size()).count);
             MemoryEstimate memory = estimate_quantize_memory(*m.model, rank_windows, seqlen, options.batch_windows,
                                                              a->bf16_activations, omp_get_max_threads());
             if (options.head || options.embeddings) {
@@ -315,11 +313,11 @@ Command add_quantize_command(CLI::App& app) {
             const StageSeconds& st = run.stages;
             fmt::print("stages: forward {:.2f} s, Hessians {:.2f} s, solve {:.2f} s, pack {:.2f} s, write {:.2f} s\n",
                        st.forward, st.hessian, st.solve, st.pack, st.write);
-            for (size_t r = 0; ranks.distributed() && r < run.rank_stages.size(); ++r) {
-              const StageSeconds& rs = run.rank_stages[r];
+            for (size_t r = 0; ranks.distributed() && r < run.ranks.size(); ++r) {
+              const StageSeconds& rs = run.ranks[r].stages;
               fmt::print("  rank {} ({} windows): forward {:.2f} s, Hessians {:.2f} s, reduce {:.2f} s, solve {:.2f} s, "
                          "pack {:.2f} s, broadcast {:.2f} s\n",
-                         r, run.rank_windows[r], rs.forward, rs.hessian, rs.reduce, rs.solve, rs.pack, rs.broadcast);
+                         r, run.ranks[r].windows, rs.forward, rs.hessian, rs.reduce, rs.solve, rs.pack, rs.broadcast);
             }
             if (to_baq)
               fmt::print("wrote {} ({} bytes) and {}\n", a->out, std::filesystem::file_size(a->out), report_path);
