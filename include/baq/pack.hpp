@@ -120,8 +120,10 @@ void decode_rows_avx2(const PackedLinear& p, int64_t r0, int64_t r1, float* out)
 bool cpu_has_avx2();
 
 // The widest instruction set the packed kernels may use: the best the CPU has by default; tests lower
-// it to check that every path computes the same.
-enum class KernelIsa { Avx512, Avx2, Scalar };
+// it to check that every path computes the same. Avx512Vnni multiplies bit-plane codes by the input
+// rounded to 16-bit integers per block of 64 or 128 columns (step max|x|/32512, two int8 halves: the
+// error of a dot is at most Σ_j |w_j|·step/2); every other level multiplies in F32.
+enum class KernelIsa { Avx512Vnni, Avx512, Avx2, Scalar };
 void limit_kernel_isa(KernelIsa isa);
 KernelIsa kernel_isa();
 

@@ -166,8 +166,8 @@ void linear(const float* x, int64_t rows, const Linear& l, float* out) {
 }
 
 void matvec_team(const float* x, std::initializer_list<MatvecJob> jobs) {
-  // Tasks of 32 rows (whole 8-row tiles for packed weights) over every job, in job order.
-  constexpr int64_t kRows = 32;
+  // Tasks of 64 rows (whole 8-row tiles for packed weights) over every job, in job order.
+  constexpr int64_t kRows = 64;
   struct Task {
     const MatvecJob* job;
     int64_t r0, r1;
@@ -264,6 +264,16 @@ void gated(Activation act, float* g, const float* u, int64_t n) {
   for (int64_t i = 0; i < n; ++i) g[i] = apply(act, g[i]) * u[i];
 }
 
+void activate_team(Activation act, float* x, int64_t n) {
+#pragma omp for schedule(static)
+  for (int64_t i = 0; i < n; ++i) x[i] = apply(act, x[i]);
+}
+
+void gated_team(Activation act, float* g, const float* u, int64_t n) {
+#pragma omp for schedule(static)
+  for (int64_t i = 0; i < n; ++i) g[i] = apply(act, g[i]) * u[i];
+}
+
 RopeTable::RopeTable(int max_pos, const std::vector<float>& frequencies)
     : head_size(static_cast<int>(frequencies.size()) * 2) {
   const size_t half = frequencies.size();
@@ -354,21 +364,71 @@ void attention(const float* q, const KeysValues& kv, BatchShape shape, const Att
   }
 }
 
+namespace {
+
+// One head's scores q·k_j (scaled, soft-capped) and its weighted sum of values, for keys and values
+// strided `kw` apart. The AVX-512 versions (head sizes a multiple of 16) keep every sum in registers:
+// a call through the dtype-generic dot per key cost more than its 32 products.
+void head_scores_generic(const float* qh, const float* kh, int64_t kw, int hd, int first, int S, float* scores) {
+  for (int j = first; j < S; ++j) {
+    const float* kj = kh + static_cast<int64_t>(j) * kw;
+    float dot = 0.0f;
+    for (int i = 0; i < hd; ++i) dot += kj[i] * qh[i];
+    scores[j] = dot;
+  }
+}
+
+void head_values_generic(const float* scores, const float* vh, int64_t kw, int hd, int first, int S, float* oh) {
+  for (int i = 0; i < hd; ++i) oh[i] = 0.0f;
+  for (int j = first; j < S; ++j)
+    for (int i = 0; i < hd; ++i) oh[i] += scores[j] * vh[static_cast<int64_t>(j) * kw + i];
+}
+
+#pragma GCC diagnostic push  // GCC 12's _mm512_reduce_add_ps: see dot_avx512
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+__attribute__((target("avx512f"))) void head_scores_avx512(const float* qh, const float* kh, int64_t kw, int hd, int first,
+                                                           int S, float* scores) {
+  for (int j = first; j < S; ++j) {
+    const float* kj = kh + static_cast<int64_t>(j) * kw;
+    __m512 acc = _mm512_mul_ps(_mm512_loadu_ps(kj), _mm512_loadu_ps(qh));
+    for (int i = 16; i < hd; i += 16) acc = _mm512_fmadd_ps(_mm512_loadu_ps(kj + i), _mm512_loadu_ps(qh + i), acc);
+    scores[j] = _mm512_reduce_add_ps(acc);
+  }
+}
+#pragma GCC diagnostic pop
+
+__attribute__((target("avx512f"))) void head_values_avx512(const float* scores, const float* vh, int64_t kw, int hd, int first,
+                                                           int S, float* oh) {
+  for (int i0 = 0; i0 < hd; i0 += 64) {  // up to four registers of outputs over every position
+    const int n = std::min(4, (hd - i0) / 16);
+    __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
+    for (int j = first; j < S; ++j) {
+      const __m512 p = _mm512_set1_ps(scores[j]);
+      const float* vj = vh + static_cast<int64_t>(j) * kw + i0;
+      for (int r = 0; r < n; ++r) acc[r] = _mm512_fmadd_ps(p, _mm512_loadu_ps(vj + 16 * r), acc[r]);
+    }
+    for (int r = 0; r < n; ++r) _mm512_storeu_ps(oh + i0 + 16 * r, acc[r]);
+  }
+}
+
+}  // namespace
+
 void attention_team(const float* q, const KeysValues& kv, const AttentionShape& a, float* out) {
   const int S = kv.kv_len, hd = a.head_size, group = a.n_heads / a.n_kv_heads;
   const int kw = a.n_kv_heads * hd;
   const int first = a.window > 0 ? std::max(0, S - a.window) : 0;
+  const bool wide = cpu_has_avx512() && hd % 16 == 0;
 #pragma omp for schedule(static)
   for (int h = 0; h < a.n_heads; ++h) {
     float* scores = Scratch::get(0, static_cast<size_t>(S));
     const float* qh = q + static_cast<int64_t>(h) * hd;
-    const int kvh = h / group;
+    const int64_t kv_at = static_cast<int64_t>(h / group) * hd;
+    if (wide) head_scores_avx512(qh, kv.k + kv_at, kw, hd, first, S, scores);
+    else head_scores_generic(qh, kv.k + kv_at, kw, hd, first, S, scores);
     float mx = -INFINITY;
-    const DotFn dot_fn = best_dot();
     for (int j = first; j < S; ++j) {
-      const float* kj = kv.k + static_cast<int64_t>(j) * kw + static_cast<int64_t>(kvh) * hd;
-      float dot = dot_fn(DType::F32, kj, qh, hd);
-      dot *= a.scale;
+      float dot = scores[j] * a.scale;
       if (a.softcap > 0.0f) dot = a.softcap * std::tanh(dot / a.softcap);
       scores[j] = dot;
       mx = std::max(mx, dot);
@@ -376,13 +436,10 @@ void attention_team(const float* q, const KeysValues& kv, const AttentionShape& 
     float sum = 0.0f;
     for (int j = first; j < S; ++j) sum += scores[j] = std::exp(scores[j] - mx);
     const float inv = 1.0f / sum;
+    for (int j = first; j < S; ++j) scores[j] *= inv;
     float* oh = out + static_cast<int64_t>(h) * hd;
-    for (int i = 0; i < hd; ++i) oh[i] = 0.0f;
-    for (int j = first; j < S; ++j) {
-      const float p = scores[j] * inv;
-      const float* vj = kv.v + static_cast<int64_t>(j) * kw + static_cast<int64_t>(kvh) * hd;
-      for (int i = 0; i < hd; ++i) oh[i] += p * vj[i];
-    }
+    if (wide) head_values_avx512(scores, kv.v + kv_at, kw, hd, first, S, oh);
+    else head_values_generic(scores, kv.v + kv_at, kw, hd, first, S, oh);
   }
 }
 

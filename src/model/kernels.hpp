@@ -40,6 +40,10 @@ void norm(NormKind kind, const float* x, const float* weight, const float* bias,
 // In place: x = act(x) (no gate), or g = act(g)·u.
 void activate(Activation act, float* x, int64_t n);
 void gated(Activation act, float* g, const float* u, int64_t n);
+// The same shared by the threads of the enclosing parallel region (one token: a worksharing loop
+// and its barrier, where a `single` would leave the other threads waiting).
+void activate_team(Activation act, float* x, int64_t n);
+void gated_team(Activation act, float* g, const float* u, int64_t n);
 
 struct RopeTable {
   int head_size = 0;

@@ -220,11 +220,8 @@ void TransformerBlock::forward_token(float* x, KvCache::Layer& cache, int pos, f
   if (!c.gated_mlp) kernels::matvec_team(in, {{&up_, g}});
   else if (c.fused_gate_up) kernels::matvec_team(in, {{&gate_up_, gu}});
   else kernels::matvec_team(in, {{&gate_, g}, {&up_, u}});
-#pragma omp single
-  {
-    if (!c.gated_mlp) kernels::activate(c.activation, g, hidden);
-    else kernels::gated(c.activation, g, u, hidden);
-  }
+  if (!c.gated_mlp) kernels::activate_team(c.activation, g, hidden);
+  else kernels::gated_team(c.activation, g, u, hidden);
   kernels::matvec_team(g, {{&down_, o}});
 #pragma omp single
   {

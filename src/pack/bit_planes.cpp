@@ -108,6 +108,34 @@ void planes_unpack_row(const PackedLinear& p, const uint8_t* in, uint8_t* codes)
 
 namespace {
 
+// Σ_{j∈g} x_j per group, kept per thread with a copy of the x it was made from: the tasks of one
+// product (32 rows each) sum x once.
+const std::vector<float>& group_sums(const float* x, int64_t cols, int64_t gs) {
+  struct Sums {
+    int64_t gs = 0;
+    std::vector<float> source, sums;
+  };
+  thread_local Sums c;
+  if (c.gs == gs && c.source.size() == static_cast<size_t>(cols) &&
+      std::memcmp(c.source.data(), x, static_cast<size_t>(cols) * sizeof(float)) == 0)
+    return c.sums;
+  c.gs = gs;
+  c.source.assign(x, x + cols);
+  const int64_t ng = (cols + gs - 1) / gs;
+  c.sums.assign(static_cast<size_t>(ng), 0.0f);
+  for (int64_t g = 0; g < ng; ++g) {
+    // Eight running sums: one chain of dependent adds would cost a latency per column.
+    const int64_t j0 = g * gs, j1 = std::min(cols, j0 + gs);
+    float part[8] = {};
+    int64_t j = j0;
+    for (; j + 8 <= j1; j += 8)
+      for (int k = 0; k < 8; ++k) part[k] += x[j + k];
+    for (; j < j1; ++j) part[0] += x[j];
+    c.sums[static_cast<size_t>(g)] = ((part[0] + part[1]) + (part[2] + part[3])) + ((part[4] + part[5]) + (part[6] + part[7]));
+  }
+  return c.sums;
+}
+
 // The scalar path: a row's codes unpacked, then the grouped sum.
 float row_dot_scalar(const float* x, const PackedLinear& p, int64_t r, const float* scale, const float* zero,
                      const float* xsum, std::vector<uint8_t>& codes) {
@@ -230,6 +258,133 @@ __attribute__((target("avx512f,avx512bw,avx512vl"))) void rows_avx512(const floa
 }
 #pragma GCC diagnostic pop
 
+// The input of one product as the VNNI kernel multiplies it: per segment of `seg` columns (64 or 128,
+// so that groups hold whole segments) a step max|x|/32512 and q_j = round(x_j/step) = 256·hi_j + lo_j,
+// hi in [−127, 127] and lo in [−128, 127]: two int8 halves, 16 bits of the input in all. Kept per
+// thread with a copy of the x it was made from: the tasks of one product (32 rows each) round x once.
+struct RoundedInput {
+  int64_t seg = 0;
+  std::vector<float> source;
+  std::vector<int8_t> hi, lo;
+  std::vector<float> step;
+};
+
+#pragma GCC diagnostic push  // GCC 12's AVX-512 intrinsics: see rows_avx512
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+__attribute__((target("avx512f,avx512bw,avx512vl"))) const RoundedInput& rounded_input(const float* x, int64_t n, int64_t seg) {
+  thread_local RoundedInput r;
+  const size_t bytes = static_cast<size_t>(n) * sizeof(float);
+  if (r.seg == seg && r.source.size() == static_cast<size_t>(n) && std::memcmp(r.source.data(), x, bytes) == 0) return r;
+  r.seg = seg;
+  r.source.assign(x, x + n);
+  r.hi.resize(static_cast<size_t>(n));
+  r.lo.resize(static_cast<size_t>(n));
+  r.step.resize(static_cast<size_t>(n / seg));
+  const __m512i limit = _mm512_set1_epi32(32512), half = _mm512_set1_epi32(128);
+  for (int64_t s = 0; s < n / seg; ++s) {
+    const float* xs = x + s * seg;
+    __m512 m = _mm512_setzero_ps();
+    for (int64_t j = 0; j < seg; j += 16) m = _mm512_max_ps(m, _mm512_abs_ps(_mm512_loadu_ps(xs + j)));
+    const float top = _mm512_reduce_max_ps(m);
+    r.step[static_cast<size_t>(s)] = top / 32512.0f;
+    const __m512 inv = _mm512_set1_ps(top > 0.0f ? 32512.0f / top : 0.0f);
+    for (int64_t j = 0; j < seg; j += 16) {
+      __m512i q = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(xs + j), inv));  // to nearest, even on ties
+      q = _mm512_max_epi32(_mm512_min_epi32(q, limit), _mm512_sub_epi32(_mm512_setzero_si512(), limit));
+      const __m512i hi = _mm512_srai_epi32(_mm512_add_epi32(q, half), 8);
+      const __m512i lo = _mm512_sub_epi32(q, _mm512_slli_epi32(hi, 8));
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(r.hi.data() + s * seg + j), _mm512_cvtepi32_epi8(hi));
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(r.lo.data() + s * seg + j), _mm512_cvtepi32_epi8(lo));
+    }
+  }
+  return r;
+}
+
+// R rows at once with AVX-512 VNNI: 64 columns' codes are built as bytes straight from the planes —
+// a plane's 16-byte group broadcast to the four 128-bit lanes, each lane shifted to its slot (a
+// rotation, so a plane lands at its bit offset in one step) and masked — then multiplied by both input
+// halves at 64 products per instruction. Integer sums stay exact within a segment (|Σ code·hi| ≤
+// 255·127·128 < 2^23, times 256 < 2^31) and enter F32 once per segment at the group's scale × the step.
+template <int B, int R>
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni"))) void rows_vnni(const RoundedInput& xr, const PackedLinear& p,
+                                                                              int64_t r0, const float* scale, float* dots) {
+  using P = Planes<B>;
+  const int64_t chunks = p.cols / kChunk, gs = p.group_size > 0 ? p.group_size : p.cols, seg = xr.seg;
+  const uint8_t* plane[R][3];
+  for (int i = 0; i < R; ++i) {
+    const uint8_t* at = p.row_codes(r0 + i);
+    for (int k = 0; k < P::kCount; ++k) {
+      plane[i][k] = at;
+      at += plane_bytes(p.cols, P::kWidths[k]);
+    }
+  }
+  // Per plane: the lane shifts that bring each 64-bit lane's slot to bit 0 (w = 4: slots 0, 1 of two
+  // 16-byte groups; w = 2: slots 0..3 of one group; w = 1: slots 4h..4h+3 of the chunk's only group,
+  // h the half), less the plane's bit offset in the code, as rotations; and the mask of its bits there.
+  __m512i rotate[2][3], mask[3];
+  {
+    int offset = 0;
+    for (int k = 0; k < P::kCount; ++k) {
+      const int w = P::kWidths[k];
+      for (int h = 0; h < 2; ++h) {
+        alignas(64) int64_t counts[8];
+        for (int lane = 0; lane < 8; ++lane) {
+          const int slot = w == 4 ? (lane / 2) % 2 : w == 2 ? lane / 2 : 4 * h + lane / 2;
+          counts[lane] = (slot * w - offset) & 63;
+        }
+        rotate[h][k] = _mm512_load_si512(counts);
+      }
+      mask[k] = _mm512_set1_epi8(static_cast<char>(((1 << w) - 1) << offset));
+      offset += w;
+    }
+  }
+  __m512 total[R];
+  __m512i acc_hi[R], acc_lo[R];
+  for (int i = 0; i < R; ++i) {
+    total[i] = _mm512_setzero_ps();
+    acc_hi[i] = acc_lo[i] = _mm512_setzero_si512();
+  }
+  for (int64_t c = 0; c < chunks; ++c) {
+#pragma GCC unroll 2
+    for (int h = 0; h < 2; ++h) {
+      const int64_t j = c * kChunk + 64 * h;
+      const __m512i xh = _mm512_loadu_si512(xr.hi.data() + j), xl = _mm512_loadu_si512(xr.lo.data() + j);
+#pragma GCC unroll 4
+      for (int i = 0; i < R; ++i) {
+        __m512i code = _mm512_setzero_si512();
+#pragma GCC unroll 3
+        for (int k = 0; k < P::kCount; ++k) {
+          const int w = P::kWidths[k];
+          const uint8_t* bytes = plane[i][k] + c * 16 * w;
+          __m512i v;
+          if (w == 4) {
+            v = _mm512_castsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(bytes + 32 * h)));
+            v = _mm512_shuffle_i64x2(v, v, _MM_SHUFFLE(1, 1, 0, 0));
+          } else {
+            v = _mm512_broadcast_i32x4(_mm_loadu_si128(reinterpret_cast<const __m128i*>(bytes + (w == 2 ? 16 * h : 0))));
+          }
+          v = _mm512_rorv_epi64(v, rotate[h][k]);
+          code = k == 0 ? _mm512_and_si512(v, mask[k]) : _mm512_ternarylogic_epi64(code, v, mask[k], 0xF8);  // code | (v & mask)
+        }
+        acc_hi[i] = _mm512_dpbusd_epi32(acc_hi[i], code, xh);
+        acc_lo[i] = _mm512_dpbusd_epi32(acc_lo[i], code, xl);
+      }
+      if ((j + 64) % seg == 0) {  // the segment ends: into F32 at its group's scale and step
+        const int64_t s = j / seg, g = (s * seg) / gs;
+        const float step = xr.step[static_cast<size_t>(s)];
+        for (int i = 0; i < R; ++i) {
+          const __m512i q = _mm512_add_epi32(_mm512_slli_epi32(acc_hi[i], 8), acc_lo[i]);
+          total[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(q), _mm512_set1_ps(scale[i * p.n_groups + g] * step), total[i]);
+          acc_hi[i] = acc_lo[i] = _mm512_setzero_si512();
+        }
+      }
+    }
+  }
+  for (int i = 0; i < R; ++i) dots[i] = _mm512_reduce_add_ps(total[i]);
+}
+#pragma GCC diagnostic pop
+
 template <int B>
 __attribute__((target("avx2,fma"))) float row_dot_avx2(const float* x, const PackedLinear& p, int64_t r, const float* scale) {
   using P = Planes<B>;
@@ -316,25 +471,35 @@ void pick_avx512(int bits, bool groups, RowsDot& four, RowsDot& one) {
   }
 }
 
+using RowsVnni = void (*)(const RoundedInput&, const PackedLinear&, int64_t, const float*, float*);
+
+template <int B>
+void pick_vnni_for(RowsVnni& four, RowsVnni& one) {
+  four = rows_vnni<B, 4>;
+  one = rows_vnni<B, 1>;
+}
+
+void pick_vnni(int bits, RowsVnni& four, RowsVnni& one) {
+  switch (bits) {
+    case 1: return pick_vnni_for<1>(four, one);
+    case 2: return pick_vnni_for<2>(four, one);
+    case 3: return pick_vnni_for<3>(four, one);
+    case 4: return pick_vnni_for<4>(four, one);
+    case 5: return pick_vnni_for<5>(four, one);
+    case 6: return pick_vnni_for<6>(four, one);
+    case 7: return pick_vnni_for<7>(four, one);
+    default: return pick_vnni_for<8>(four, one);
+  }
+}
+
 }  // namespace
 
 void planes_matvec_rows(const float* x, const PackedLinear& p, int64_t r0, int64_t r1, float* out) {
   const int bits = code_bits(p.levels.front());
   const int64_t gs = p.group_size > 0 ? p.group_size : p.cols, ng = p.n_groups;
   // Per-call buffers live with the thread: a token's matvecs allocate nothing.
-  thread_local std::vector<float> xsum;
   thread_local std::vector<uint8_t> codes;
-  xsum.assign(static_cast<size_t>(ng), 0.0f);
-  for (int64_t g = 0; g < ng; ++g) {
-    // Eight running sums: one chain of dependent adds would cost a latency per column.
-    const int64_t j0 = g * gs, j1 = std::min(p.cols, j0 + gs);
-    float part[8] = {};
-    int64_t j = j0;
-    for (; j + 8 <= j1; j += 8)
-      for (int k = 0; k < 8; ++k) part[k] += x[j + k];
-    for (; j < j1; ++j) part[0] += x[j];
-    xsum[static_cast<size_t>(g)] = ((part[0] + part[1]) + (part[2] + part[3])) + ((part[4] + part[5]) + (part[6] + part[7]));
-  }
+  const std::vector<float>& xsum = group_sums(x, p.cols, gs);
   // Every (row, group)'s grid was fitted at load (PackedLinear::prepare): rows r.. are consecutive
   // there, so a run of rows' scales is read in place.
   if (p.row_scale.size() != static_cast<size_t>(p.rows * ng)) fail("packed linear: grids not prepared");
@@ -351,7 +516,23 @@ void planes_matvec_rows(const float* x, const PackedLinear& p, int64_t r0, int64
     for (int64_t g = 0; g < ng; ++g) shift += rs[g] * rz[g] * xsum[static_cast<size_t>(g)];
     out[r] = dot + tail_dot(x, p, r, rs) - shift;
   };
-  if (isa == KernelIsa::Avx512) {
+  if (isa == KernelIsa::Avx512Vnni && (ng == 1 || gs % 64 == 0)) {
+    const RoundedInput& xr = rounded_input(x, p.cols / kChunk * kChunk, ng == 1 || gs % kChunk == 0 ? kChunk : 64);
+    RowsVnni four, one;
+    pick_vnni(bits, four, one);
+    float dots[4];
+    int64_t r = r0;
+    for (; r + 4 <= r1; r += 4) {
+      four(xr, p, r, scale + r * ng, dots);
+      for (int i = 0; i < 4; ++i) finish(r + i, dots[i]);
+    }
+    for (; r < r1; ++r) {
+      one(xr, p, r, scale + r * ng, dots);
+      finish(r, dots[0]);
+    }
+    return;
+  }
+  if (isa == KernelIsa::Avx512 || isa == KernelIsa::Avx512Vnni) {
     RowsDot four, one;
     pick_avx512(bits, ng > 1, four, one);
     float dots[4];

@@ -69,15 +69,16 @@ void fit_row_grids(const PackedLinear& p, int64_t r, float* scale, float* zero) 
 }
 
 namespace {
-KernelIsa g_isa_limit = KernelIsa::Avx512;
+KernelIsa g_isa_limit = KernelIsa::Avx512Vnni;
 }  // namespace
 
 void limit_kernel_isa(KernelIsa isa) { g_isa_limit = isa; }
 
 KernelIsa kernel_isa() {
-  static const KernelIsa best = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-                                        __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx2")
-                                    ? KernelIsa::Avx512
+  static const bool avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                             __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx2");
+  static const KernelIsa best = avx512 && __builtin_cpu_supports("avx512vnni") ? KernelIsa::Avx512Vnni
+                                : avx512                                      ? KernelIsa::Avx512
                                 : __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") ? KernelIsa::Avx2
                                                                                                    : KernelIsa::Scalar;
   return static_cast<int>(best) > static_cast<int>(g_isa_limit) ? best : g_isa_limit;
