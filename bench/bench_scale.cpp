@@ -12,7 +12,8 @@
 //               shared among the ranks), the speed-up, and each rank's time in the reduce and broadcast.
 //
 //   bench_scale [--shapes tinyllama,llama3-8b,kdoc] [--dir /tmp/baq-scale] [--nsamples 8] [--seqlen 512]
-//               [--skip-generate] [--keep] [--mpi N]
+//               [--skip-generate] [--keep] [--reuse] [--mpi N]
+// --reuse takes the .baq files a --keep run left in --dir instead of quantizing again (generation only).
 #include <cblas.h>
 #include <omp.h>
 #include <sys/resource.h>
@@ -258,7 +259,7 @@ int main(int argc, char** argv) {
   std::vector<std::string> shapes = {"tinyllama", "llama3-8b", "kdoc"};
   fs::path dir = "/tmp/baq-scale";
   int nsamples = 8, seqlen = 512;
-  bool generate = true, keep = false;
+  bool generate = true, keep = false, reuse = false;
   int mpi_ranks = 0;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
@@ -276,9 +277,10 @@ int main(int argc, char** argv) {
     else if (a == "--seqlen") seqlen = std::stoi(next());
     else if (a == "--skip-generate") generate = false;
     else if (a == "--keep") keep = true;
+    else if (a == "--reuse") reuse = true;
     else if (a == "--mpi") mpi_ranks = std::stoi(next());
     else {
-      std::fprintf(stderr, "usage: bench_scale [--shapes tinyllama,llama3-8b,kdoc] [--dir D] [--nsamples N] [--seqlen T] [--skip-generate] [--keep] [--mpi N]\n");
+      std::fprintf(stderr, "usage: bench_scale [--shapes tinyllama,llama3-8b,kdoc] [--dir D] [--nsamples N] [--seqlen T] [--skip-generate] [--keep] [--reuse] [--mpi N]\n");
       return 2;
     }
   }
@@ -340,6 +342,9 @@ int main(int argc, char** argv) {
     fmt::print("  info      {:8.2f} s  peak {:8.1f} MiB{}\n", info.seconds, info.peak_mib, info.status ? "  FAILED" : "");
 
     const std::string out = (dir / (s.name + ".q4.baq")).string();
+    if (reuse && fs::exists(out)) {
+      fmt::print("  quantize  skipped: --reuse takes {}\n", out);
+    } else {
     const Run q = run({baq, "quantize", model.string(), "--calib", calib, "--nsamples", std::to_string(nsamples), "--seqlen",
                        std::to_string(seqlen), "--bits", "4", "--out", out});
     if (q.status != 0) {
@@ -390,33 +395,35 @@ int main(int argc, char** argv) {
       }
       if (!keep) fs::remove(o1), fs::remove(on);
     }
+    }  // quantize
     if (!generate || s.name != "tinyllama") continue;
     // Generation against the bound: every weight read once per token (the embedding: one row).
     fmt::print("  generate (32 tokens, greedy, best of 3; bound = weight bytes per token / stream bandwidth)\n");
     std::vector<std::pair<std::string, std::string>> models = {{"original (BF16)", model.string()}};
     for (int bits : {2, 3}) {
       const std::string o = (dir / fmt::format("{}.q{}.baq", s.name, bits)).string();
-      if (run({baq, "quantize", model.string(), "--method", "rtn", "--calib", calib, "--nsamples", "1", "--seqlen", "64",
+      if (reuse && fs::exists(o)) models.emplace_back(fmt::format(".baq RTN {} bits", bits), o);
+      else if (run({baq, "quantize", model.string(), "--method", "rtn", "--calib", calib, "--nsamples", "1", "--seqlen", "64",
                "--bits", std::to_string(bits), "--out", o}).status == 0)
         models.emplace_back(fmt::format(".baq RTN {} bits", bits), o);
     }
     models.emplace_back(".baq GPTQ 4 bits", out);
     for (const auto& [label, path] : models) {
+      // All but the embedding table, at the bits `info` says it is stored with (BF16 in the original).
       const Run i = run({baq, "info", path});
-      double bytes = 0;
-      if (path.ends_with(".baq")) {
-        bytes = static_cast<double>(fs::file_size(path)) - 2.0 * s.vocab * s.dim;  // all but the embedding table
-      } else {
-        bytes = static_cast<double>(fs::file_size(fs::path(path) / "model.safetensors")) - 2.0 * s.vocab * s.dim;
-      }
+      std::smatch e;
+      const double embed_bits = path.ends_with(".baq") && std::regex_search(i.output, e, std::regex(R"(embed_tokens\.weight\s+\d+x\d+\s+([0-9.]+))"))
+                                    ? std::stod(e[1].str())
+                                    : 16.0;
+      const double file = static_cast<double>(path.ends_with(".baq") ? fs::file_size(path) : fs::file_size(fs::path(path) / "model.safetensors"));
+      const double bytes = file - embed_bits / 8.0 * static_cast<double>(s.vocab) * static_cast<double>(s.dim);
       std::string failure;
       const double tps = best_tokens_per_second({baq, "generate", path, "--prompt", "Once upon a time", "-n", "32", "--temp", "0"}, 3, &failure);
       const double bound = bandwidth / bytes;
       fmt::print("    {:<20} {:8.2f} tokens/s  bound {:8.2f}  ratio {:.2f}{}\n", label, tps, bound, tps / bound,
                  failure.empty() ? "" : "  failed: " + failure);
-      (void)i;
     }
-    if (!keep) {
+    if (!keep && !reuse) {
       for (const auto& [label, path] : models)
         if (path.ends_with(".baq")) fs::remove(path);
     }
