@@ -117,6 +117,29 @@ TEST(BitAllocator, ModelWideBudgetWeightsColumnsByRows) {
   EXPECT_GT(bits / sw, 3.0 - 64.0 / sw);  // within the heaviest column's weight
 }
 
+// A floor of three levels: no column below it, the budget still met from below, and the free
+// columns keep the closed form's differences above the floor.
+TEST(BitAllocator, FloorOfThreeLevelsHolds) {
+  auto c = coefficients(200, 3.0, 9);  // log2 c over ±6: unclamped, many columns would get < 1.58 bits
+  const double floor_bits = std::log2(3.0), budget = 2.5;
+  const BitAllocation a = BitAllocator(8.0, floor_bits).allocate(c, budget);
+  double mean = 0, realised = 0;
+  for (size_t j = 0; j < c.size(); ++j) {
+    EXPECT_GE(a.rate[j], floor_bits);
+    EXPECT_GE(a.levels[j], 3);
+    mean += a.rate[j] / c.size();
+    realised += std::log2(a.levels[j]) / c.size();
+    if (a.rate[j] > floor_bits + 1e-9 && a.rate[j] < 8.0) {
+      EXPECT_NEAR(a.rate[j], a.theta + 0.5 * std::log2(c[j]), 1e-9);
+    }
+  }
+  EXPECT_NEAR(mean, budget, 1e-9);
+  EXPECT_LE(realised, budget + 1e-12);
+  EXPECT_GT(realised, budget - 1.0 / c.size());
+  EXPECT_GT(std::count_if(a.rate.begin(), a.rate.end(), [&](double r) { return r == floor_bits; }), 10);
+  EXPECT_THROW(BitAllocator(8.0, floor_bits).allocate(c, 1.0), Error);  // a budget below the floor
+}
+
 TEST(BitAllocator, RejectsBadInput) {
   EXPECT_THROW(BitAllocator(8).allocate({}, 3.0), Error);
   EXPECT_THROW(BitAllocator(8).allocate({1.0, NAN}, 3.0), Error);

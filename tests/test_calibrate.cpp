@@ -9,6 +9,7 @@
 #include "baq/calibrate.hpp"
 #include "baq/error.hpp"
 #include "calib/hessian_collector.hpp"
+#include "calib/layer_sensitivity.hpp"
 #include "test_util.hpp"
 
 namespace baq::test {
@@ -261,7 +262,7 @@ TEST(Calibration, BaqMeetsBudgetsPerLayerAndModelWide) {
     o.on_layer = [&](const LayerRecord&, int done, int t) { last = done, total = t; };
     QuantizeRun r = quantize_model(*m.model, calib, 16, o);
     EXPECT_EQ(last, total);
-    EXPECT_EQ(total, alloc == Allocation::Model && method == QuantMethod::Baq ? 28 : 14);
+    EXPECT_EQ(total, alloc == Allocation::Model && method == QuantMethod::Baq ? 42 : 14);  // measure, sensitivity, solve
     return r;
   };
   const QuantizeRun layer = run(QuantMethod::Baq, 2.5, Allocation::Layer);
@@ -297,6 +298,63 @@ TEST(Calibration, BaqMeetsBudgetsPerLayerAndModelWide) {
   EXPECT_LT(pb, pg);
   for (size_t i = 0; i < 7; ++i)  // block 0 sees identical inputs: pass 1 is GPTQ itself
     EXPECT_NEAR(baq3.layers[i].loss_before, gptq.layers[i].loss, 1e-9 * gptq.layers[i].loss) << gptq.layers[i].name;
+}
+
+// Model-wide sensitivity: each linear's KL divergence (re-running only the blocks from its own, on
+// cached inputs) equals a naive full forward of the model with that linear alone quantized, KL
+// summed in double from log-sum-exp; the model is left unquantized.
+TEST(Calibration, LayerKldEqualsAFullForwardWithThatLayerQuantized) {
+  const ModelConfig c = tiny();
+  TempDir dir;
+  random_hf_model(c, 41, dir.path());
+  LoadedModel m = load_model(dir.path().string(), "", false);
+  const auto calib = sample_calibration_windows(tokens_of(400, c.vocab_size), 6, 16, 3);
+  QuantSettings s;
+  s.bits = 3;
+  std::vector<std::shared_ptr<const PackedLinear>> packs;
+  for (int b = 0; b < m.model->n_blocks(); ++b)
+    for (Linear* l : m.model->block(b).linears()) {
+      const Tensor w = l->weight.to_f32();
+      packs.push_back(std::make_shared<PackedLinear>(pack_linear(quantize_rtn(w.data, l->out_features(), l->in_features(), s), s)));
+    }
+  int calls = 0;
+  const std::vector<double> kld = layer_klds(*m.model, calib, 16, 64, packs, [&](int done, int total) {
+    ++calls;
+    EXPECT_EQ(done, calls);
+    EXPECT_EQ(total, 14);
+  });
+  ASSERT_EQ(kld.size(), 14u);
+  EXPECT_EQ(calls, 14);
+  for (int b = 0; b < m.model->n_blocks(); ++b)
+    for (Linear* l : m.model->block(b).linears()) EXPECT_EQ(l->packed, nullptr);
+  // The naive reference: 4 windows of 16 tokens (64 tokens), the whole model, KL per position.
+  const std::span<const int> tokens(calib.data(), 64);
+  const int64_t vocab = c.vocab_size;
+  auto log_probs = [&](const Model& model) {
+    std::vector<float> hidden(static_cast<size_t>(64 * c.dim)), logits(static_cast<size_t>(64 * vocab));
+    model.forward(tokens, BatchShape{4, 16}, hidden.data());
+    model.logits(hidden.data(), 64, logits.data());
+    std::vector<double> lp(logits.size());
+    for (int64_t r = 0; r < 64; ++r) {
+      double mx = -1e300, sum = 0;
+      for (int64_t v = 0; v < vocab; ++v) mx = std::max(mx, static_cast<double>(logits[r * vocab + v]));
+      for (int64_t v = 0; v < vocab; ++v) sum += std::exp(logits[r * vocab + v] - mx);
+      for (int64_t v = 0; v < vocab; ++v) lp[r * vocab + v] = logits[r * vocab + v] - mx - std::log(sum);
+    }
+    return lp;
+  };
+  const std::vector<double> reference = log_probs(*m.model);
+  for (size_t i : {size_t{0}, size_t{3}, size_t{6}, size_t{9}, size_t{13}}) {
+    Linear* l = m.model->block(static_cast<int>(i / 7)).linears()[i % 7];
+    l->packed = packs[i];
+    const std::vector<double> q = log_probs(*m.model);
+    l->packed.reset();
+    double kl = 0;
+    for (size_t k = 0; k < q.size(); ++k) kl += std::exp(reference[k]) * (reference[k] - q[k]);
+    kl /= 64;
+    EXPECT_GT(kl, 0.0) << i;
+    EXPECT_NEAR(kld[i], kl, 1e-4 * kl + 1e-12) << i;
+  }
 }
 
 }  // namespace

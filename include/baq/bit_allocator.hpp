@@ -22,13 +22,13 @@ struct BitAllocation {
 
 class BitAllocator {
  public:
-  // `max_bits` bounds R_j (and L_j ≤ 2^max_bits). Weights default to 1 (one layer's columns); for a
-  // model-wide budget pass each column's row count.
-  explicit BitAllocator(double max_bits = 8.0) : max_bits_(max_bits) {}
+  // R_j ∈ [min_bits, max_bits] (and 2^min_bits ≤ L_j ≤ 2^max_bits, min_bits = log2 of an integer).
+  // Weights default to 1 (one layer's columns); for a model-wide budget pass each column's row count.
+  explicit BitAllocator(double max_bits = 8.0, double min_bits = 0.0) : max_bits_(max_bits), min_bits_(min_bits) {}
   BitAllocation allocate(const std::vector<double>& c, double budget, const std::vector<double>& weights = {}) const;
 
  private:
-  double max_bits_;
+  double max_bits_, min_bits_;
 };
 
 }  // namespace baq

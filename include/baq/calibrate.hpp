@@ -48,7 +48,10 @@ struct LayerRecord {
   bool baq_fell_back = false;         // BAQ: kept uniform GPTQ at the same stored bits (lower proxy loss)
   std::map<int, int> level_histogram;  // level count -> columns
   std::vector<int> levels;             // per column (BAQ's allocation; uniform for RTN/GPTQ)
-  // BAQ model-wide, measurement pass: c_j relative to the layer's output energy (not reported).
+  // BAQ model-wide: the measured sensitivity (KL divergence of the model's output per unit of this
+  // layer's GPTQ loss, from quantizing it alone at the uniform rate) that weighs its columns.
+  double sensitivity = 0.0;
+  // BAQ model-wide, measurement pass: c_j in the layer's own loss units (not reported).
   std::vector<double> column_coefficients;
   double seconds = 0.0;
 };
@@ -69,6 +72,9 @@ struct QuantizeOptions {
   // is a lookup table with no Hessian, rounded per row (RTN). A tied embedding is the quantized head.
   std::optional<QuantSettings> head, embeddings;
   int batch_windows = 8;  // calibration windows per forward
+  // BAQ model-wide: calibration tokens the per-layer sensitivities are measured on (one forward of
+  // the blocks from the layer's own per block linear).
+  int sensitivity_tokens = 512;
   bool bf16_activations = false;  // hold the calibration residual stream in BF16 (half the memory)
   bool release_scratch = false;   // free the forward's per-thread buffers after every block
   std::function<void(const LayerRecord&, int done, int total)> on_layer;

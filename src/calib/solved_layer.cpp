@@ -12,8 +12,8 @@ NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(QuantSettings, bits, group_size, ranges, supe
 NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(StorageBits, codes, ranges, widths, means)
 NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(LayerRecord, name, rows, cols, hessian_trace, loss, proxy_loss, damp, damp_retries,
                                    n_groups, settings, bits, storage, loss_before, predicted_loss_ratio,
-                                   measured_loss_ratio, baq_fell_back, level_histogram, levels, column_coefficients,
-                                   seconds)
+                                   measured_loss_ratio, baq_fell_back, sensitivity, level_histogram, levels,
+                                   column_coefficients, seconds)
 NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(StageSeconds, forward, hessian, reduce, solve, pack, broadcast, write)
 
 std::string encode_solved_layer(const LayerRecord& rec, const PackedLinear& packed) {

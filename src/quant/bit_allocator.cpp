@@ -11,7 +11,7 @@ namespace baq {
 BitAllocation BitAllocator::allocate(const std::vector<double>& c, double budget, const std::vector<double>& weights) const {
   const size_t n = c.size();
   if (n == 0) fail("bit allocation over no columns");
-  if (!(budget >= 0.0 && budget <= max_bits_)) fail("bit budget {} outside [0, {}]", budget, max_bits_);
+  if (!(budget >= min_bits_ && budget <= max_bits_)) fail("bit budget {} outside [{}, {}]", budget, min_bits_, max_bits_);
   if (!weights.empty() && weights.size() != n) fail("bit allocation: {} weights for {} columns", weights.size(), n);
   auto w = [&](size_t j) { return weights.empty() ? 1.0 : weights[j]; };
   double total_w = 0.0;
@@ -28,7 +28,7 @@ BitAllocation BitAllocator::allocate(const std::vector<double>& c, double budget
   // Weighted mean rate as a function of the water level θ is continuous and non-decreasing: bisect.
   auto mean_rate = [&](double theta) {
     double s = 0.0;
-    for (size_t j = 0; j < n; ++j) s += w(j) * std::clamp(theta + half_log_c[j], 0.0, max_bits_);
+    for (size_t j = 0; j < n; ++j) s += w(j) * std::clamp(theta + half_log_c[j], min_bits_, max_bits_);
     return s / total_w;
   };
   double lo = -max_bits_, hi = max_bits_;
@@ -42,17 +42,18 @@ BitAllocation BitAllocator::allocate(const std::vector<double>& c, double budget
   }
   a.theta = 0.5 * (lo + hi);
   a.rate.resize(n);
-  for (size_t j = 0; j < n; ++j) a.rate[j] = std::clamp(a.theta + half_log_c[j], 0.0, max_bits_);
+  for (size_t j = 0; j < n; ++j) a.rate[j] = std::clamp(a.theta + half_log_c[j], min_bits_, max_bits_);
 
   // Integer levels: start from floor(2^R_j) and add one level at a time where it buys the largest
   // modelled loss reduction per stored bit, while the budget allows; every step costs at most one
   // bit (L=1→2), so what is left unspent is below the heaviest column's weight.
   const int max_levels = static_cast<int>(std::lround(std::exp2(max_bits_)));
+  const int min_levels = std::max(1, static_cast<int>(std::lround(std::exp2(min_bits_))));
   a.levels.resize(n);
   double spent = 0.0;
   const double allowance = budget * total_w;
   for (size_t j = 0; j < n; ++j) {
-    a.levels[j] = std::clamp(static_cast<int>(std::floor(std::exp2(a.rate[j]) + 1e-9)), 1, max_levels);
+    a.levels[j] = std::clamp(static_cast<int>(std::floor(std::exp2(a.rate[j]) + 1e-9)), min_levels, max_levels);
     spent += w(j) * std::log2(static_cast<double>(a.levels[j]));
   }
   struct Step {

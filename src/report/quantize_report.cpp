@@ -54,6 +54,7 @@ std::string quantize_report_json(const QuantizeRun& run, const QuantizeOptions& 
       l["predicted_loss_ratio"] = r.predicted_loss_ratio;
       l["measured_loss_ratio"] = r.measured_loss_ratio;
       l["kept_uniform"] = r.baq_fell_back;
+      if (r.sensitivity > 0.0) l["sensitivity"] = r.sensitivity;
       auto& hist = l["levels_histogram"] = nlohmann::ordered_json::object();
       for (const auto& [levels, count] : r.level_histogram) hist[std::to_string(levels)] = count;
       l["levels"] = r.levels;

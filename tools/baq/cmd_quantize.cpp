@@ -36,6 +36,7 @@ struct QuantizeArgs {
   std::string eval;
   int64_t eval_max_windows = 0;
   std::string alloc = "layer";
+  int sensitivity_tokens = 512;
   bool bf16_activations = false;
   QuantSettings settings;
 };
@@ -85,6 +86,10 @@ Command add_quantize_command(CLI::App& app) {
                 "has the lower calibration loss");
   sub->add_option("--alloc", a->alloc, "baq: budget per layer, or pooled over the whole model (sensitive layers get more)")
       ->check(CLI::IsMember({"layer", "model"}))->capture_default_str();
+  sub->add_option("--sensitivity-tokens", a->sensitivity_tokens,
+                  "baq --alloc model: calibration tokens each layer's sensitivity (output KL divergence per unit of its "
+                  "loss) is measured on; one forward of the later blocks per linear")
+      ->check(IntRange(2, 1 << 20))->capture_default_str();
   sub->add_option("--group-size", a->settings.group_size,
                   "Input columns per scale/zero group (0 = one grid per output row; a last partial group gets its own)")
       ->check(IntRange(0, 1 << 20))->capture_default_str();
@@ -149,9 +154,9 @@ Command add_quantize_command(CLI::App& app) {
               fp.add_bytes("the calibration windows", calib.data(), calib.size() * sizeof(int), a->calib);
               const QuantSettings& q = a->settings;
               const std::string settings = fmt::format(
-                  "{} {} {} {} {} {} {} {} {} {} {} {} | {} {} {} {} {} {} {} {} {} {}", a->method, a->bits, a->bpw,
-                  a->head_bpw, a->embed_bpw, a->ranges, a->baq_fallback, a->alloc, a->bf16_activations, a->nsamples, seqlen,
-                  a->seed, q.group_size, q.super_groups, q.sym, q.damp, q.block_size, q.act_order, q.clip_search,
+                  "{} {} {} {} {} {} {} {} {} {} {} {} {} | {} {} {} {} {} {} {} {} {} {}", a->method, a->bits, a->bpw,
+                  a->head_bpw, a->embed_bpw, a->ranges, a->baq_fallback, a->alloc, a->sensitivity_tokens, a->bf16_activations,
+                  a->nsamples, seqlen, a->seed, q.group_size, q.super_groups, q.sym, q.damp, q.block_size, q.act_order, q.clip_search,
                   q.baq_order_invariant, q.baq_shrink, q.max_damp_retries);
               fp.add_bytes("the quantization settings", settings.data(), settings.size());
               check_same_inputs(ranks, fp);
@@ -203,6 +208,7 @@ Command add_quantize_command(CLI::App& app) {
                                              : "lower --nsamples or --seqlen, or pass --bf16-activations");
             for (const auto& [what, bytes] : memory.allocated)
               if (what == "forward buffers" && bytes > 256.0 * 1024 * 1024) options.release_scratch = true;
+            options.sensitivity_tokens = a->sensitivity_tokens;
             if (a->bpw > 0) {
               if (options.method == QuantMethod::Baq) options.allocation = parse_allocation(a->alloc);
             } else if (options.method == QuantMethod::Baq) {
