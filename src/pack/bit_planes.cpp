@@ -365,7 +365,8 @@ __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni"))) void rows_vnni(c
             v = _mm512_broadcast_i32x4(_mm_loadu_si128(reinterpret_cast<const __m128i*>(bytes + (w == 2 ? 16 * h : 0))));
           }
           v = _mm512_rorv_epi64(v, rotate[h][k]);
-          code = k == 0 ? _mm512_and_si512(v, mask[k]) : _mm512_ternarylogic_epi64(code, v, mask[k], 0xF8);  // code | (v & mask)
+          // (or and and, not a ternary-logic instruction: its immediate does not survive unoptimised builds)
+          code = k == 0 ? _mm512_and_si512(v, mask[k]) : _mm512_or_si512(code, _mm512_and_si512(v, mask[k]));
         }
         acc_hi[i] = _mm512_dpbusd_epi32(acc_hi[i], code, xh);
         acc_lo[i] = _mm512_dpbusd_epi32(acc_lo[i], code, xl);
