@@ -517,35 +517,30 @@ void planes_matvec_rows(const float* x, const PackedLinear& p, int64_t r0, int64
     for (int64_t g = 0; g < ng; ++g) shift += rs[g] * rz[g] * xsum[static_cast<size_t>(g)];
     out[r] = dot + tail_dot(x, p, r, rs) - shift;
   };
+  // Four rows per kernel call while they last, then one: `rows(kernel_of_four, kernel_of_one)`.
+  auto rows = [&](auto&& four, auto&& one) {
+    float dots[4];
+    int64_t r = r0;
+    for (; r + 4 <= r1; r += 4) {
+      four(r, dots);
+      for (int i = 0; i < 4; ++i) finish(r + i, dots[i]);
+    }
+    for (; r < r1; ++r) {
+      one(r, dots);
+      finish(r, dots[0]);
+    }
+  };
   if (isa == KernelIsa::Avx512Vnni && (ng == 1 || gs % 64 == 0)) {
     const RoundedInput& xr = rounded_input(x, p.cols / kChunk * kChunk, ng == 1 || gs % kChunk == 0 ? kChunk : 64);
     RowsVnni four, one;
     pick_vnni(bits, four, one);
-    float dots[4];
-    int64_t r = r0;
-    for (; r + 4 <= r1; r += 4) {
-      four(xr, p, r, scale + r * ng, dots);
-      for (int i = 0; i < 4; ++i) finish(r + i, dots[i]);
-    }
-    for (; r < r1; ++r) {
-      one(xr, p, r, scale + r * ng, dots);
-      finish(r, dots[0]);
-    }
+    rows([&](int64_t r, float* d) { four(xr, p, r, scale + r * ng, d); }, [&](int64_t r, float* d) { one(xr, p, r, scale + r * ng, d); });
     return;
   }
   if (isa == KernelIsa::Avx512 || isa == KernelIsa::Avx512Vnni) {
     RowsDot four, one;
     pick_avx512(bits, ng > 1, four, one);
-    float dots[4];
-    int64_t r = r0;
-    for (; r + 4 <= r1; r += 4) {
-      four(x, p, r, scale + r * ng, dots);
-      for (int i = 0; i < 4; ++i) finish(r + i, dots[i]);
-    }
-    for (; r < r1; ++r) {
-      one(x, p, r, scale + r * ng, dots);
-      finish(r, dots[0]);
-    }
+    rows([&](int64_t r, float* d) { four(x, p, r, scale + r * ng, d); }, [&](int64_t r, float* d) { one(x, p, r, scale + r * ng, d); });
     return;
   }
   if (isa == KernelIsa::Avx2) {
