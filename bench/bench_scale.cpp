@@ -345,57 +345,57 @@ int main(int argc, char** argv) {
     if (reuse && fs::exists(out)) {
       fmt::print("  quantize  skipped: --reuse takes {}\n", out);
     } else {
-    const Run q = run({baq, "quantize", model.string(), "--calib", calib, "--nsamples", std::to_string(nsamples), "--seqlen",
-                       std::to_string(seqlen), "--bits", "4", "--out", out});
-    if (q.status != 0) {
-      fmt::print("  quantize FAILED:\n{}\n", q.output);
-      continue;
-    }
-    const double est_alloc = number_after(q.output, R"(estimated peak ([0-9.]+) GiB allocated)");
-    const double est_mapped = number_after(q.output, R"(\+ ([0-9.]+) GiB of mapped)");
-    fmt::print("  quantize  {:8.1f} s  peak {:8.2f} GiB  (estimate {:.2f} GiB allocated + {:.2f} GiB mapped = {:.2f}; "
-               "measured/estimate {:.2f})\n",
-               q.seconds, gib(q.peak_mib), est_alloc, est_mapped, est_alloc + est_mapped, gib(q.peak_mib) / (est_alloc + est_mapped));
-    std::smatch m;
-    if (std::regex_search(q.output, m, std::regex("stages: ([^\n]*)"))) fmt::print("            stages: {}\n", m[1].str());
-    const Flops f = quantize_flops(s, nsamples, seqlen);
-    const double forward_s = number_after(q.output, R"(forward ([0-9.]+) s)");
-    const double hessian_s = number_after(q.output, R"(Hessians ([0-9.]+) s)");
-    const double solve_s = number_after(q.output, R"(solve ([0-9.]+) s)");
-    fmt::print("            FLOPs: forward {:.1f} TFLOP ({:.0f} GFLOP/s), Hessians {:.1f} TFLOP ({:.0f} GFLOP/s), "
-               "solves {:.1f} TFLOP ({:.0f} GFLOP/s)\n            wall / (FLOPs / sgemm rate) = {:.2f}\n",
-               f.forward / 1e12, f.forward / forward_s / 1e9, f.hessians / 1e12, f.hessians / hessian_s / 1e9,
-               f.solves / 1e12, f.solves / solve_s / 1e9, q.seconds / ((f.forward + f.hessians + f.solves) / gflops));
-    if (mpi_ranks > 1) {
-      // The same command under mpirun: one rank with every core, then N ranks sharing them.
-      const int cores = omp_get_max_threads();
-      auto mpirun = [&](int ranks, const std::string& o) {
-        return run({"mpirun", "-q", "--allow-run-as-root", "--oversubscribe", "--bind-to", "none", "-x",
-                    fmt::format("OMP_NUM_THREADS={}", std::max(1, cores / ranks)), "-np", std::to_string(ranks), baq, "quantize",
-                    model.string(), "--calib", calib, "--nsamples", std::to_string(nsamples), "--seqlen", std::to_string(seqlen),
-                    "--bits", "4", "--out", o});
-      };
-      const std::string o1 = (dir / (s.name + ".np1.baq")).string(), on = (dir / (s.name + ".npN.baq")).string();
-      const Run one = mpirun(1, o1), many = mpirun(mpi_ranks, on);
-      if (one.status != 0 || many.status != 0) {
-        fmt::print("  mpirun FAILED:\n{}\n{}\n", one.output, many.output);
-      } else {
-        fmt::print("  mpirun    -np 1: {:.1f} s ({} threads), -np {}: {:.1f} s ({} thread(s) per rank), speed-up {:.2f}; "
-                   "files {}\n",
-                   one.seconds, cores, mpi_ranks, many.seconds, std::max(1, cores / mpi_ranks), one.seconds / many.seconds,
-                   read_file(o1) == read_file(on) ? "byte-identical" : "differ in rounding");
-        const std::regex rank_line(R"(rank (\d+) \((\d+) windows\): forward ([0-9.]+) s, Hessians ([0-9.]+) s, reduce ([0-9.]+) s, solve ([0-9.]+) s, pack ([0-9.]+) s, broadcast ([0-9.]+) s)");
-        for (auto it = std::sregex_iterator(many.output.begin(), many.output.end(), rank_line); it != std::sregex_iterator(); ++it) {
-          const std::smatch& r = *it;
-          const double comm = std::stod(r[5]) + std::stod(r[8]);
-          fmt::print("            rank {} ({} windows): forward {} s, Hessians {} s, solve {} s; communicating {:.1f} s "
-                     "(reduce {} s, broadcast {} s — waiting for other ranks' solves included)\n",
-                     r[1].str(), r[2].str(), r[3].str(), r[4].str(), r[6].str(), comm, r[5].str(), r[8].str());
-        }
+      const Run q = run({baq, "quantize", model.string(), "--calib", calib, "--nsamples", std::to_string(nsamples), "--seqlen",
+                         std::to_string(seqlen), "--bits", "4", "--out", out});
+      if (q.status != 0) {
+        fmt::print("  quantize FAILED:\n{}\n", q.output);
+        continue;
       }
-      if (!keep) fs::remove(o1), fs::remove(on);
+      const double est_alloc = number_after(q.output, R"(estimated peak ([0-9.]+) GiB allocated)");
+      const double est_mapped = number_after(q.output, R"(\+ ([0-9.]+) GiB of mapped)");
+      fmt::print("  quantize  {:8.1f} s  peak {:8.2f} GiB  (estimate {:.2f} GiB allocated + {:.2f} GiB mapped = {:.2f}; "
+                 "measured/estimate {:.2f})\n",
+                 q.seconds, gib(q.peak_mib), est_alloc, est_mapped, est_alloc + est_mapped, gib(q.peak_mib) / (est_alloc + est_mapped));
+      std::smatch m;
+      if (std::regex_search(q.output, m, std::regex("stages: ([^\n]*)"))) fmt::print("            stages: {}\n", m[1].str());
+      const Flops f = quantize_flops(s, nsamples, seqlen);
+      const double forward_s = number_after(q.output, R"(forward ([0-9.]+) s)");
+      const double hessian_s = number_after(q.output, R"(Hessians ([0-9.]+) s)");
+      const double solve_s = number_after(q.output, R"(solve ([0-9.]+) s)");
+      fmt::print("            FLOPs: forward {:.1f} TFLOP ({:.0f} GFLOP/s), Hessians {:.1f} TFLOP ({:.0f} GFLOP/s), "
+                 "solves {:.1f} TFLOP ({:.0f} GFLOP/s)\n            wall / (FLOPs / sgemm rate) = {:.2f}\n",
+                 f.forward / 1e12, f.forward / forward_s / 1e9, f.hessians / 1e12, f.hessians / hessian_s / 1e9,
+                 f.solves / 1e12, f.solves / solve_s / 1e9, q.seconds / ((f.forward + f.hessians + f.solves) / gflops));
+      if (mpi_ranks > 1) {
+        // The same command under mpirun: one rank with every core, then N ranks sharing them.
+        const int cores = omp_get_max_threads();
+        auto mpirun = [&](int ranks, const std::string& o) {
+          return run({"mpirun", "-q", "--allow-run-as-root", "--oversubscribe", "--bind-to", "none", "-x",
+                      fmt::format("OMP_NUM_THREADS={}", std::max(1, cores / ranks)), "-np", std::to_string(ranks), baq, "quantize",
+                      model.string(), "--calib", calib, "--nsamples", std::to_string(nsamples), "--seqlen", std::to_string(seqlen),
+                      "--bits", "4", "--out", o});
+        };
+        const std::string o1 = (dir / (s.name + ".np1.baq")).string(), on = (dir / (s.name + ".npN.baq")).string();
+        const Run one = mpirun(1, o1), many = mpirun(mpi_ranks, on);
+        if (one.status != 0 || many.status != 0) {
+          fmt::print("  mpirun FAILED:\n{}\n{}\n", one.output, many.output);
+        } else {
+          fmt::print("  mpirun    -np 1: {:.1f} s ({} threads), -np {}: {:.1f} s ({} thread(s) per rank), speed-up {:.2f}; "
+                     "files {}\n",
+                     one.seconds, cores, mpi_ranks, many.seconds, std::max(1, cores / mpi_ranks), one.seconds / many.seconds,
+                     read_file(o1) == read_file(on) ? "byte-identical" : "differ in rounding");
+          const std::regex rank_line(R"(rank (\d+) \((\d+) windows\): forward ([0-9.]+) s, Hessians ([0-9.]+) s, reduce ([0-9.]+) s, solve ([0-9.]+) s, pack ([0-9.]+) s, broadcast ([0-9.]+) s)");
+          for (auto it = std::sregex_iterator(many.output.begin(), many.output.end(), rank_line); it != std::sregex_iterator(); ++it) {
+            const std::smatch& r = *it;
+            const double comm = std::stod(r[5]) + std::stod(r[8]);
+            fmt::print("            rank {} ({} windows): forward {} s, Hessians {} s, solve {} s; communicating {:.1f} s "
+                       "(reduce {} s, broadcast {} s — waiting for other ranks' solves included)\n",
+                       r[1].str(), r[2].str(), r[3].str(), r[4].str(), r[6].str(), comm, r[5].str(), r[8].str());
+          }
+        }
+        if (!keep) fs::remove(o1), fs::remove(on);
+      }
     }
-    }  // quantize
     if (!generate || s.name != "tinyllama") continue;
     // Generation against the bound: every weight read once per token (the embedding: one row).
     fmt::print("  generate (32 tokens, greedy, best of 3; bound = weight bytes per token / stream bandwidth)\n");

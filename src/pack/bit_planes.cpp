@@ -108,18 +108,26 @@ void planes_unpack_row(const PackedLinear& p, const uint8_t* in, uint8_t* codes)
 
 namespace {
 
-// Σ_{j∈g} x_j per group, kept per thread with a copy of the x it was made from: the tasks of one
-// product (32 rows each) sum x once.
-const std::vector<float>& group_sums(const float* x, int64_t cols, int64_t gs) {
-  struct Sums {
-    int64_t gs = 0;
-    std::vector<float> source, sums;
-  };
-  thread_local Sums c;
+// What one product's input contributes besides x: Σ_{j∈g} x_j per group, and (for the VNNI kernel,
+// filled by round_input) x rounded to 16 bits per segment of `seg` columns (64 or 128, so that groups
+// hold whole segments): a step max|x|/32512 and q_j = round(x_j/step) = 256·hi_j + lo_j, hi in
+// [−127, 127] and lo in [−128, 127] — two int8 halves. Kept per thread with one copy of the x it was
+// made from: the tasks of one product (64 rows each) compute it once.
+struct ProductInput {
+  int64_t gs = 0;
+  std::vector<float> source, sums;
+  int64_t seg = 0;  // 0 until rounded for this x
+  std::vector<int8_t> hi, lo;
+  std::vector<float> step;
+};
+
+ProductInput& product_input(const float* x, int64_t cols, int64_t gs) {
+  thread_local ProductInput c;
   if (c.gs == gs && c.source.size() == static_cast<size_t>(cols) &&
       std::memcmp(c.source.data(), x, static_cast<size_t>(cols) * sizeof(float)) == 0)
-    return c.sums;
+    return c;
   c.gs = gs;
+  c.seg = 0;
   c.source.assign(x, x + cols);
   const int64_t ng = (cols + gs - 1) / gs;
   c.sums.assign(static_cast<size_t>(ng), 0.0f);
@@ -133,7 +141,7 @@ const std::vector<float>& group_sums(const float* x, int64_t cols, int64_t gs) {
     for (; j < j1; ++j) part[0] += x[j];
     c.sums[static_cast<size_t>(g)] = ((part[0] + part[1]) + (part[2] + part[3])) + ((part[4] + part[5]) + (part[6] + part[7]));
   }
-  return c.sums;
+  return c;
 }
 
 // The scalar path: a row's codes unpacked, then the grouped sum.
@@ -181,6 +189,18 @@ struct Planes {
   static constexpr int kCount = B == 7 ? 3 : (B == 3 || B == 5 || B == 6 || B == 8) ? 2 : 1;
 };
 
+// Where each plane of rows r0..r0+R−1 starts.
+template <int B, int R>
+void row_planes(const PackedLinear& p, int64_t r0, const uint8_t* (&plane)[R][3]) {
+  for (int i = 0; i < R; ++i) {
+    const uint8_t* at = p.row_codes(r0 + i);
+    for (int k = 0; k < Planes<B>::kCount; ++k) {
+      plane[i][k] = at;
+      at += plane_bytes(p.cols, Planes<B>::kWidths[k]);
+    }
+  }
+}
+
 // R rows at once (they share every x load and the loop's bookkeeping): dots[i] = Σ_g scale_ig·Σ_{j∈g}
 // code_ij·x_j for rows r0..r0+R−1 over the whole 128-column chunks. `scale` holds R rows of n_groups.
 // GCC 12 builds several AVX-512 intrinsics (cvtepu8_epi32, srli/slli_epi32, cvtepi32_ps,
@@ -195,13 +215,7 @@ __attribute__((target("avx512f,avx512bw,avx512vl"))) void rows_avx512(const floa
   using P = Planes<B>;
   const int64_t chunks = p.cols / kChunk, gs = p.group_size > 0 ? p.group_size : p.cols;
   const uint8_t* plane[R][3];
-  for (int i = 0; i < R; ++i) {
-    const uint8_t* at = p.row_codes(r0 + i);
-    for (int k = 0; k < P::kCount; ++k) {
-      plane[i][k] = at;
-      at += plane_bytes(p.cols, P::kWidths[k]);
-    }
-  }
+  row_planes<B, R>(p, r0, plane);
   __m512 total[R], acc[R];
   for (int i = 0; i < R; ++i) total[i] = acc[i] = _mm512_setzero_ps();
   int64_t group = 0;
@@ -258,26 +272,14 @@ __attribute__((target("avx512f,avx512bw,avx512vl"))) void rows_avx512(const floa
 }
 #pragma GCC diagnostic pop
 
-// The input of one product as the VNNI kernel multiplies it: per segment of `seg` columns (64 or 128,
-// so that groups hold whole segments) a step max|x|/32512 and q_j = round(x_j/step) = 256·hi_j + lo_j,
-// hi in [−127, 127] and lo in [−128, 127]: two int8 halves, 16 bits of the input in all. Kept per
-// thread with a copy of the x it was made from: the tasks of one product (32 rows each) round x once.
-struct RoundedInput {
-  int64_t seg = 0;
-  std::vector<float> source;
-  std::vector<int8_t> hi, lo;
-  std::vector<float> step;
-};
-
 #pragma GCC diagnostic push  // GCC 12's AVX-512 intrinsics: see rows_avx512
 #pragma GCC diagnostic ignored "-Wuninitialized"
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-__attribute__((target("avx512f,avx512bw,avx512vl"))) const RoundedInput& rounded_input(const float* x, int64_t n, int64_t seg) {
-  thread_local RoundedInput r;
-  const size_t bytes = static_cast<size_t>(n) * sizeof(float);
-  if (r.seg == seg && r.source.size() == static_cast<size_t>(n) && std::memcmp(r.source.data(), x, bytes) == 0) return r;
+// The first n columns of in.source rounded per segment of `seg` (see ProductInput).
+__attribute__((target("avx512f,avx512bw,avx512vl"))) void round_input(ProductInput& r, int64_t n, int64_t seg) {
+  if (r.seg == seg) return;
   r.seg = seg;
-  r.source.assign(x, x + n);
+  const float* x = r.source.data();
   r.hi.resize(static_cast<size_t>(n));
   r.lo.resize(static_cast<size_t>(n));
   r.step.resize(static_cast<size_t>(n / seg));
@@ -298,7 +300,6 @@ __attribute__((target("avx512f,avx512bw,avx512vl"))) const RoundedInput& rounded
       _mm_storeu_si128(reinterpret_cast<__m128i*>(r.lo.data() + s * seg + j), _mm512_cvtepi32_epi8(lo));
     }
   }
-  return r;
 }
 
 // R rows at once with AVX-512 VNNI: 64 columns' codes are built as bytes straight from the planes —
@@ -307,18 +308,12 @@ __attribute__((target("avx512f,avx512bw,avx512vl"))) const RoundedInput& rounded
 // halves at 64 products per instruction. Integer sums stay exact within a segment (|Σ code·hi| ≤
 // 255·127·128 < 2^23, times 256 < 2^31) and enter F32 once per segment at the group's scale × the step.
 template <int B, int R>
-__attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni"))) void rows_vnni(const RoundedInput& xr, const PackedLinear& p,
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni"))) void rows_vnni(const ProductInput& xr, const PackedLinear& p,
                                                                               int64_t r0, const float* scale, float* dots) {
   using P = Planes<B>;
   const int64_t chunks = p.cols / kChunk, gs = p.group_size > 0 ? p.group_size : p.cols, seg = xr.seg;
   const uint8_t* plane[R][3];
-  for (int i = 0; i < R; ++i) {
-    const uint8_t* at = p.row_codes(r0 + i);
-    for (int k = 0; k < P::kCount; ++k) {
-      plane[i][k] = at;
-      at += plane_bytes(p.cols, P::kWidths[k]);
-    }
-  }
+  row_planes<B, R>(p, r0, plane);
   // Per plane: the lane shifts that bring each 64-bit lane's slot to bit 0 (w = 4: slots 0, 1 of two
   // 16-byte groups; w = 2: slots 0..3 of one group; w = 1: slots 4h..4h+3 of the chunk's only group,
   // h the half), less the plane's bit offset in the code, as rotations; and the mask of its bits there.
@@ -472,7 +467,7 @@ void pick_avx512(int bits, bool groups, RowsDot& four, RowsDot& one) {
   }
 }
 
-using RowsVnni = void (*)(const RoundedInput&, const PackedLinear&, int64_t, const float*, float*);
+using RowsVnni = void (*)(const ProductInput&, const PackedLinear&, int64_t, const float*, float*);
 
 template <int B>
 void pick_vnni_for(RowsVnni& four, RowsVnni& one) {
@@ -500,7 +495,8 @@ void planes_matvec_rows(const float* x, const PackedLinear& p, int64_t r0, int64
   const int64_t gs = p.group_size > 0 ? p.group_size : p.cols, ng = p.n_groups;
   // Per-call buffers live with the thread: a token's matvecs allocate nothing.
   thread_local std::vector<uint8_t> codes;
-  const std::vector<float>& xsum = group_sums(x, p.cols, gs);
+  ProductInput& input = product_input(x, p.cols, gs);
+  const std::vector<float>& xsum = input.sums;
   // Every (row, group)'s grid was fitted at load (PackedLinear::prepare): rows r.. are consecutive
   // there, so a run of rows' scales is read in place.
   if (p.row_scale.size() != static_cast<size_t>(p.rows * ng)) fail("packed linear: grids not prepared");
@@ -531,7 +527,8 @@ void planes_matvec_rows(const float* x, const PackedLinear& p, int64_t r0, int64
     }
   };
   if (isa == KernelIsa::Avx512Vnni && (ng == 1 || gs % 64 == 0)) {
-    const RoundedInput& xr = rounded_input(x, p.cols / kChunk * kChunk, ng == 1 || gs % kChunk == 0 ? kChunk : 64);
+    round_input(input, p.cols / kChunk * kChunk, ng == 1 || gs % kChunk == 0 ? kChunk : 64);
+    const ProductInput& xr = input;
     RowsVnni four, one;
     pick_vnni(bits, four, one);
     rows([&](int64_t r, float* d) { four(xr, p, r, scale + r * ng, d); }, [&](int64_t r, float* d) { one(xr, p, r, scale + r * ng, d); });

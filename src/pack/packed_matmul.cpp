@@ -100,11 +100,7 @@ void packed_matmul(const float* x, int64_t rows_x, const PackedLinear& p, float*
   // A few rows (a short prompt): the fused product per row reads the codes once each, where decoding
   // every weight to F32 for sgemm costs about twenty such products (measured on the 1.1B shape).
   if (rows_x <= 16) {
-    std::vector<float> row(static_cast<size_t>(p.rows));
-    for (int64_t r = 0; r < rows_x; ++r) {
-      packed_matvec(x + r * p.cols, p, row.data());
-      for (int64_t o = 0; o < p.rows; ++o) out[r * p.rows + o] = row[static_cast<size_t>(o)];
-    }
+    for (int64_t r = 0; r < rows_x; ++r) packed_matvec(x + r * p.cols, p, out + r * p.rows);
     return;
   }
   constexpr int64_t kTile = 64;
