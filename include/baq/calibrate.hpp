@@ -51,6 +51,8 @@ struct LayerRecord {
   // BAQ model-wide: the measured sensitivity (KL divergence of the model's output per unit of this
   // layer's GPTQ loss, from quantizing it alone at the uniform rate) that weighs its columns.
   double sensitivity = 0.0;
+  // Outlier smoothing of this layer's input: the strength α of s_c = (rms_c/geomean)^α (0: none).
+  double input_smoothing = 0.0;
   // BAQ model-wide, measurement pass: c_j in the layer's own loss units (not reported).
   std::vector<double> column_coefficients;
   double seconds = 0.0;
@@ -71,6 +73,10 @@ struct QuantizeOptions {
   // GPTQ on the Hessian of its input (the final-norm output) whatever the method; a token embedding
   // is a lookup table with no Hessian, rounded per row (RTN). A tied embedding is the quantized head.
   std::optional<QuantSettings> head, embeddings;
+  // Before a block's linears are solved, each input a norm produces may be smoothed: the norm divided
+  // and the weight columns multiplied per channel (function-preserving), with the strength the
+  // calibration proxy loss prefers, none included (src/calib/outlier_smoothing.hpp).
+  bool smooth_outliers = true;
   int batch_windows = 8;  // calibration windows per forward
   // BAQ model-wide: calibration tokens the per-layer sensitivities are measured on (one forward of
   // the blocks from the layer's own per block linear).
@@ -115,6 +121,14 @@ struct QuantizeRun {
     StageSeconds stages;
   };
   std::vector<RankShare> ranks;
+  // BAQ --alloc model: the output KL divergence on the sensitivity tokens of the model quantized with
+  // the model-wide allocation and with the per-layer one, and which the final pass used.
+  struct AllocationCheck {
+    double model_wide_kld = 0, per_layer_kld = 0;
+    int64_t tokens = 0;
+    bool model_wide = true;
+  };
+  std::optional<AllocationCheck> allocation_check;
 };
 
 // Writes a quantized model as one .baq file: every quantized linear packed, every other tensor as

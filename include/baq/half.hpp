@@ -62,4 +62,12 @@ inline uint16_t f32_to_f16(float f) {
 
 inline float round_to_f16(float f) { return f16_to_f32(f32_to_f16(f)); }
 
+// Nearest bfloat16, ties to even (finite inputs).
+inline uint16_t f32_to_bf16(float f) {
+  uint32_t bits;
+  std::memcpy(&bits, &f, 4);
+  return static_cast<uint16_t>((bits + 0x7fff + ((bits >> 16) & 1)) >> 16);
+}
+inline float round_to_bf16(float f) { return bf16_to_f32(f32_to_bf16(f)); }
+
 }  // namespace baq

@@ -24,6 +24,11 @@ struct Linear {
   Tensor bias;         // [out] F32, or empty
   std::shared_ptr<const PackedLinear> packed;  // set once quantized (or read from a .baq file)
   int input = 0;       // which activation of its block it reads: linears with the same one share a Hessian
+  // Set when quantization smoothed this linear's input (its norm divided by the scale per channel):
+  // `weight` is still the original, so while it runs unpacked its input is multiplied back; its
+  // packed codes are of weight·diag(input_scale).
+  std::vector<float> input_scale;
+  double input_alpha = 0.0;  // the smoothing strength that chose it (for reports)
   int64_t out_features() const { return weight.rows(); }
   int64_t in_features() const { return weight.cols(); }
 };
@@ -66,6 +71,10 @@ class Block {
   virtual void forward_token(float* x, KvCache::Layer& cache, int pos, float* work) const = 0;
   virtual size_t token_work_size() const = 0;
   virtual std::vector<Linear*> linears() = 0;
+  // Divides channel c of the norm that produces linear input `input` by scale[c] (a LayerNorm's bias
+  // too), so the linears reading it see x/scale; false (nothing changed) when that input is not a
+  // norm's output. `scale` comes back as applied (nudged so the norm's new weights are BF16 values).
+  virtual bool scale_norm_output(int input, std::vector<float>& scale) = 0;
   // Every parameter under its Hugging Face name, linear weights included.
   virtual std::vector<std::pair<std::string, const Tensor*>> tensors() const = 0;
   int index() const { return index_; }
@@ -108,6 +117,10 @@ class Model {
   void embed(std::span<const int> tokens, BatchShape shape, float* x) const;
   // Final norm of `rows` hidden states in place (none for OPT-350m).
   void final_norm(float* x, int64_t rows) const;
+  // The head's input smoothed: the final norm divided by scale per channel, the head (still unpacked)
+  // multiplying it back; false (nothing changed) for a tied head or one that reads a projection.
+  // `scale` comes back as applied.
+  bool scale_head_input(std::vector<float>& scale);
   // The head's input for `rows` residual-stream rows: the final norm in place, then OPT-350m's
   // projection out (into a scratch buffer); returns where the rows are.
   const float* head_input(float* x, int64_t rows) const;

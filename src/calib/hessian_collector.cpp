@@ -77,7 +77,7 @@ void HessianCollector::release(const std::string& linear_name) {
   if (it != acc_.end()) acc_.erase(it);
 }
 
-const std::vector<double>& HessianCollector::hessian(const std::string& linear_name) {
+std::vector<double>& HessianCollector::finished(const std::string& linear_name) {
   const auto alias = alias_.find(linear_name);
   const std::string& key = alias != alias_.end() ? alias->second : linear_name;
   auto it = acc_.find(key);
@@ -95,4 +95,16 @@ const std::vector<double>& HessianCollector::hessian(const std::string& linear_n
   return a.sum;
 }
 
+const std::vector<double>& HessianCollector::hessian(const std::string& linear_name) { return finished(linear_name); }
+
+void HessianCollector::scale_input(const std::string& linear_name, std::span<const float> scale) {
+  std::vector<double>& h = finished(linear_name);
+  const auto cols = static_cast<int64_t>(scale.size());
+  if (static_cast<int64_t>(h.size()) != cols * cols) fail("blocks.{}.{}: {} input scales for {} values", block_, linear_name, cols, h.size());
+#pragma omp parallel for schedule(static)
+  for (int64_t i = 0; i < cols; ++i)
+    for (int64_t j = 0; j < cols; ++j) h[i * cols + j] /= static_cast<double>(scale[i]) * static_cast<double>(scale[j]);
+}
+
 }  // namespace baq
+

@@ -1,5 +1,6 @@
 #pragma once
 #include <map>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -16,6 +17,9 @@ class HessianCollector final : public LinearObserver {
   void observe(int block, const Linear& linear, const float* x, int64_t rows) override;
   // The finished Hessian of `linear_name` (cols × cols, row-major, symmetric).
   const std::vector<double>& hessian(const std::string& linear_name);
+  // The finished Hessian of the linears reading `linear_name`'s input once that input is divided by
+  // `scale` per channel: H_ij / (s_i·s_j).
+  void scale_input(const std::string& linear_name, std::span<const float> scale);
   // Which accumulator a linear reads (linears fed one input share one).
   std::string key(const std::string& linear_name) const;
   // Under MPI, before the first hessian(): every rank's partial sums and sample counts summed in rank
@@ -27,6 +31,7 @@ class HessianCollector final : public LinearObserver {
   double seconds() const { return seconds_; }
 
  private:
+  std::vector<double>& finished(const std::string& linear_name);
   struct Accumulator {
     int64_t cols = 0;
     int64_t samples = 0;

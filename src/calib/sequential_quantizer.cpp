@@ -2,14 +2,17 @@
 #include <chrono>
 #include <cmath>
 #include <cstring>
+#include <map>
 #include <numeric>
 
 #include "baq/bit_allocator.hpp"
 #include "baq/calibrate.hpp"
 #include "baq/error.hpp"
+#include "baq/half.hpp"
 #include "baq/ranks.hpp"
 #include "calib/hessian_collector.hpp"
 #include "calib/layer_sensitivity.hpp"
+#include "calib/outlier_smoothing.hpp"
 #include "calib/solved_layer.hpp"
 #include "model/kernels.hpp"
 
@@ -92,15 +95,10 @@ class ResidualStream {
       std::memcpy(full_.data() + off, in, len * sizeof(float));
       return;
     }
-    for (size_t i = 0; i < len; ++i) half_[off + i] = f32_to_bf16_rounded(in[i]);
+    for (size_t i = 0; i < len; ++i) half_[off + i] = f32_to_bf16(in[i]);
   }
 
  private:
-  static uint16_t f32_to_bf16_rounded(float f) {
-    uint32_t bits;
-    std::memcpy(&bits, &f, 4);
-    return static_cast<uint16_t>((bits + 0x7fff + ((bits >> 16) & 1)) >> 16);  // nearest, ties to even
-  }
   size_t offset(int windows) const { return static_cast<size_t>(windows) * static_cast<size_t>(seqlen_) * static_cast<size_t>(dim_); }
   int seqlen_;
   int64_t dim_;
@@ -128,9 +126,10 @@ void account(LayerRecord& rec, const PackedLinear& packed, QuantizeRun& run) {
 // independent under RTN and GPTQ, so the result is the whole matrix's, and a 128k-row head never
 // exists in F32 at once. `h` (the input's Hessian) selects GPTQ, else RTN. With `ranks`, the slices are
 // dealt to the ranks and every rank receives them all; the sums are taken in slice order whatever the
-// rank count.
+// rank count. A smoothed input (`column_scale`) is solved as W·diag(scale).
 std::shared_ptr<PackedLinear> quantize_outer(LayerRecord& rec, const Tensor& weight, const QuantSettings& s,
-                                             const std::vector<double>* h, QuantizeRun& run, const Ranks* ranks) {
+                                             const std::vector<double>* h, QuantizeRun& run, const Ranks* ranks,
+                                             std::span<const float> column_scale = {}) {
   const int64_t rows = weight.rows(), cols = weight.cols();
   rec.rows = rows;
   rec.cols = cols;
@@ -146,6 +145,7 @@ std::shared_ptr<PackedLinear> quantize_outer(LayerRecord& rec, const Tensor& wei
     const int64_t r0 = i * slice, n = std::min(slice, rows - r0);
     w.resize(static_cast<size_t>(n * cols));
     weight.rows_to_f32(r0, r0 + n, w.data());
+    if (!column_scale.empty()) scale_columns(w.data(), n, cols, column_scale);
     for (size_t k = 0; k < w.size(); ++k)
       if (!std::isfinite(w[k]))
         fail("tensor '{}' holds a non-finite value (NaN or Inf) at row {}, column {}", rec.name,
@@ -216,6 +216,50 @@ std::vector<int> assign_solves(const std::vector<Linear*>& linears, int ranks) {
 // last reader. `progress_offset`/`progress_total` place this pass in a multi-pass run.
 // Under MPI this rank holds only its share of the windows; the Hessians are summed over ranks, each
 // linear is solved by one rank and received by the others, and every rank installs every result.
+// Every rank uses rank 0's choice (the same Hessians, but the proxy losses behind it are sums of
+// floating-point products).
+void share_from_rank0(const Ranks& ranks, InputSmoothing& chosen) {
+  if (!ranks.distributed()) return;
+  std::string wire(sizeof(double) + chosen.scale.size() * sizeof(float), '\0');
+  std::memcpy(wire.data(), &chosen.alpha, sizeof(double));
+  if (!chosen.scale.empty()) std::memcpy(wire.data() + sizeof(double), chosen.scale.data(), chosen.scale.size() * sizeof(float));
+  ranks.broadcast(wire, 0);
+  std::memcpy(&chosen.alpha, wire.data(), sizeof(double));
+  chosen.scale.resize((wire.size() - sizeof(double)) / sizeof(float));
+  if (!chosen.scale.empty()) std::memcpy(chosen.scale.data(), wire.data() + sizeof(double), chosen.scale.size() * sizeof(float));
+}
+
+// Outlier smoothing of each norm-produced input of a block whose linears all read one Hessian, before
+// they are solved; a later pass of the same run (model-wide) finds it done and keeps it. Judged by
+// RTN at the grid the layers will get.
+void smooth_inputs(Block& block, const std::vector<Linear*>& linears, HessianCollector& collector, const QuantizeOptions& options,
+                   const Ranks& ranks) {
+  std::map<int, std::vector<Linear*>> groups;
+  for (Linear* l : linears) groups[l->input].push_back(l);
+  for (auto& [input, group] : groups) {
+    if (!group.front()->input_scale.empty()) continue;
+    const int64_t cols = group.front()->in_features();
+    bool shared = true;
+    for (Linear* l : group) shared = shared && collector.key(l->name) == collector.key(group.front()->name);
+    if (!shared) continue;
+    std::vector<const Tensor*> weights;
+    for (Linear* l : group) weights.push_back(&l->weight);
+    QuantSettings s = options.settings;
+    if (options.bpw > 0)
+      s = uniform_settings_for_bpw(options.bpw, group.front()->out_features(), cols, options.settings);
+    else if (options.method == QuantMethod::Baq)
+      s.bits = std::clamp(static_cast<int>(std::lround(options.rate)), 2, 8);
+    InputSmoothing chosen = choose_input_smoothing(weights, collector.hessian(group.front()->name), s);
+    share_from_rank0(ranks, chosen);
+    if (chosen.scale.empty() || !block.scale_norm_output(input, chosen.scale)) continue;
+    collector.scale_input(group.front()->name, chosen.scale);
+    for (Linear* l : group) {
+      l->input_scale = chosen.scale;
+      l->input_alpha = chosen.alpha;
+    }
+  }
+}
+
 QuantizeRun run_sequential(Model& model, std::span<const int> calibration, int seqlen, const QuantizeOptions& options,
                            const LayerQuantizer& quantize, int progress_offset, int progress_total, bool last_pass) {
   const auto t_start = std::chrono::steady_clock::now();
@@ -263,6 +307,7 @@ QuantizeRun run_sequential(Model& model, std::span<const int> calibration, int s
     run.stages.forward += seconds_since(t_pass1) - collector.seconds();
     timed(run.stages.reduce, [&] { collector.reduce(ranks); });
     const std::vector<Linear*> linears = block.linears();
+    if (options.smooth_outliers) timed(run.stages.solve, [&] { smooth_inputs(block, linears, collector, options, ranks); });
     const std::vector<int> owner = assign_solves(linears, ranks.size());
     const size_t first_layer = run.layers.size();
     std::vector<LayerRecord> recs(linears.size());
@@ -275,7 +320,15 @@ QuantizeRun run_sequential(Model& model, std::span<const int> calibration, int s
         rec.name = fmt::format("blocks.{}.{}", b, l->name);
         rec.rows = l->out_features();
         rec.cols = l->in_features();
-        const Tensor w = l->weight.to_f32();  // this layer in F32, for as long as it is worked on
+        Tensor w = l->weight.to_f32();  // this layer in F32, for as long as it is worked on
+        if (!l->input_scale.empty()) {  // in the smoothed input's coordinates: W·diag(scale)
+          if (w.raw == l->weight.raw) {
+            Tensor copy = Tensor::zeros(w.shape);
+            std::copy_n(w.data, w.numel(), copy.data);
+            w = std::move(copy);
+          }
+          scale_columns(w.data, l->out_features(), l->in_features(), l->input_scale);
+        }
         if (const int64_t bad = w.first_non_finite(); bad >= 0)
           fail("tensor '{}' holds a non-finite value (NaN or Inf) at row {}, column {}", l->tensor, bad / rec.cols,
                bad % rec.cols);
@@ -311,6 +364,7 @@ QuantizeRun run_sequential(Model& model, std::span<const int> calibration, int s
     for (size_t li = 0; li < linears.size(); ++li) {
       Linear* l = linears[li];
       LayerRecord& rec = recs[li];
+      rec.input_smoothing = l->input_alpha;
       account(rec, *packs[li], run);
       if (rec.damp_retries > 0 && options.warn)
         options.warn(fmt::format("{}: Hessian not positive definite; damping raised to {:.3g} after {} retries",
@@ -357,9 +411,17 @@ QuantizeRun run_sequential(Model& model, std::span<const int> calibration, int s
     const auto t0 = std::chrono::steady_clock::now();
     LayerRecord rec;
     rec.name = "head";
+    if (options.smooth_outliers) {
+      InputSmoothing chosen = choose_input_smoothing({&head.weight}, collector.hessian(head.name), *options.head);
+      share_from_rank0(ranks, chosen);
+      if (!chosen.scale.empty() && model.scale_head_input(chosen.scale)) {
+        collector.scale_input(head.name, chosen.scale);
+        rec.input_smoothing = chosen.alpha;
+      }
+    }
     const std::vector<double>& h = collector.hessian(head.name);
     for (int64_t i = 0; i < head.in_features(); ++i) rec.hessian_trace += h[static_cast<size_t>(i * head.in_features() + i)];
-    auto packed = quantize_outer(rec, head.weight, *options.head, &h, run, &ranks);
+    auto packed = quantize_outer(rec, head.weight, *options.head, &h, run, &ranks, head.input_scale);
     head.weight.release_pages();
     head.packed = std::move(packed);
     rec.seconds = seconds_since(t0);
@@ -443,47 +505,55 @@ static QuantizeRun quantize_blocks(Model& model, std::span<const int> calibratio
       break;
   }
   if (options.bpw <= 0 && !(options.rate > 0.0 && options.rate <= 8.0)) fail("BAQ rate {} outside (0, 8] bits", options.rate);
+  // One layer's BAQ at `budget` (stored bits per weight under --bpw, else code bits): the closed form
+  // over its columns, and — at the same stored bytes — uniform GPTQ (bits and grid chosen for the
+  // budget), the alternative a user would otherwise take, kept when BAQ's allocation does not lower
+  // the calibration proxy loss.
+  auto baq_layer = [&](const float* w, const std::vector<double>& h, LayerRecord& rec, double budget) {
+    std::function<double(const std::vector<int>&)> stored;
+    if (options.bpw > 0) {
+      stored = [&](const std::vector<int>& levels) {
+        return planned_storage(levels, rec.rows, rec.settings).total() / static_cast<double>(rec.rows * rec.cols);
+      };
+    }
+    BaqLayerResult r = quantize_baq(w, rec.rows, rec.cols, h.data(), rec.settings, budget, rec.name, stored);
+    if (options.bpw > 0 && options.baq_fallback) {
+      const QuantSettings u = uniform_settings_for_bpw(budget, rec.rows, rec.cols, s);
+      QuantizedMatrix g = quantize_gptq(w, rec.rows, rec.cols, h.data(), u, rec.name);
+      const double pg = proxy_loss(w, g.dequant.data(), rec.rows, rec.cols, h.data());
+      const double pb = proxy_loss(w, r.quantized.dequant.data(), rec.rows, rec.cols, h.data());
+      rec.baq_fell_back = pg <= pb;
+      if (pg <= pb) {
+        rec.settings = u;
+        rec.loss_before = g.loss;
+        rec.predicted_loss_ratio = 1.0;
+        rec.measured_loss_ratio = 1.0;
+        return g;
+      }
+    }
+    rec.loss_before = r.loss_before;
+    rec.predicted_loss_ratio = r.predicted_loss_ratio;
+    rec.measured_loss_ratio = r.measured_loss_ratio;
+    return std::move(r.quantized);
+  };
   if (options.allocation == Allocation::Layer)
     return run_sequential(
         model, calibration, seqlen, options,
         [&](size_t, const float* w, const std::vector<double>& h, LayerRecord& rec) {
-          std::function<double(const std::vector<int>&)> stored;
-          if (options.bpw > 0) {
-            stored = [&](const std::vector<int>& levels) {
-              return planned_storage(levels, rec.rows, rec.settings).total() / static_cast<double>(rec.rows * rec.cols);
-            };
-          }
-          BaqLayerResult r = quantize_baq(w, rec.rows, rec.cols, h.data(), rec.settings, options.bpw > 0 ? options.bpw : options.rate,
-                                          rec.name, stored);
-          if (options.bpw > 0 && options.baq_fallback) {
-            // At the same stored bytes, uniform GPTQ (bits and grid chosen for the budget) is the
-            // alternative a user would otherwise take: a layer keeps it when BAQ's allocation does not
-            // lower the calibration proxy loss.
-            const QuantSettings u = uniform_settings_for_bpw(options.bpw, rec.rows, rec.cols, s);
-            QuantizedMatrix g = quantize_gptq(w, rec.rows, rec.cols, h.data(), u, rec.name);
-            const double pg = proxy_loss(w, g.dequant.data(), rec.rows, rec.cols, h.data());
-            const double pb = proxy_loss(w, r.quantized.dequant.data(), rec.rows, rec.cols, h.data());
-            rec.baq_fell_back = pg <= pb;
-            if (pg <= pb) {
-              rec.settings = u;
-              rec.loss_before = g.loss;
-              rec.predicted_loss_ratio = 1.0;
-              rec.measured_loss_ratio = 1.0;
-              return g;
-            }
-          }
-          rec.loss_before = r.loss_before;
-          rec.predicted_loss_ratio = r.predicted_loss_ratio;
-          rec.measured_loss_ratio = r.measured_loss_ratio;
-          return std::move(r.quantized);
+          return baq_layer(w, h, rec, options.bpw > 0 ? options.bpw : options.rate);
         },
         0, n_layers + head, true);
 
   // Model-wide: a full sequential GPTQ pass at the uniform rate measures every layer's c_j; each
   // layer's sensitivity (output KL divergence per unit of its loss, from running it alone quantized)
   // puts them in one currency; one closed form on the pooled columns, each weighted by its rows, sets
-  // every layer's levels; the original weights are restored and a second sequential pass quantizes
-  // with those levels.
+  // every layer's levels. Then the allocation is checked where it matters: the model quantized with it
+  // and the model quantized per layer are both run on the sensitivity tokens, and the final pass
+  // quantizes with whichever moves the output less (the pooled closed form rests on each layer's KL
+  // growing linearly with its loss and layers adding up, which far from the uniform rate, or on a
+  // small model at KL ~1, need not hold: stories260K loses with it at every rate).
+  const int passes = 5;  // measure, sensitivities, two candidates, final
+  const OutputReference reference = output_reference(model, calibration, seqlen, options.sensitivity_tokens);
   std::vector<Tensor> originals;  // the mapped views (their pages are released, the file keeps them)
   for (int b = 0; b < model.n_blocks(); ++b)
     for (Linear* l : model.block(b).linears()) originals.push_back(l->weight);
@@ -515,29 +585,31 @@ static QuantizeRun quantize_blocks(Model& model, std::span<const int> calibratio
         rec.column_coefficients = baq_coefficients(q, l0, s);
         return q;
       },
-      0, 3 * n_layers + head, false);
+      0, passes * n_layers + head, false);
   // Every linear now runs at the uniform rate: its packed form is kept for the sensitivities, the
   // original weights go back.
-  std::vector<std::shared_ptr<const PackedLinear>> uniform_packs;
-  {
+  auto restore_originals = [&] {
+    std::vector<std::shared_ptr<const PackedLinear>> packs;
     size_t k = 0;
     for (int b = 0; b < model.n_blocks(); ++b)
       for (Linear* l : model.block(b).linears()) {
-        uniform_packs.push_back(l->packed);
+        packs.push_back(l->packed);
         l->weight = originals[k++];
         l->packed.reset();
       }
-  }
+    return packs;
+  };
+  std::vector<std::shared_ptr<const PackedLinear>> uniform_packs = restore_originals();
   std::vector<double> sensitivity;
   double sensitivity_seconds = 0.0;
   {
     const auto t0 = std::chrono::steady_clock::now();
     const std::vector<double> kld =
-        layer_klds(model, calibration, seqlen, options.sensitivity_tokens, uniform_packs, [&](int done, int) {
+        layer_klds(model, reference, uniform_packs, [&](int done, int) {
           if (!options.on_layer) return;
           LayerRecord progress;
           progress.name = "sensitivity";
-          options.on_layer(progress, n_layers + done, 3 * n_layers + head);
+          options.on_layer(progress, n_layers + done, passes * n_layers + head);
         });
     for (size_t i = 0; i < kld.size(); ++i)
       sensitivity.push_back(measured.layers[i].loss > 0.0 ? kld[i] / measured.layers[i].loss : 0.0);
@@ -582,25 +654,47 @@ static QuantizeRun quantize_blocks(Model& model, std::span<const int> calibratio
     }
     if (stored_bpw(allocated) > options.bpw) fail("no model-wide allocation meets {} stored bits per weight", options.bpw);
   }
-  QuantizeRun run = run_sequential(
-      model, calibration, seqlen, options,
-      [&](size_t layer, const float* w, const std::vector<double>& h, LayerRecord& rec) {
-        const auto begin = static_cast<std::ptrdiff_t>(first_column[layer]);
-        const auto end = static_cast<std::ptrdiff_t>(first_column[layer + 1]);
-        const std::vector<int> levels(a.levels.begin() + begin, a.levels.begin() + end);
-        rec.loss_before = loss_before[layer];
-        rec.sensitivity = sensitivity[layer];
-        double uniform = 0, allocated = 0;
-        for (auto j = begin; j < end; ++j) {
-          uniform += c[static_cast<size_t>(j)] * std::exp2(-2.0 * code_rate);
-          allocated += c[static_cast<size_t>(j)] * std::exp2(-2.0 * a.rate[static_cast<size_t>(j)]);
-        }
-        rec.predicted_loss_ratio = uniform > 0 ? allocated / uniform : 1.0;
-        QuantizedMatrix q = quantize_gptq(w, rec.rows, rec.cols, h.data(), s, rec.name, &levels);
-        rec.measured_loss_ratio = measured_loss_ratio(q.loss, rec.loss_before, l0, code_rate);
-        return q;
-      },
-      2 * n_layers, 3 * n_layers + head, true);
+  const LayerQuantizer model_wide = [&](size_t layer, const float* w, const std::vector<double>& h, LayerRecord& rec) {
+    const auto begin = static_cast<std::ptrdiff_t>(first_column[layer]);
+    const auto end = static_cast<std::ptrdiff_t>(first_column[layer + 1]);
+    const std::vector<int> levels(a.levels.begin() + begin, a.levels.begin() + end);
+    rec.loss_before = loss_before[layer];
+    rec.sensitivity = sensitivity[layer];
+    double uniform = 0, allocated = 0;
+    for (auto j = begin; j < end; ++j) {
+      uniform += c[static_cast<size_t>(j)] * std::exp2(-2.0 * code_rate);
+      allocated += c[static_cast<size_t>(j)] * std::exp2(-2.0 * a.rate[static_cast<size_t>(j)]);
+    }
+    rec.predicted_loss_ratio = uniform > 0 ? allocated / uniform : 1.0;
+    QuantizedMatrix q = quantize_gptq(w, rec.rows, rec.cols, h.data(), s, rec.name, &levels);
+    rec.measured_loss_ratio = measured_loss_ratio(q.loss, rec.loss_before, l0, code_rate);
+    return q;
+  };
+  const LayerQuantizer per_layer = [&](size_t, const float* w, const std::vector<double>& h, LayerRecord& rec) {
+    return baq_layer(w, h, rec, options.bpw > 0 ? options.bpw : options.rate);
+  };
+  StageSeconds candidates;
+  double kld[2] = {0, 0};
+  for (int k = 0; k < 2; ++k) {
+    const QuantizeRun candidate = run_sequential(model, calibration, seqlen, options, k == 0 ? model_wide : per_layer,
+                                                 (2 + k) * n_layers, passes * n_layers + head, false);
+    candidates += candidate.stages;
+    const auto t0 = std::chrono::steady_clock::now();
+    kld[k] = output_kld(model, reference);
+    candidates.forward += seconds_since(t0);
+    restore_originals();
+  }
+  // Rank 0's measurement decides on every rank.
+  bool use_model_wide = kld[0] <= kld[1];
+  if (const Ranks& ranks = Ranks::world(); ranks.distributed()) {
+    std::string wire(1, use_model_wide ? '1' : '0');
+    ranks.broadcast(wire, 0);
+    use_model_wide = wire == "1";
+  }
+  QuantizeRun run = run_sequential(model, calibration, seqlen, options, use_model_wide ? model_wide : per_layer,
+                                   4 * n_layers, passes * n_layers + head, true);
+  run.allocation_check = {kld[0], kld[1], static_cast<int64_t>(reference.tokens.size()), use_model_wide};
+  run.stages += candidates;
   run.stages += measured.stages;
   run.stages.forward += sensitivity_seconds;
   run.seconds = seconds_since(t_start);  // both passes

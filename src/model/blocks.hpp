@@ -17,6 +17,7 @@ class TransformerBlock final : public Block {
   void forward_token(float* x, KvCache::Layer& cache, int pos, float* work) const override;
   size_t token_work_size() const override;
   std::vector<Linear*> linears() override;
+  bool scale_norm_output(int input, std::vector<float>& scale) override;
   std::vector<std::pair<std::string, const Tensor*>> tensors() const override;
 
  private:
@@ -34,6 +35,10 @@ class TransformerBlock final : public Block {
   Norm attn_norm_, post_attn_norm_, mlp_norm_, post_mlp_norm_;
   Linear q_, k_, v_, qkv_, o_, gate_, up_, gate_up_, down_;
 };
+
+// A norm's output channel c divided by scale[c]: its weight (and a LayerNorm's bias) rewritten in F32,
+// each scale first adjusted (by under 0.4 %) so the new weight is a bfloat16 value.
+void divide_norm_channels(NormKind kind, Tensor& weight, Tensor& bias, std::vector<float>& scale);
 
 // A source's tensor `name` with its shape checked (naming the tensor on mismatch); `dtype_any` keeps
 // the stored dtype, else it is converted to F32 (norms and biases, which are small).

@@ -153,10 +153,19 @@ void dense_matmul(const float* x, int64_t rows, const Tensor& w, float* out) {
 
 void linear(const float* x, int64_t rows, const Linear& l, float* out) {
   const int64_t n = l.out_features();
-  if (l.packed != nullptr)
+  if (l.packed != nullptr) {
     packed_matmul(x, rows, *l.packed, out);
-  else
+  } else if (!l.input_scale.empty()) {
+    // The original weights of a smoothed input: x·diag(scale) restores what they expect.
+    const int64_t in = l.in_features();
+    std::vector<float> scaled(static_cast<size_t>(rows * in));
+#pragma omp parallel for schedule(static) if (rows > 1)
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t j = 0; j < in; ++j) scaled[static_cast<size_t>(r * in + j)] = x[r * in + j] * l.input_scale[static_cast<size_t>(j)];
+    dense_matmul(scaled.data(), rows, l.weight, out);
+  } else {
     dense_matmul(x, rows, l.weight, out);
+  }
   if (!l.bias.empty()) {
     const float* b = l.bias.data;
 #pragma omp parallel for schedule(static) if (rows > 1)

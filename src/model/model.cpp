@@ -123,6 +123,17 @@ void Model::final_norm(float* x, int64_t rows) const {
                 config_.norm_eps, x);
 }
 
+bool Model::scale_head_input(std::vector<float>& scale) {
+  // A tied head is the embedding table, which the embedding lookup reads as it is; OPT-350m's head
+  // reads a projection, not the norm.
+  if (config_.tied_embeddings || parts_.final_norm.empty() || !parts_.project_out.name.empty() ||
+      static_cast<int64_t>(scale.size()) != config_.dim)
+    return false;
+  divide_norm_channels(config_.norm, parts_.final_norm, parts_.final_norm_bias, scale);
+  parts_.head.input_scale.assign(scale.begin(), scale.end());
+  return true;
+}
+
 const float* Model::head_input(float* x, int64_t rows) const {
   final_norm(x, rows);
   if (parts_.project_out.name.empty()) return x;

@@ -2,6 +2,7 @@
 #include <cstring>
 
 #include "baq/error.hpp"
+#include "baq/half.hpp"
 #include "model/blocks.hpp"
 
 namespace baq {
@@ -65,6 +66,41 @@ std::vector<Linear*> TransformerBlock::linears() {
   for (Linear* l : {&q_, &k_, &v_, &qkv_, &o_, &gate_, &up_, &gate_up_, &down_})
     if (!l->name.empty()) out.push_back(l);
   return out;
+}
+
+void divide_norm_channels(NormKind kind, Tensor& weight, Tensor& bias, std::vector<float>& scale) {
+  // RMS(1 + w) scales by 1 + w: the stored w becomes (1 + w)/s − 1.
+  const float offset = kind == NormKind::RmsPlusOne ? 1.0f : 0.0f;
+  const Tensor w = weight.to_f32();
+  Tensor out = Tensor::zeros(weight.shape);
+  for (size_t c = 0; c < scale.size(); ++c) {
+    // The scale is nudged so the new weight is a bfloat16 value: a BF16 checkpoint's norm then stays
+    // 2 bytes a channel in the .baq, and the function is the same to float rounding.
+    const float g = w.data[c] + offset, stored = round_to_bf16(g / scale[c] - offset), gain = stored + offset;
+    if (g != 0.0f && gain != 0.0f && std::isfinite(g / gain)) {
+      scale[c] = g / gain;
+      out.data[c] = stored;
+    } else {
+      out.data[c] = g / scale[c] - offset;
+    }
+  }
+  weight = std::move(out);
+  if (!bias.empty()) {
+    const Tensor b = bias.to_f32();
+    Tensor nb = Tensor::zeros(bias.shape);
+    for (size_t c = 0; c < scale.size(); ++c) nb.data[c] = b.data[c] / scale[c];
+    bias = std::move(nb);
+  }
+}
+
+bool TransformerBlock::scale_norm_output(int input, std::vector<float>& scale) {
+  // Pre-norm blocks: q/k/v (input 0) read the attention norm, the MLP's first linears (input 2) the
+  // MLP norm. Post-norm blocks read the residual stream itself.
+  if (!config_.pre_norm || (input != 0 && input != 2)) return false;
+  Norm& n = input == 0 ? attn_norm_ : mlp_norm_;
+  if (!n.present() || static_cast<int64_t>(scale.size()) != config_.dim) return false;
+  divide_norm_channels(config_.norm, n.weight, n.bias, scale);
+  return true;
 }
 
 void TransformerBlock::apply_norm(const Norm& n, const float* x, int64_t rows, float* out) const {

@@ -20,6 +20,7 @@ std::string quantize_report_json(const QuantizeRun& run, const QuantizeOptions& 
     j["settings"]["bits"] = s.bits;
   }
   j["settings"]["ranges"] = range_kind_name(s.ranges);
+  j["settings"]["smooth_outliers"] = options.smooth_outliers;
   if (options.bpw > 0) j["settings"]["stored_bits_per_weight"] = options.bpw;
   auto outer = [](const std::optional<QuantSettings>& q) {
     return q ? nlohmann::ordered_json{{"bits", q->bits}, {"group_size", q->group_size}, {"ranges", range_kind_name(q->ranges)}}
@@ -48,7 +49,8 @@ std::string quantize_report_json(const QuantizeRun& run, const QuantizeOptions& 
                                 {"gptq_loss", r.loss},
                                 {"proxy_loss", r.proxy_loss},
                                 {"damp", r.damp},
-                                {"damp_retries", r.damp_retries}};
+                                {"damp_retries", r.damp_retries},
+                                {"input_smoothing", r.input_smoothing}};
     if (baq) {
       l["gptq_loss_uniform"] = r.loss_before;
       l["predicted_loss_ratio"] = r.predicted_loss_ratio;
@@ -71,6 +73,11 @@ std::string quantize_report_json(const QuantizeRun& run, const QuantizeOptions& 
                  {"gptq_loss", loss},
                  {"proxy_loss", proxy},
                  {"seconds", run.seconds}};
+  if (const auto& check = run.allocation_check)
+    j["allocation_check"] = {{"tokens", check->tokens},
+                             {"model_wide_kld", check->model_wide_kld},
+                             {"per_layer_kld", check->per_layer_kld},
+                             {"chosen", check->model_wide ? "model" : "layer"}};
   // Wall seconds per stage of every rank (one for a plain run).
   auto& per_rank = j["ranks"] = nlohmann::ordered_json::array();
   for (size_t r = 0; r < run.ranks.size(); ++r) {

@@ -22,7 +22,10 @@ namespace baq::cli {
 namespace {
 // Defaults for the matrices outside the blocks, chosen by measurement (README, "Whole-model
 // quantization"): the head's error reaches the logits directly, the embedding's is one row per token.
-constexpr double kDefaultHeadBpw = 6.5, kDefaultEmbedBpw = 4.5;
+// Measured on kdoc-6.8M at llama.cpp's Q2_K/Q3_K_S/Q4_K_M file sizes (README, "Whole-model
+// quantization"): a 5.5-bit head leaves more bytes to the blocks than 6.5 for less damage; the
+// embedding wants 4.5 bits under 4-bit blocks and 5.5 at or above.
+constexpr double kDefaultHeadBpw = 5.5, kEmbedBpwBelow4 = 4.5, kEmbedBpwFrom4 = 5.5;
 
 struct QuantizeArgs {
   std::string model, tokenizer, out, method = "gptq";
@@ -30,13 +33,14 @@ struct QuantizeArgs {
   int nsamples = 128, seqlen = 2048;
   uint64_t seed = 0;
   double bits = 4;
-  double bpw = 0, head_bpw = kDefaultHeadBpw, embed_bpw = kDefaultEmbedBpw;
+  double bpw = 0, head_bpw = kDefaultHeadBpw, embed_bpw = kEmbedBpwBelow4;
   std::string ranges = "f16";
   bool baq_fallback = true;
   std::string eval;
   int64_t eval_max_windows = 0;
   std::string alloc = "layer";
   int sensitivity_tokens = 512;
+  bool smooth_outliers = true;
   bool bf16_activations = false;
   QuantSettings settings;
 };
@@ -68,8 +72,9 @@ Command add_quantize_command(CLI::App& app) {
                   "follows it); 0 keeps it as stored")
       ->check(NumberRange(0.0, 16.0))->capture_default_str();
   sub->add_option("--embed-bpw", a->embed_bpw,
-                  "Stored bits per weight of an untied token embedding (rounded per row); 0 keeps it as stored")
-      ->check(NumberRange(0.0, 16.0))->capture_default_str();
+                  "Stored bits per weight of an untied token embedding (rounded per row); 0 keeps it as stored. "
+                  "Default: 4.5 when the blocks get under 4 bits (--bpw, else --bits), 5.5 from 4")
+      ->check(NumberRange(0.0, 16.0));
   sub->add_option("--ranges", a->ranges,
                   "How each grid's range is stored: f16 (two F16 per row or group) or scaled8 (8-bit fractions of a "
                   "superblock's F16 range, as k-quants store scales)")
@@ -84,6 +89,9 @@ Command add_quantize_command(CLI::App& app) {
   sub->add_flag("!--no-baq-fallback", a->baq_fallback,
                 "baq with --bpw: always use the allocation, even in layers where uniform GPTQ at the same stored bits "
                 "has the lower calibration loss");
+  sub->add_flag("!--no-smooth", a->smooth_outliers,
+                "Keep every norm and weight as stored (default: where the calibration proxy loss prefers it, divide a "
+                "norm's output channels and multiply the weight columns reading them, evening out activation outliers)");
   sub->add_option("--alloc", a->alloc, "baq: budget per layer, or pooled over the whole model (sensitive layers get more)")
       ->check(CLI::IsMember({"layer", "model"}))->capture_default_str();
   sub->add_option("--sensitivity-tokens", a->sensitivity_tokens,
@@ -145,6 +153,7 @@ Command add_quantize_command(CLI::App& app) {
               seqlen = m.config.max_seq_len;
             }
             const std::vector<int> calib = sample_calibration_windows(tokens, a->nsamples, seqlen, a->seed);
+            if (sub_count("--embed-bpw") == 0) a->embed_bpw = (a->bpw > 0 ? a->bpw : a->bits) < 4 ? kEmbedBpwBelow4 : kEmbedBpwFrom4;
             if (ranks.distributed()) {
               // Ranks must quantize the same model with the same data and settings (paths may differ
               // between hosts; contents may not).
@@ -154,8 +163,9 @@ Command add_quantize_command(CLI::App& app) {
               fp.add_bytes("the calibration windows", calib.data(), calib.size() * sizeof(int), a->calib);
               const QuantSettings& q = a->settings;
               const std::string settings = fmt::format(
-                  "{} {} {} {} {} {} {} {} {} {} {} {} {} | {} {} {} {} {} {} {} {} {} {}", a->method, a->bits, a->bpw,
-                  a->head_bpw, a->embed_bpw, a->ranges, a->baq_fallback, a->alloc, a->sensitivity_tokens, a->bf16_activations,
+                  "{} {} {} {} {} {} {} {} {} {} {} {} {} {} | {} {} {} {} {} {} {} {} {} {}", a->method, a->bits, a->bpw,
+                  a->head_bpw, a->embed_bpw, a->ranges, a->baq_fallback, a->alloc, a->sensitivity_tokens, a->smooth_outliers,
+                  a->bf16_activations,
                   a->nsamples, seqlen, a->seed, q.group_size, q.super_groups, q.sym, q.damp, q.block_size, q.act_order, q.clip_search,
                   q.baq_order_invariant, q.baq_shrink, q.max_damp_retries);
               fp.add_bytes("the quantization settings", settings.data(), settings.size());
@@ -200,6 +210,18 @@ Command add_quantize_command(CLI::App& app) {
               const double hessian = 8.0 * static_cast<double>(m.config.embed_dim) * static_cast<double>(m.config.embed_dim) * 3;
               memory.allocated.emplace_back("head and embedding", packed + slice + hessian);
             }
+            if (options.method == QuantMethod::Baq && parse_allocation(a->alloc) == Allocation::Model) {
+              // Held through the run: the original's log-probabilities on the sensitivity tokens and one
+              // more for the model measured; during the sensitivities, the residual stream at every
+              // block's input and every linear packed at the uniform rate.
+              const double tokens = std::min<double>(a->sensitivity_tokens, static_cast<double>(a->nsamples) * seqlen);
+              double weights = 0;
+              for (int b = 0; b < m.model->n_blocks(); ++b)
+                for (Linear* l : m.model->block(b).linears()) weights += static_cast<double>(l->out_features() * l->in_features());
+              memory.allocated.emplace_back("model-wide allocation",
+                                            8.0 * tokens * m.config.vocab_size + 4.0 * tokens * m.config.dim * (m.model->n_blocks() + 1) +
+                                                weights * std::max(a->bpw, a->bits) / 8);
+            }
             if (root)
               fmt::print("memory: estimated peak {}{}\n", memory.describe(),
                          ranks.distributed() ? fmt::format(" per rank ({} ranks, ≤ {} windows each)", ranks.size(), rank_windows) : "");
@@ -209,6 +231,7 @@ Command add_quantize_command(CLI::App& app) {
             for (const auto& [what, bytes] : memory.allocated)
               if (what == "forward buffers" && bytes > 256.0 * 1024 * 1024) options.release_scratch = true;
             options.sensitivity_tokens = a->sensitivity_tokens;
+            options.smooth_outliers = a->smooth_outliers;
             if (a->bpw > 0) {
               if (options.method == QuantMethod::Baq) options.allocation = parse_allocation(a->alloc);
             } else if (options.method == QuantMethod::Baq) {
@@ -315,6 +338,10 @@ Command add_quantize_command(CLI::App& app) {
                        "(bits: codes {:.0f}, scales/zeros {:.0f}, widths {:.0f}, one-level means {:.0f})\n",
                        run.layers.size(), run.quantized_weights, run.bits_per_weight(), run.code_bits_per_weight(),
                        run.bits.codes, run.bits.ranges, run.bits.widths, run.bits.means);
+            if (const auto& check = run.allocation_check)
+              fmt::print("model-wide check: output KL divergence {:.6g} with the model-wide allocation, {:.6g} allocated per "
+                         "layer ({} calibration tokens): quantized {}\n",
+                         check->model_wide_kld, check->per_layer_kld, check->tokens, check->model_wide ? "model-wide" : "per layer");
             fmt::print("proxy loss {:.6g}  time {:.2f} s  peak memory {:.1f} MiB\n", proxy, run.seconds, peak_rss_mib());
             const StageSeconds& st = run.stages;
             fmt::print("stages: forward {:.2f} s, Hessians {:.2f} s, solve {:.2f} s, pack {:.2f} s, write {:.2f} s\n",
