@@ -1,16 +1,21 @@
-// The damage-per-byte table: RTN, GPTQ and BAQ (per layer and model-wide) at stored budgets from 2 to
-// 4.5 bits per weight in the blocks, the whole model quantized (head 6.5, embedding 4.5 bpw, the CLI's
-// defaults), each written as a .baq and its file bytes printed beside its KLD and perplexity — and,
-// for kdoc-6.8M, llama.cpp's rows on the same text and protocol (from the issue tracker; llama.cpp is
-// not installed here). Calibration: C4 (seed 0). Evaluation: the llama.cpp protocol (windows of
-// seqlen scoring their second half).
-// Usage: bench_quant_table [kdoc|outliers|stories] [nsamples] [max-windows] [text]
+// The damage-per-byte table: RTN, GPTQ and BAQ (per layer and model-wide) at stored budgets in the
+// blocks, the whole model quantized (head 5.5 bpw, embedding 4.5 under 4-bit blocks and 5.5 from 4: the
+// CLI's defaults; outlier smoothing on, as in the CLI), each written as a .baq and its file bytes
+// printed beside its KL divergence on every evaluation text — and, for kdoc-6.8M, llama.cpp's rows on
+// the same text and protocol (from the issue tracker; llama.cpp is not installed here). Calibration:
+// 128 × 256 tokens of C4 (seed 0). Evaluation: the llama.cpp protocol (windows of 256 scoring their
+// second half).
+//   bench_quant_table kdoc                       kdoc-6.8M at llama.cpp's Q2_K/Q3_K_S/Q4_K_M sizes
+//   bench_quant_table stories --bpw 2,2.5,3,4 --texts tinystories,wikitext2,c4,kdoc --methods gptq,baq-layer,baq-model
+// Texts: tinystories, wikitext2, c4 (the calibration file itself: in domain), kdoc, ptb, or a path.
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
-
-#include <fmt/format.h>
+#include <map>
 #include <string>
+
+#include <CLI/CLI.hpp>
+#include <fmt/format.h>
 
 #include "baq/blas.hpp"
 #include "baq/calibrate.hpp"
@@ -20,59 +25,119 @@
 
 using namespace baq;
 
+namespace {
+
+std::vector<std::string> split(const std::string& s) {
+  std::vector<std::string> out;
+  size_t start = 0;
+  while (start <= s.size()) {
+    const size_t end = std::min(s.find(',', start), s.size());
+    if (end > start) out.push_back(s.substr(start, end - start));
+    start = end + 1;
+  }
+  return out;
+}
+
+struct Config {
+  std::string name;
+  QuantMethod method;
+  Allocation alloc;
+};
+
+}  // namespace
+
 int main(int argc, char** argv) {
   baq::configure_blas();
-  const std::string which = argc > 1 ? argv[1] : "kdoc";
-  const int nsamples = argc > 2 ? std::stoi(argv[2]) : 128;
-  const int64_t max_windows = argc > 3 ? std::stoll(argv[3]) : 0;
+  CLI::App app{"baq damage-per-byte table"};
+  std::string which = "kdoc", bpw_list, text_list, method_list = "rtn,gptq,baq-layer,baq-model";
+  int nsamples = 128;
+  int64_t max_windows = 0;
+  app.add_option("model", which, "kdoc, outliers (kdoc-6.8M-outliers) or stories (stories260K)")->capture_default_str();
+  app.add_option("--nsamples", nsamples, "calibration windows of 256 tokens")->capture_default_str();
+  app.add_option("--max-windows", max_windows, "evaluate only the first K windows of each text (0: all)");
+  app.add_option("--bpw", bpw_list, "stored bits per weight of the blocks, comma-separated (default: kdoc/outliers at "
+                                    "llama.cpp's Q2_K/Q3_K_S/Q4_K_M file sizes, stories 2,2.5,3,4)");
+  app.add_option("--texts", text_list, "evaluation texts, comma-separated (default: the model's own domain)");
+  app.add_option("--methods", method_list, "rtn, gptq, baq-layer, baq-model")->capture_default_str();
+  CLI11_PARSE(app, argc, argv);
+
   const std::string shared = BAQ_SHARED_DIR;
-  std::string model, tokenizer, text;
-  const int seqlen = 256;
+  const std::map<std::string, std::string> named = {{"tinystories", "/data/tinystories/val.txt"},
+                                                    {"wikitext2", "/data/wikitext2-raw/test.txt"},
+                                                    {"c4", "/data/c4/c4-sample-200.jsonl"},
+                                                    {"kdoc", "/data/kdoc/val.txt"},
+                                                    {"ptb", "/data/ptb/test.txt"}};
+  std::string model, tokenizer;
+  std::vector<double> rates;
   if (which == "stories") {
     model = shared + "/models/stories260K/stories260K.bin";
     tokenizer = shared + "/models/stories260K/tok512.bin";
-    text = shared + "/data/tinystories/val.txt";
-  } else {
+    if (text_list.empty()) text_list = "tinystories";
+    rates = {2.0, 2.5, 3.0, 4.0};
+  } else if (which == "kdoc" || which == "outliers") {
     model = shared + (which == "outliers" ? "/models/kdoc-6.8M-outliers/hf" : "/models/kdoc-6.8M/hf");
-    text = shared + "/data/kdoc/val.txt";
+    if (text_list.empty()) text_list = "kdoc";
+    rates = {2.78, 3.47, 4.75};  // file bytes just under Q2_K's, Q3_K_S's and Q4_K_M's with the default head/embedding
+  } else {
+    std::fprintf(stderr, "bench_quant_table: unknown model '%s' (kdoc, outliers or stories)\n", which.c_str());
+    return 2;
   }
-  if (argc > 4) text = argv[4];
+  if (!bpw_list.empty()) {
+    rates.clear();
+    for (const std::string& r : split(bpw_list)) rates.push_back(std::stod(r));
+  }
+  std::vector<Config> configs;
+  for (const std::string& m : split(method_list)) {
+    if (m == "rtn") configs.push_back({"rtn", QuantMethod::Rtn, Allocation::Layer});
+    else if (m == "gptq") configs.push_back({"gptq", QuantMethod::Gptq, Allocation::Layer});
+    else if (m == "baq-layer") configs.push_back({"baq/layer", QuantMethod::Baq, Allocation::Layer});
+    else if (m == "baq-model") configs.push_back({"baq/model", QuantMethod::Baq, Allocation::Model});
+    else {
+      std::fprintf(stderr, "bench_quant_table: unknown method '%s'\n", m.c_str());
+      return 2;
+    }
+  }
+  const int seqlen = 256;
   const std::filesystem::path tmp = std::filesystem::temp_directory_path() / fmt::format("bench_quant_table.{}", ::getpid());
   std::filesystem::create_directories(tmp);
   try {
     const LoadedModel fp = load_model(model, tokenizer);
     const auto calib_tokens = fp.tokenizer->encode(read_text_file(shared + "/data/c4/c4-sample-200.jsonl"), true);
     const auto calib = sample_calibration_windows(calib_tokens, nsamples, seqlen, 0);
-    const auto eval_tokens = fp.tokenizer->encode(read_text_file(text), true);
     PplOptions eval;
     eval.protocol = PplProtocol::LlamaCpp;
     eval.seqlen = seqlen;
     eval.max_windows = max_windows;
     eval.bos = fp.tokenizer->adds_bos() ? fp.tokenizer->bos_id() : -1;
-    const PplResult base = evaluate_perplexity(*fp.model, eval_tokens, eval);
-    std::printf("%s: calibration %d x %d tokens of C4 (seed 0), evaluation %s (llama.cpp protocol, seqlen %d, %lld tokens "
-                "scored); head %.1f, embedding %.1f stored bpw\n\n",
-                which.c_str(), nsamples, seqlen, text.c_str(), seqlen, static_cast<long long>(base.predicted), 6.5, 4.5);
-    std::printf("| method | --bpw | blocks bpw (stored) | file bytes | ppl | KLD mean | top-1 %% | quantize s |\n"
-                "|---|---|---|---|---|---|---|---|\n");
-    std::printf("| fp | - | - | - | %.3f | 0 | 100 | - |\n", base.perplexity());
-    if (which == "kdoc")
-      std::printf("| llama.cpp Q2_K | - | 2.93 | 3,039,200 | 88.845 | 0.01617 | - | - |\n"
-                  "| llama.cpp Q3_K_S | - | 3.44 | 3,445,216 | 88.049 | 0.00456 | - | - |\n"
-                  "| llama.cpp Q3_K_M | - | 3.85 | 3,688,416 | 87.799 | 0.00349 | - | - |\n"
-                  "| llama.cpp Q4_K_M | - | 4.70 | 4,329,440 | 87.396 | 0.00118 | - | - |\n");
-    if (which == "outliers")
-      std::printf("| llama.cpp Q2_K | - | - | - | - | 0.322 | - | - |\n| llama.cpp Q3_K_S | - | - | 3,445,216 | - | 0.0214 | - | - |\n"
-                  "| llama.cpp Q4_K_M | - | - | - | - | 0.0224 | - | - |\n");
-    struct Config {
-      QuantMethod method;
-      Allocation alloc;
+    struct Text {
+      std::string name;
+      std::vector<int> tokens;
     };
-    const Config configs[] = {{QuantMethod::Rtn, Allocation::Layer},
-                              {QuantMethod::Gptq, Allocation::Layer},
-                              {QuantMethod::Baq, Allocation::Layer},
-                              {QuantMethod::Baq, Allocation::Model}};
-    for (double bpw : {2.6, 3.0, 3.3, 3.6, 4.0, 4.5})
+    std::vector<Text> texts;
+    std::string header = "| method | --bpw | blocks bpw (stored) | file bytes |", rule = "|---|---|---|---|";
+    for (const std::string& t : split(text_list)) {
+      const auto it = named.find(t);
+      texts.push_back({t, fp.tokenizer->encode(read_text_file(it != named.end() ? shared + it->second : t), true)});
+      header += fmt::format(" KLD {} |", t);
+      rule += "---|";
+    }
+    header += fmt::format(" ppl {} | top-1 % {} | quantize s |", texts.front().name, texts.front().name);
+    rule += "---|---|---|";
+    const PplResult base = evaluate_perplexity(*fp.model, texts.front().tokens, eval);
+    std::printf("%s: calibration %d x %d tokens of C4 (seed 0), llama.cpp protocol (seqlen %d%s); head 5.5, embedding "
+                "4.5 (blocks < 4 bpw) or 5.5 stored bpw; fp ppl on %s %.3f\n\n%s\n%s\n",
+                which.c_str(), nsamples, seqlen, seqlen,
+                max_windows > 0 ? fmt::format(", first {} windows", max_windows).c_str() : "", texts.front().name.c_str(),
+                base.perplexity(), header.c_str(), rule.c_str());
+    if (which == "kdoc" && texts.size() == 1 && texts.front().name == "kdoc")
+      std::printf("| llama.cpp Q2_K | - | 2.93 | 3,039,200 | 0.01617 | 88.845 | - | - |\n"
+                  "| llama.cpp Q3_K_S | - | 3.44 | 3,445,216 | 0.00456 | 88.049 | - | - |\n"
+                  "| llama.cpp Q3_K_M | - | 3.85 | 3,688,416 | 0.00349 | 87.799 | - | - |\n"
+                  "| llama.cpp Q4_K_M | - | 4.70 | 4,329,440 | 0.00118 | 87.396 | - | - |\n");
+    if (which == "outliers" && texts.size() == 1 && texts.front().name == "kdoc")
+      std::printf("| llama.cpp Q2_K | - | - | - | 0.322 | - | - | - |\n| llama.cpp Q3_K_S | - | - | 3,445,216 | 0.0214 | - | - | - |\n"
+                  "| llama.cpp Q4_K_M | - | - | - | 0.0224 | - | - | - |\n");
+    for (double bpw : rates)
       for (const Config& cfg : configs) {
         LoadedModel q = load_model(model, tokenizer);
         const ModelConfig& c = q.model->config();
@@ -80,30 +145,35 @@ int main(int argc, char** argv) {
         o.method = cfg.method;
         o.allocation = cfg.alloc;
         o.bpw = bpw;
-        o.settings.clip_search = true;  // the CLI's default
-        o.head = uniform_settings_for_bpw(6.5, c.vocab_size, c.embed_dim, o.settings);
-        if (!c.tied_embeddings) o.embeddings = uniform_settings_for_bpw(4.5, c.vocab_size, c.embed_dim, o.settings);
+        o.settings.clip_search = true;  // the CLI's defaults
+        o.head = uniform_settings_for_bpw(5.5, c.vocab_size, c.embed_dim, o.settings);
+        if (!c.tied_embeddings) o.embeddings = uniform_settings_for_bpw(bpw < 4 ? 4.5 : 5.5, c.vocab_size, c.embed_dim, o.settings);
         QuantizeRun run;
         try {
           run = quantize_model(*q.model, calib, seqlen, o);
         } catch (const Error& e) {
-          std::printf("| %s | %g | failed: %s |\n", method_name(cfg.method), bpw, e.what());
+          std::printf("| %s | %g | failed: %s |\n", cfg.name.c_str(), bpw, e.what());
           continue;
         }
         const std::string file = (tmp / "q.baq").string();
         save_baq(file, *q.model, q.tokenizer.get(), nlohmann::json::object());
         const auto bytes = std::filesystem::file_size(file);
-        KldResult k;
-        const PplResult r = evaluate_perplexity(*q.model, eval_tokens, eval, fp.model.get(), &k);
         double block_bits = 0, block_weights = 0;
         for (const auto& l : run.layers)
           if (l.name.starts_with("blocks.")) block_bits += l.storage.total(), block_weights += static_cast<double>(l.rows * l.cols);
-        const std::string name = cfg.method == QuantMethod::Baq
-                                     ? fmt::format("baq/{}", cfg.alloc == Allocation::Layer ? "layer" : "model")
-                                     : method_name(cfg.method);
-        std::printf("| %s | %g | %.3f | %s | %.3f | %.5f | %.2f | %.1f |\n", name.c_str(), bpw, block_bits / block_weights,
-                    std::to_string(bytes).c_str(), r.perplexity(), k.kl_mean, 100 * k.top1_agreement,
-                    run.seconds);
+        std::string name = cfg.name;
+        if (run.allocation_check) name += run.allocation_check->model_wide ? " (kept)" : " (fell back to per layer)";
+        std::string row = fmt::format("| {} | {:g} | {:.3f} | {} |", name, bpw, block_bits / block_weights, bytes);
+        PplResult first;
+        KldResult first_kld;
+        for (size_t t = 0; t < texts.size(); ++t) {
+          KldResult k;
+          const PplResult r = evaluate_perplexity(*q.model, texts[t].tokens, eval, fp.model.get(), &k);
+          if (t == 0) first = r, first_kld = k;
+          row += fmt::format(" {:.5f} |", k.kl_mean);
+        }
+        row += fmt::format(" {:.3f} | {:.2f} | {:.1f} |", first.perplexity(), 100 * first_kld.top1_agreement, run.seconds);
+        std::printf("%s\n", row.c_str());
         std::fflush(stdout);
       }
   } catch (const Error& e) {

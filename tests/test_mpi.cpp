@@ -45,7 +45,7 @@ std::vector<Case> cases() {
   return {{"stories260K", s + "/models/stories260K/stories260K.bin",
            "--tokenizer " + s + "/models/stories260K/tok512.bin --method baq --bpw 3.5", s + "/data/tinystories/val.txt",
            s + "/data/tinystories/val.txt"},
-          {"kdoc-6.8M", s + "/models/kdoc-6.8M/hf", "--method baq --bpw 3.3 --alloc model",
+          {"kdoc-6.8M", s + "/models/kdoc-6.8M/hf", "--method baq --bpw 3.3 --alloc model --sensitivity-tokens 128",
            s + "/data/c4/c4-sample-200.jsonl", s + "/data/kdoc/val.txt"}};
 }
 

@@ -81,6 +81,9 @@ struct QuantizeOptions {
   // BAQ model-wide: calibration tokens the per-layer sensitivities are measured on (one forward of
   // the blocks from the layer's own per block linear).
   int sensitivity_tokens = 512;
+  // BAQ model-wide: its result is kept when the model's output KL divergence on the sensitivity tokens
+  // is at most this fraction of the per-layer allocation's; otherwise the run quantizes per layer.
+  double model_wide_margin = 0.9;
   bool bf16_activations = false;  // hold the calibration residual stream in BF16 (half the memory)
   bool release_scratch = false;   // free the forward's per-thread buffers after every block
   std::function<void(const LayerRecord&, int done, int total)> on_layer;
@@ -130,6 +133,11 @@ struct QuantizeRun {
   };
   std::optional<AllocationCheck> allocation_check;
 };
+
+// The calibration tokens BAQ --alloc model checks its allocation on: 4 × the sensitivity tokens, at
+// most what keeps the reference's log-probabilities within 256 MiB, never fewer than the sensitivity
+// tokens.
+int model_wide_check_tokens(int sensitivity_tokens, int64_t vocab);
 
 // Writes a quantized model as one .baq file: every quantized linear packed, every other tensor as
 // stored (BF16 when lossless), the tokenizer files embedded, `metadata` (quantization settings, report

@@ -75,6 +75,9 @@ class Block {
   // too), so the linears reading it see x/scale; false (nothing changed) when that input is not a
   // norm's output. `scale` comes back as applied (nudged so the norm's new weights are BF16 values).
   virtual bool scale_norm_output(int input, std::vector<float>& scale) = 0;
+  // The parameters scale_norm_output may replace, to put back when a trial is undone.
+  virtual std::vector<Tensor> smoothable_norms() const = 0;
+  virtual void restore_smoothable_norms(const std::vector<Tensor>& saved) = 0;
   // Every parameter under its Hugging Face name, linear weights included.
   virtual std::vector<std::pair<std::string, const Tensor*>> tensors() const = 0;
   int index() const { return index_; }

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "baq/calibrate.hpp"
 #include "baq/error.hpp"
 
 namespace baq {
@@ -71,6 +72,11 @@ OutputReference output_reference(Model& model, std::span<const int> calibration,
   ref.log_probs.resize(static_cast<size_t>(rows * model.config().vocab_size));
   log_probs_of(model, x.data(), rows, ref.log_probs.data());
   return ref;
+}
+
+int model_wide_check_tokens(int sensitivity_tokens, int64_t vocab) {
+  const int64_t cap = (int64_t{256} << 20) / (4 * std::max<int64_t>(vocab, 1));
+  return static_cast<int>(std::max<int64_t>(sensitivity_tokens, std::min<int64_t>(4 * int64_t{sensitivity_tokens}, cap)));
 }
 
 double output_kld(Model& model, const OutputReference& ref) {

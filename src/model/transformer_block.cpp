@@ -103,6 +103,15 @@ bool TransformerBlock::scale_norm_output(int input, std::vector<float>& scale) {
   return true;
 }
 
+std::vector<Tensor> TransformerBlock::smoothable_norms() const {
+  return {attn_norm_.weight, attn_norm_.bias, mlp_norm_.weight, mlp_norm_.bias};
+}
+
+void TransformerBlock::restore_smoothable_norms(const std::vector<Tensor>& saved) {
+  if (saved.size() != 4) fail("block {}: {} saved norm tensors, not 4", index_, saved.size());
+  attn_norm_.weight = saved[0], attn_norm_.bias = saved[1], mlp_norm_.weight = saved[2], mlp_norm_.bias = saved[3];
+}
+
 void TransformerBlock::apply_norm(const Norm& n, const float* x, int64_t rows, float* out) const {
   kernels::norm(config_.norm, x, n.weight.data, n.bias.empty() ? nullptr : n.bias.data, rows, config_.dim,
                 config_.norm_eps, out);

@@ -211,15 +211,18 @@ Command add_quantize_command(CLI::App& app) {
               memory.allocated.emplace_back("head and embedding", packed + slice + hessian);
             }
             if (options.method == QuantMethod::Baq && parse_allocation(a->alloc) == Allocation::Model) {
-              // Held through the run: the original's log-probabilities on the sensitivity tokens and one
-              // more for the model measured; during the sensitivities, the residual stream at every
+              // Held through the run: the original's log-probabilities on the sensitivity tokens and on
+              // the check's, and one more set for the model checked; during the sensitivities, the residual stream at every
               // block's input and every linear packed at the uniform rate.
-              const double tokens = std::min<double>(a->sensitivity_tokens, static_cast<double>(a->nsamples) * seqlen);
+              const double windows = static_cast<double>(a->nsamples) * seqlen;
+              const double tokens = std::min<double>(a->sensitivity_tokens, windows);
+              const double checked = std::min<double>(model_wide_check_tokens(a->sensitivity_tokens, m.config.vocab_size), windows);
               double weights = 0;
               for (int b = 0; b < m.model->n_blocks(); ++b)
                 for (Linear* l : m.model->block(b).linears()) weights += static_cast<double>(l->out_features() * l->in_features());
               memory.allocated.emplace_back("model-wide allocation",
-                                            8.0 * tokens * m.config.vocab_size + 4.0 * tokens * m.config.dim * (m.model->n_blocks() + 1) +
+                                            4.0 * (tokens + 2 * checked) * m.config.vocab_size +
+                                                4.0 * tokens * m.config.dim * (m.model->n_blocks() + 1) +
                                                 weights * std::max(a->bpw, a->bits) / 8);
             }
             if (root)
