@@ -226,8 +226,15 @@ std::string html_report(const std::vector<std::string>& report_json, const std::
   for (size_t i = 0; i < runs.size(); ++i) {
     const json& r = runs[i];
     const json& s = r.value("settings", json::object());
-    const std::string budget = r["method"] == "baq" ? fmt::format("{} ({})", s.value("rate", 0.0), s.value("allocation", ""))
-                                                    : fmt::format("{}", s.value("bits", 0));
+    // A stored budget (--bpw) when given, else the code bits; BAQ's allocation, and what the
+    // model-wide check chose.
+    std::string budget = s.contains("stored_bits_per_weight") ? fmt::format("{} stored", s.value("stored_bits_per_weight", 0.0))
+                         : r["method"] == "baq"               ? fmt::format("{}", s.value("rate", 0.0))
+                                                              : fmt::format("{}", s.value("bits", 0));
+    if (r["method"] == "baq") budget += fmt::format(" ({})", s.value("allocation", ""));
+    if (r.contains("allocation_check") && r["allocation_check"].is_object())
+      budget += fmt::format(", checked: KLD {:.4g} model-wide / {:.4g} per layer → {}", r["allocation_check"].value("model_wide_kld", 0.0),
+                            r["allocation_check"].value("per_layer_kld", 0.0), r["allocation_check"].value("chosen", std::string("?")));
     const bool ev = r.contains("evaluation");
     html += fmt::format("<tr><td>{}</td><td>{}</td><td>{}</td><td>{:.4f}</td><td>{:.4f}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
                         escape(names[i]), escape(r["method"].get<std::string>()), escape(budget),
