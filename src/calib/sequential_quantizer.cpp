@@ -559,15 +559,15 @@ static QuantizeRun quantize_blocks(Model& model, std::span<const int> calibratio
   // layer's sensitivity (output KL divergence per unit of its loss, from running it alone quantized)
   // puts them in one currency; one closed form on the pooled columns, each weighted by its rows, sets
   // every layer's levels. Then the allocation is checked where it matters: the model quantized with it
-  // and the model quantized per layer are both run on the sensitivity tokens, and the final pass
-  // quantizes with whichever moves the output less (the pooled closed form rests on each layer's KL
-  // growing linearly with its loss and layers adding up, which far from the uniform rate, or on a
-  // small model at KL ~1, need not hold: stories260K loses with it at every rate).
+  // and the model quantized per layer both run on calibration tokens, and the final pass keeps the
+  // model-wide allocation only when it moves the output clearly less (the pooled closed form rests on
+  // each layer's KL growing linearly with its loss and layers adding up, which far from the uniform
+  // rate, or on a small model at KL ~1, need not hold: stories260K lost with it at every rate).
   const int passes = 5;  // measure, sensitivities, two candidates, final
   // The check runs on four times the sensitivity tokens (512 tokens put stories260K's model-wide
   // allocation 15 % ahead at 4 bpw, 4096 level with per layer, and C4 at large 3.5 % ahead), within
   // 256 MiB of log-probabilities.
-  const OutputReference reference = output_reference(model, calibration, seqlen, options.sensitivity_tokens);
+  OutputReference reference = output_reference(model, calibration, seqlen, options.sensitivity_tokens);
   const OutputReference check = output_reference(model, calibration, seqlen, model_wide_check_tokens(options.sensitivity_tokens, model.config().vocab_size));
   // Outlier smoothing is chosen in whichever pass first reaches a block. The model-wide allocation is
   // measured in the smoothing of the measurement pass; the per-layer candidate starts unsmoothed and
@@ -662,6 +662,7 @@ static QuantizeRun quantize_blocks(Model& model, std::span<const int> calibratio
     sensitivity_seconds = seconds_since(t0);
   }
   uniform_packs.clear();
+  reference = {};
   // Per layer (in order, from whichever rank solved it): its coefficients and uniform-pass loss.
   std::vector<double> c, weights, loss_before;
   std::vector<size_t> first_column;
@@ -741,7 +742,7 @@ static QuantizeRun quantize_blocks(Model& model, std::span<const int> calibratio
   run.stages += candidates;
   run.stages += measured.stages;
   run.stages.forward += sensitivity_seconds;
-  run.seconds = seconds_since(t_start);  // both passes
+  run.seconds = seconds_since(t_start);  // every pass
   return run;
 }
 
