@@ -92,7 +92,8 @@ Command add_quantize_command(CLI::App& app) {
   sub->add_flag("!--no-smooth", a->smooth_outliers,
                 "Keep every norm and weight as stored (default: where the calibration proxy loss prefers it, divide a "
                 "norm's output channels and multiply the weight columns reading them, evening out activation outliers)");
-  sub->add_option("--alloc", a->alloc, "baq: budget per layer, or pooled over the whole model (sensitive layers get more)")
+  sub->add_option("--alloc", a->alloc, "baq: budget per layer, or pooled over the whole model (sensitive layers get more; kept only when the "
+                  "model's output KL divergence on calibration tokens is 10 % below per layer's, else per layer)")
       ->check(CLI::IsMember({"layer", "model"}))->capture_default_str();
   sub->add_option("--sensitivity-tokens", a->sensitivity_tokens,
                   "baq --alloc model: calibration tokens each layer's sensitivity (output KL divergence per unit of its "
