@@ -247,6 +247,41 @@ TEST(Calibration, HeadAndEmbeddingQuantizedAndRunPacked) {
 namespace baq::test {
 namespace {
 
+// Below what any uniform grid can store (2-bit codes and one F16 range per row: 4 bpw on 16-wide rows),
+// BAQ still meets a stored budget from below with fewer levels, per layer and model-wide, where uniform
+// GPTQ refuses.
+TEST(Calibration, BaqGoesBelowTheSmallestUniformGrid) {
+  const ModelConfig c = small_llama(64, 96, 1, 4, 4, 37, 16, false);
+  TempDir dir;
+  random_hf_model(c, 35, dir.path());
+  const auto calib = sample_calibration_windows(tokens_of(400, c.vocab_size), 8, 16, 2);
+  // 64-wide rows: one F16 range per row is 0.5 bpw, so uniform 2-bit codes need 2.5 (BAQ adds 8 bits
+  // of level count a column, 0.125 bpw here).
+  constexpr double kBpw = 2.4;
+  for (QuantMethod method : {QuantMethod::Gptq, QuantMethod::Baq})
+    for (Allocation alloc : {Allocation::Layer, Allocation::Model}) {
+      LoadedModel m = load_model(dir.path().string(), "", false);
+      QuantizeOptions o;
+      o.method = method;
+      o.allocation = alloc;
+      o.bpw = kBpw;
+      if (method == QuantMethod::Gptq) {
+        EXPECT_THROW(quantize_model(*m.model, calib, 16, o), Error);
+        continue;
+      }
+      const QuantizeRun r = quantize_model(*m.model, calib, 16, o);
+      EXPECT_LE(r.bits_per_weight(), kBpw + 1e-9);
+      for (const auto& l : r.layers)
+        if (alloc == Allocation::Layer) {  // model-wide moves bits between layers
+          EXPECT_LE(l.storage.total() / static_cast<double>(l.rows * l.cols), kBpw + 1e-9) << l.name;
+          if (l.cols == 64) {  // no uniform alternative to fall back to; under two code bits a weight
+            EXPECT_FALSE(l.baq_fell_back) << l.name;
+            EXPECT_LT(l.bits, 2.0) << l.name;
+          }
+        }
+    }
+}
+
 // BAQ through the pipeline: every layer's code bits meet a fractional budget to within 1/columns
 // (per layer) or the pooled budget holds (model-wide), levels go beyond powers of two, and the
 // summed proxy loss is below GPTQ's at the same integer budget.

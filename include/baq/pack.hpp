@@ -11,6 +11,7 @@
 // the .baq file stores its sections and the kernels use its decode and fused matvec. Every stored bit
 // is counted (storage_bits).
 #include <cstdint>
+#include <optional>
 #include <span>
 #include <string>
 #include <vector>
@@ -171,6 +172,8 @@ StorageBits planned_storage(const std::vector<int>& levels, int64_t rows, const 
 // Scaled8 ranges) the rest of the budget buys. `base` supplies the solver's other settings. Fails
 // when not even 2 bits with one range per row fit.
 QuantSettings uniform_settings_for_bpw(double bpw, int64_t rows, int64_t cols, const QuantSettings& base);
+// The same, or nothing when no uniform grid fits (BAQ can still go below: fewer than 4 levels).
+std::optional<QuantSettings> uniform_settings_within(double bpw, int64_t rows, int64_t cols, const QuantSettings& base);
 // The F32 weights a packed linear stands for: bit-identical to the quantizer's dequantized values.
 Tensor dequantize(const PackedLinear& p);
 

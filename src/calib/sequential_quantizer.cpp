@@ -528,8 +528,10 @@ static QuantizeRun quantize_blocks(Model& model, std::span<const int> calibratio
       };
     }
     BaqLayerResult r = quantize_baq(w, rec.rows, rec.cols, h.data(), rec.settings, budget, rec.name, stored);
-    if (options.bpw > 0 && options.baq_fallback) {
-      const QuantSettings u = uniform_settings_for_bpw(budget, rec.rows, rec.cols, s);
+    const std::optional<QuantSettings> uniform =
+        options.bpw > 0 && options.baq_fallback ? uniform_settings_within(budget, rec.rows, rec.cols, s) : std::nullopt;
+    if (uniform) {
+      const QuantSettings& u = *uniform;
       QuantizedMatrix g = quantize_gptq(w, rec.rows, rec.cols, h.data(), u, rec.name);
       const double pg = proxy_loss(w, g.dequant.data(), rec.rows, rec.cols, h.data());
       const double pb = proxy_loss(w, r.quantized.dequant.data(), rec.rows, rec.cols, h.data());

@@ -1,5 +1,6 @@
 #include <algorithm>
 #include <cstring>
+#include <optional>
 
 #include "baq/error.hpp"
 #include "baq/half.hpp"
@@ -125,6 +126,11 @@ StorageBits planned_storage(const std::vector<int>& levels, int64_t rows, const 
 }
 
 QuantSettings uniform_settings_for_bpw(double bpw, int64_t rows, int64_t cols, const QuantSettings& base) {
+  if (const auto s = uniform_settings_within(bpw, rows, cols, base)) return *s;
+  fail("{} stored bits per weight is below what 2-bit codes with one range per row need for a {}x{} matrix", bpw, rows, cols);
+}
+
+std::optional<QuantSettings> uniform_settings_within(double bpw, int64_t rows, int64_t cols, const QuantSettings& base) {
   const double weights = static_cast<double>(rows) * static_cast<double>(cols);
   std::vector<std::pair<RangeKind, int>> grids = {{RangeKind::F16, 0}};  // one range per row
   for (int group : {256, 128, 64, 32, 16})
@@ -151,8 +157,7 @@ QuantSettings uniform_settings_for_bpw(double bpw, int64_t rows, int64_t cols, c
         best_stored = stored;
       }
     }
-  if (best_bits == 0)
-    fail("{} stored bits per weight is below what 2-bit codes with one range per row need for a {}x{} matrix", bpw, rows, cols);
+  if (best_bits == 0) return std::nullopt;
   return best;
 }
 
