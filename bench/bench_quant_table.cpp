@@ -162,7 +162,7 @@ int main(int argc, char** argv) {
         for (const auto& l : run.layers)
           if (l.name.starts_with("blocks.")) block_bits += l.storage.total(), block_weights += static_cast<double>(l.rows * l.cols);
         std::string name = cfg.name;
-        if (run.allocation_check) name += run.allocation_check->model_wide ? " (kept)" : " (fell back to per layer)";
+        if (run.allocation_check) name += " → " + run.allocation_check->chosen;
         std::string row = fmt::format("| {} | {:g} | {:.3f} | {} |", name, bpw, block_bits / block_weights, bytes);
         PplResult first;
         KldResult first_kld;

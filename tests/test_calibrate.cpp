@@ -282,6 +282,43 @@ TEST(Calibration, BaqGoesBelowTheSmallestUniformGrid) {
     }
 }
 
+// Under a stored budget BAQ per layer is checked against uniform GPTQ at the same stored bits on the
+// model's output: both candidates measured, the lower kept; when uniform GPTQ wins, the file is a
+// GPTQ --bpw run's, layer for layer.
+TEST(Calibration, BaqUnderAStoredBudgetIsCheckedAgainstUniformGptq) {
+  const ModelConfig c = small_llama(64, 96, 1, 4, 4, 37, 16, false);
+  TempDir dir;
+  random_hf_model(c, 36, dir.path());
+  const auto calib = sample_calibration_windows(tokens_of(400, c.vocab_size), 8, 16, 2);
+  auto run = [&](QuantMethod method) {
+    LoadedModel m = load_model(dir.path().string(), "", false);
+    QuantizeOptions o;
+    o.method = method;
+    o.bpw = 3.0;
+    int last = 0, total = 0;
+    o.on_layer = [&](const LayerRecord&, int done, int t) { last = done, total = t; };
+    QuantizeRun r = quantize_model(*m.model, calib, 16, o);
+    EXPECT_EQ(last, total);
+    EXPECT_EQ(total, method == QuantMethod::Baq ? 21 : 7);  // BAQ: two candidates and the final pass
+    return r;
+  };
+  const QuantizeRun baq = run(QuantMethod::Baq), gptq = run(QuantMethod::Gptq);
+  ASSERT_TRUE(baq.allocation_check.has_value());
+  const auto& check = *baq.allocation_check;
+  EXPECT_EQ(check.model_wide_kld, -1.0);
+  EXPECT_GT(check.per_layer_kld, 0.0);
+  EXPECT_GT(check.uniform_kld, 0.0);
+  EXPECT_EQ(check.chosen, check.per_layer_kld <= check.uniform_kld ? "layer" : "uniform");
+  EXPECT_FALSE(gptq.allocation_check.has_value());
+  ASSERT_EQ(baq.layers.size(), gptq.layers.size());
+  for (size_t i = 0; i < baq.layers.size(); ++i)
+    if (check.chosen == "uniform") {
+      EXPECT_EQ(baq.layers[i].proxy_loss, gptq.layers[i].proxy_loss) << baq.layers[i].name;
+    } else {
+      EXPECT_LE(baq.layers[i].storage.total(), 3.0 * static_cast<double>(baq.layers[i].rows * baq.layers[i].cols)) << baq.layers[i].name;
+    }
+}
+
 // BAQ through the pipeline: every layer's code bits meet a fractional budget to within 1/columns
 // (per layer) or the pooled budget holds (model-wide), levels go beyond powers of two, and the
 // summed proxy loss is below GPTQ's at the same integer budget.
@@ -327,7 +364,8 @@ TEST(Calibration, BaqMeetsBudgetsPerLayerAndModelWide) {
   // exactly, outlier smoothing included; by default model-wide is kept when 10 % better.
   const QuantizeRun fell_back = run(QuantMethod::Baq, 3.0, Allocation::Model, 0.0);
   ASSERT_TRUE(fell_back.allocation_check.has_value());
-  EXPECT_FALSE(fell_back.allocation_check->model_wide);
+  EXPECT_EQ(fell_back.allocation_check->chosen, "layer");
+  EXPECT_EQ(fell_back.allocation_check->uniform_kld, -1.0);  // a code-bit budget: no uniform candidate
   EXPECT_GT(fell_back.allocation_check->per_layer_kld, 0.0);
   EXPECT_EQ(fell_back.allocation_check->tokens, 12 * 16);
   const QuantizeRun layer3 = run(QuantMethod::Baq, 3.0, Allocation::Layer);
@@ -338,9 +376,9 @@ TEST(Calibration, BaqMeetsBudgetsPerLayerAndModelWide) {
     EXPECT_EQ(fell_back.layers[i].input_smoothing, layer3.layers[i].input_smoothing) << layer3.layers[i].name;
   }
   const QuantizeRun checked = run(QuantMethod::Baq, 3.0, Allocation::Model);
-  EXPECT_EQ(checked.allocation_check->model_wide, checked.allocation_check->model_wide_kld <= 0.9 * checked.allocation_check->per_layer_kld);
+  EXPECT_EQ(checked.allocation_check->chosen == "model", checked.allocation_check->model_wide_kld <= 0.9 * checked.allocation_check->per_layer_kld);
   const QuantizeRun model = run(QuantMethod::Baq, 3.0, Allocation::Model, std::numeric_limits<double>::infinity());
-  ASSERT_TRUE(model.allocation_check->model_wide);
+  ASSERT_EQ(model.allocation_check->chosen, "model");
   double allocated = 0;
   for (const auto& l : model.layers) allocated += l.bits * l.rows * l.cols;
   allocated /= static_cast<double>(model.quantized_weights);

@@ -81,8 +81,8 @@ struct QuantizeOptions {
   // BAQ model-wide: calibration tokens the per-layer sensitivities are measured on (one forward of
   // the blocks from the layer's own per block linear).
   int sensitivity_tokens = 512;
-  // BAQ model-wide: its result is kept when the model's output KL divergence on the sensitivity tokens
-  // is at most this fraction of the per-layer allocation's; otherwise the run quantizes per layer.
+  // BAQ model-wide: its result is kept when the model's output KL divergence on the check tokens is at
+  // most this fraction of the better other candidate's (per layer, uniform GPTQ).
   double model_wide_margin = 0.9;
   bool bf16_activations = false;  // hold the calibration residual stream in BF16 (half the memory)
   bool release_scratch = false;   // free the forward's per-thread buffers after every block
@@ -124,12 +124,13 @@ struct QuantizeRun {
     StageSeconds stages;
   };
   std::vector<RankShare> ranks;
-  // BAQ --alloc model: the output KL divergence on the sensitivity tokens of the model quantized with
-  // the model-wide allocation and with the per-layer one, and which the final pass used.
+  // BAQ under --bpw (or --alloc model): the model's output KL divergence on the check tokens quantized
+  // model-wide, per layer and with uniform GPTQ at the same stored bits (−1: not a candidate), and
+  // which the final pass used ("model", "layer" or "uniform").
   struct AllocationCheck {
-    double model_wide_kld = 0, per_layer_kld = 0;
+    double model_wide_kld = -1, per_layer_kld = -1, uniform_kld = -1;
     int64_t tokens = 0;
-    bool model_wide = true;
+    std::string chosen;
   };
   std::optional<AllocationCheck> allocation_check;
 };

@@ -549,31 +549,30 @@ static QuantizeRun quantize_blocks(Model& model, std::span<const int> calibratio
     rec.measured_loss_ratio = r.measured_loss_ratio;
     return std::move(r.quantized);
   };
-  if (options.allocation == Allocation::Layer)
-    return run_sequential(
-        model, calibration, seqlen, options,
-        [&](size_t, const float* w, const std::vector<double>& h, LayerRecord& rec) {
-          return baq_layer(w, h, rec, options.bpw > 0 ? options.bpw : options.rate);
-        },
-        0, n_layers + head, true);
+  const LayerQuantizer per_layer = [&](size_t, const float* w, const std::vector<double>& h, LayerRecord& rec) {
+    return baq_layer(w, h, rec, options.bpw > 0 ? options.bpw : options.rate);
+  };
+  // Under a stored budget, uniform GPTQ at the same stored bits is what BAQ must not lose to, judged
+  // where it matters: the whole model quantized each way, run on calibration tokens. (A budget below
+  // every uniform grid has no such alternative.)
+  bool uniform_fits = options.bpw > 0 && options.baq_fallback;
+  for (int b = 0; b < model.n_blocks() && uniform_fits; ++b)
+    for (Linear* l : model.block(b).linears())
+      uniform_fits = uniform_fits && uniform_settings_within(options.bpw, l->out_features(), l->in_features(), s).has_value();
+  const LayerQuantizer uniform_gptq = [&](size_t, const float* w, const std::vector<double>& h, LayerRecord& rec) {
+    rec.settings = uniform_settings_for_bpw(options.bpw, rec.rows, rec.cols, s);
+    return quantize_gptq(w, rec.rows, rec.cols, h.data(), rec.settings, rec.name);
+  };
+  if (options.allocation == Allocation::Layer && !uniform_fits)
+    return run_sequential(model, calibration, seqlen, options, per_layer, 0, n_layers + head, true);
 
-  // Model-wide: a full sequential GPTQ pass at the uniform rate measures every layer's c_j; each
-  // layer's sensitivity (output KL divergence per unit of its loss, from running it alone quantized)
-  // puts them in one currency; one closed form on the pooled columns, each weighted by its rows, sets
-  // every layer's levels. Then the allocation is checked where it matters: the model quantized with it
-  // and the model quantized per layer both run on calibration tokens, and the final pass keeps the
-  // model-wide allocation only when it moves the output clearly less (the pooled closed form rests on
-  // each layer's KL growing linearly with its loss and layers adding up, which far from the uniform
-  // rate, or on a small model at KL ~1, need not hold: stories260K lost with it at every rate).
-  const int passes = 5;  // measure, sensitivities, two candidates, final
   // The check runs on four times the sensitivity tokens (512 tokens put stories260K's model-wide
   // allocation 15 % ahead at 4 bpw, 4096 level with per layer, and C4 at large 3.5 % ahead), within
   // 256 MiB of log-probabilities.
-  OutputReference reference = output_reference(model, calibration, seqlen, options.sensitivity_tokens);
   const OutputReference check = output_reference(model, calibration, seqlen, model_wide_check_tokens(options.sensitivity_tokens, model.config().vocab_size));
   // Outlier smoothing is chosen in whichever pass first reaches a block. The model-wide allocation is
-  // measured in the smoothing of the measurement pass; the per-layer candidate starts unsmoothed and
-  // chooses its own, as a --alloc layer run does, so falling back reproduces that run.
+  // measured in the smoothing of its measurement pass; every other candidate starts unsmoothed and
+  // chooses its own, as a plain run does, so choosing it reproduces that run.
   struct Smoothing {
     std::vector<std::vector<Tensor>> norms;
     std::vector<std::pair<std::vector<float>, double>> inputs;  // per linear: scale, α
@@ -597,6 +596,62 @@ static QuantizeRun quantize_blocks(Model& model, std::span<const int> calibratio
   std::vector<Tensor> originals;  // the mapped views (their pages are released, the file keeps them)
   for (int b = 0; b < model.n_blocks(); ++b)
     for (Linear* l : model.block(b).linears()) originals.push_back(l->weight);
+  // Every linear back to its original weights; returns what each ran with.
+  auto restore_originals = [&] {
+    std::vector<std::shared_ptr<const PackedLinear>> packs;
+    size_t k = 0;
+    for (int b = 0; b < model.n_blocks(); ++b)
+      for (Linear* l : model.block(b).linears()) {
+        packs.push_back(l->packed);
+        l->weight = originals[k++];
+        l->packed.reset();
+      }
+    return packs;
+  };
+  // One candidate: a sequential pass from the original weights in `smoothing`, then the model's
+  // output KL divergence on the check tokens.
+  StageSeconds candidate_stages;
+  auto try_candidate = [&](const LayerQuantizer& quantize, const Smoothing& smoothing, int pass, int passes) {
+    load_smoothing(smoothing);
+    const QuantizeRun r = run_sequential(model, calibration, seqlen, options, quantize, pass * n_layers, passes * n_layers + head, false);
+    candidate_stages += r.stages;
+    const auto t0 = std::chrono::steady_clock::now();
+    const double kl = output_kld(model, check);
+    candidate_stages.forward += seconds_since(t0);
+    restore_originals();
+    return kl;
+  };
+  // Rank 0's measurement decides on every rank.
+  auto rank0_choice = [&](std::string choice) {
+    if (const Ranks& ranks = Ranks::world(); ranks.distributed()) ranks.broadcast(choice, 0);
+    return choice;
+  };
+  auto finish = [&](QuantizeRun run) {
+    run.stages += candidate_stages;
+    run.seconds = seconds_since(t_start);  // every pass
+    return run;
+  };
+  if (options.allocation == Allocation::Layer) {
+    QuantizeRun::AllocationCheck c{-1.0, try_candidate(per_layer, unsmoothed, 0, 3), try_candidate(uniform_gptq, unsmoothed, 1, 3),
+                                   static_cast<int64_t>(check.tokens.size()), ""};
+    c.chosen = rank0_choice(c.per_layer_kld <= c.uniform_kld ? "layer" : "uniform");
+    load_smoothing(unsmoothed);
+    QuantizeRun run = run_sequential(model, calibration, seqlen, options, c.chosen == "layer" ? per_layer : uniform_gptq,
+                                     2 * n_layers, 3 * n_layers + head, true);
+    run.allocation_check = c;
+    return finish(std::move(run));
+  }
+
+  // Model-wide: a full sequential GPTQ pass at the uniform rate measures every layer's c_j; each
+  // layer's sensitivity (output KL divergence per unit of its loss, from running it alone quantized)
+  // puts them in one currency; one closed form on the pooled columns, each weighted by its rows, sets
+  // every layer's levels. Then the allocation is checked where it matters: the model quantized with it
+  // and the model quantized per layer both run on calibration tokens, and the final pass keeps the
+  // model-wide allocation only when it moves the output clearly less (the pooled closed form rests on
+  // each layer's KL growing linearly with its loss and layers adding up, which far from the uniform
+  // rate, or on a small model at KL ~1, need not hold: stories260K lost with it at every rate).
+  const int passes = uniform_fits ? 6 : 5;  // measure, sensitivities, two or three candidates, final
+  OutputReference reference = output_reference(model, calibration, seqlen, options.sensitivity_tokens);
   // Under a stored budget, the code budget starts from it less what uniform levels cost beyond their
   // codes, and is lowered below until the allocation's stored cost fits.
   std::vector<std::pair<int64_t, int64_t>> shapes;
@@ -629,17 +684,6 @@ static QuantizeRun quantize_blocks(Model& model, std::span<const int> calibratio
   const Smoothing measured_smoothing = save_smoothing();
   // Every linear now runs at the uniform rate: its packed form is kept for the sensitivities, the
   // original weights go back.
-  auto restore_originals = [&] {
-    std::vector<std::shared_ptr<const PackedLinear>> packs;
-    size_t k = 0;
-    for (int b = 0; b < model.n_blocks(); ++b)
-      for (Linear* l : model.block(b).linears()) {
-        packs.push_back(l->packed);
-        l->weight = originals[k++];
-        l->packed.reset();
-      }
-    return packs;
-  };
   std::vector<std::shared_ptr<const PackedLinear>> uniform_packs = restore_originals();
   std::vector<double> sensitivity;
   double sensitivity_seconds = 0.0;
@@ -712,40 +756,25 @@ static QuantizeRun quantize_blocks(Model& model, std::span<const int> calibratio
     rec.measured_loss_ratio = measured_loss_ratio(q.loss, rec.loss_before, l0, code_rate);
     return q;
   };
-  const LayerQuantizer per_layer = [&](size_t, const float* w, const std::vector<double>& h, LayerRecord& rec) {
-    return baq_layer(w, h, rec, options.bpw > 0 ? options.bpw : options.rate);
-  };
-  StageSeconds candidates;
-  double kld[2] = {0, 0};
-  for (int k = 0; k < 2; ++k) {
-    load_smoothing(k == 0 ? measured_smoothing : unsmoothed);
-    const QuantizeRun candidate = run_sequential(model, calibration, seqlen, options, k == 0 ? model_wide : per_layer,
-                                                 (2 + k) * n_layers, passes * n_layers + head, false);
-    candidates += candidate.stages;
-    const auto t0 = std::chrono::steady_clock::now();
-    kld[k] = output_kld(model, check);
-    candidates.forward += seconds_since(t0);
-    restore_originals();
-  }
+  QuantizeRun::AllocationCheck checked{try_candidate(model_wide, measured_smoothing, 2, passes), try_candidate(per_layer, unsmoothed, 3, passes),
+                                 uniform_fits ? try_candidate(uniform_gptq, unsmoothed, 4, passes) : -1.0,
+                                 static_cast<int64_t>(check.tokens.size()), ""};
   // Model-wide only when it is clearly better on these few in-domain tokens: its allocation is fitted
   // to the calibration text, and a small win there turned into a loss on other text (stories260K at
-  // 3 and 4 bpw: 4 % lower KL on C4, 9–15 % higher on TinyStories). Rank 0's measurement decides on
-  // every rank.
-  bool use_model_wide = kld[0] <= options.model_wide_margin * kld[1];
-  if (const Ranks& ranks = Ranks::world(); ranks.distributed()) {
-    std::string wire(1, use_model_wide ? '1' : '0');
-    ranks.broadcast(wire, 0);
-    use_model_wide = wire == "1";
-  }
-  load_smoothing(use_model_wide ? measured_smoothing : unsmoothed);
-  QuantizeRun run = run_sequential(model, calibration, seqlen, options, use_model_wide ? model_wide : per_layer,
-                                   4 * n_layers, passes * n_layers + head, true);
-  run.allocation_check = {kld[0], kld[1], static_cast<int64_t>(check.tokens.size()), use_model_wide};
-  run.stages += candidates;
+  // 3 and 4 bpw: 4 % lower KL on C4, 9–15 % higher on TinyStories).
+  const bool layer_beats_uniform = !uniform_fits || checked.per_layer_kld <= checked.uniform_kld;
+  const double best_other = layer_beats_uniform ? checked.per_layer_kld : checked.uniform_kld;
+  checked.chosen = rank0_choice(checked.model_wide_kld <= options.model_wide_margin * best_other ? "model"
+                          : layer_beats_uniform                                        ? "layer"
+                                                                                       : "uniform");
+  load_smoothing(checked.chosen == "model" ? measured_smoothing : unsmoothed);
+  QuantizeRun run = run_sequential(model, calibration, seqlen, options,
+                                   checked.chosen == "model" ? model_wide : checked.chosen == "layer" ? per_layer : uniform_gptq,
+                                   (passes - 1) * n_layers, passes * n_layers + head, true);
+  run.allocation_check = checked;
   run.stages += measured.stages;
   run.stages.forward += sensitivity_seconds;
-  run.seconds = seconds_since(t_start);  // every pass
-  return run;
+  return finish(std::move(run));
 }
 
 }  // namespace baq

@@ -232,9 +232,13 @@ std::string html_report(const std::vector<std::string>& report_json, const std::
                          : r["method"] == "baq"               ? fmt::format("{}", s.value("rate", 0.0))
                                                               : fmt::format("{}", s.value("bits", 0));
     if (r["method"] == "baq") budget += fmt::format(" ({})", s.value("allocation", ""));
-    if (r.contains("allocation_check") && r["allocation_check"].is_object())
-      budget += fmt::format(", checked: KLD {:.4g} model-wide / {:.4g} per layer → {}", r["allocation_check"].value("model_wide_kld", 0.0),
-                            r["allocation_check"].value("per_layer_kld", 0.0), r["allocation_check"].value("chosen", std::string("?")));
+    if (r.contains("allocation_check") && r["allocation_check"].is_object()) {
+      const json& c = r["allocation_check"];
+      budget += ", checked: KLD";
+      for (const char* key : {"model_wide_kld", "per_layer_kld", "uniform_gptq_kld"})
+        if (c.contains(key)) budget += fmt::format(" {} {:.4g}", std::string(key).substr(0, std::string(key).size() - 4), c.value(key, 0.0));
+      budget += fmt::format(" → {}", c.value("chosen", std::string("?")));
+    }
     const bool ev = r.contains("evaluation");
     html += fmt::format("<tr><td>{}</td><td>{}</td><td>{}</td><td>{:.4f}</td><td>{:.4f}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
                         escape(names[i]), escape(r["method"].get<std::string>()), escape(budget),

@@ -73,11 +73,13 @@ std::string quantize_report_json(const QuantizeRun& run, const QuantizeOptions& 
                  {"gptq_loss", loss},
                  {"proxy_loss", proxy},
                  {"seconds", run.seconds}};
-  if (const auto& check = run.allocation_check)
-    j["allocation_check"] = {{"tokens", check->tokens},
-                             {"model_wide_kld", check->model_wide_kld},
-                             {"per_layer_kld", check->per_layer_kld},
-                             {"chosen", check->model_wide ? "model" : "layer"}};
+  if (const auto& check = run.allocation_check) {
+    auto& c = j["allocation_check"] = {{"tokens", check->tokens}};
+    if (check->model_wide_kld >= 0) c["model_wide_kld"] = check->model_wide_kld;
+    if (check->per_layer_kld >= 0) c["per_layer_kld"] = check->per_layer_kld;
+    if (check->uniform_kld >= 0) c["uniform_gptq_kld"] = check->uniform_kld;
+    c["chosen"] = check->chosen;
+  }
   // Wall seconds per stage of every rank (one for a plain run).
   auto& per_rank = j["ranks"] = nlohmann::ordered_json::array();
   for (size_t r = 0; r < run.ranks.size(); ++r) {

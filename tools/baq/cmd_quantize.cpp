@@ -342,10 +342,14 @@ Command add_quantize_command(CLI::App& app) {
                        "(bits: codes {:.0f}, scales/zeros {:.0f}, widths {:.0f}, one-level means {:.0f})\n",
                        run.layers.size(), run.quantized_weights, run.bits_per_weight(), run.code_bits_per_weight(),
                        run.bits.codes, run.bits.ranges, run.bits.widths, run.bits.means);
-            if (const auto& check = run.allocation_check)
-              fmt::print("model-wide check: output KL divergence {:.6g} with the model-wide allocation, {:.6g} allocated per "
-                         "layer ({} calibration tokens): quantized {}\n",
-                         check->model_wide_kld, check->per_layer_kld, check->tokens, check->model_wide ? "model-wide" : "per layer");
+            if (const auto& check = run.allocation_check) {
+              std::string measured;
+              for (const auto& [kld, what] : {std::pair{check->model_wide_kld, "model-wide"}, std::pair{check->per_layer_kld, "BAQ per layer"},
+                                             std::pair{check->uniform_kld, "uniform GPTQ"}})
+                if (kld >= 0) measured += fmt::format("{}{} {:.6g}", measured.empty() ? "" : ", ", what, kld);
+              fmt::print("allocation check: output KL divergence on {} calibration tokens: {}; quantized {}\n", check->tokens, measured,
+                         check->chosen == "model" ? "model-wide" : check->chosen == "layer" ? "BAQ per layer" : "with uniform GPTQ");
+            }
             fmt::print("proxy loss {:.6g}  time {:.2f} s  peak memory {:.1f} MiB\n", proxy, run.seconds, peak_rss_mib());
             const StageSeconds& st = run.stages;
             fmt::print("stages: forward {:.2f} s, Hessians {:.2f} s, solve {:.2f} s, pack {:.2f} s, write {:.2f} s\n",
