@@ -211,13 +211,13 @@ Command add_quantize_command(CLI::App& app) {
               const double hessian = 8.0 * static_cast<double>(m.config.embed_dim) * static_cast<double>(m.config.embed_dim) * 3;
               memory.allocated.emplace_back("head and embedding", packed + slice + hessian);
             }
+            const double windows = static_cast<double>(a->nsamples) * seqlen;
+            const double checked = std::min<double>(model_wide_check_tokens(a->sensitivity_tokens, m.config.vocab_size), windows);
             if (options.method == QuantMethod::Baq && parse_allocation(a->alloc) == Allocation::Model) {
               // Held through the run: the original's log-probabilities on the sensitivity tokens and on
-              // the check's, and one more set for the model checked; during the sensitivities, the residual stream at every
-              // block's input and every linear packed at the uniform rate.
-              const double windows = static_cast<double>(a->nsamples) * seqlen;
+              // the check's, and one more set for the model checked; during the sensitivities, the
+              // residual stream at every block's input and every linear packed at the uniform rate.
               const double tokens = std::min<double>(a->sensitivity_tokens, windows);
-              const double checked = std::min<double>(model_wide_check_tokens(a->sensitivity_tokens, m.config.vocab_size), windows);
               double weights = 0;
               for (int b = 0; b < m.model->n_blocks(); ++b)
                 for (Linear* l : m.model->block(b).linears()) weights += static_cast<double>(l->out_features() * l->in_features());
@@ -225,6 +225,9 @@ Command add_quantize_command(CLI::App& app) {
                                             4.0 * (tokens + 2 * checked) * m.config.vocab_size +
                                                 4.0 * tokens * m.config.dim * (m.model->n_blocks() + 1) +
                                                 weights * std::max(a->bpw, a->bits) / 8);
+            } else if (options.method == QuantMethod::Baq && a->bpw > 0) {
+              // The check against uniform GPTQ: the original's log-probabilities and the candidate's.
+              memory.allocated.emplace_back("allocation check", 8.0 * checked * m.config.vocab_size);
             }
             if (root)
               fmt::print("memory: estimated peak {}{}\n", memory.describe(),
