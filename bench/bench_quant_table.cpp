@@ -27,17 +27,6 @@ using namespace baq;
 
 namespace {
 
-std::vector<std::string> split(const std::string& s) {
-  std::vector<std::string> out;
-  size_t start = 0;
-  while (start <= s.size()) {
-    const size_t end = std::min(s.find(',', start), s.size());
-    if (end > start) out.push_back(s.substr(start, end - start));
-    start = end + 1;
-  }
-  return out;
-}
-
 struct Config {
   std::string name;
   QuantMethod method;
@@ -49,16 +38,18 @@ struct Config {
 int main(int argc, char** argv) {
   baq::configure_blas();
   CLI::App app{"baq damage-per-byte table"};
-  std::string which = "kdoc", bpw_list, text_list, method_list = "rtn,gptq,baq-layer,baq-model";
+  std::string which = "kdoc";
+  std::vector<double> bpw_list;
+  std::vector<std::string> texts_named, methods = {"rtn", "gptq", "baq-layer", "baq-model"};
   int nsamples = 128;
   int64_t max_windows = 0;
   app.add_option("model", which, "kdoc, outliers (kdoc-6.8M-outliers) or stories (stories260K)")->capture_default_str();
   app.add_option("--nsamples", nsamples, "calibration windows of 256 tokens")->capture_default_str();
   app.add_option("--max-windows", max_windows, "evaluate only the first K windows of each text (0: all)");
   app.add_option("--bpw", bpw_list, "stored bits per weight of the blocks, comma-separated (default: kdoc/outliers at "
-                                    "llama.cpp's Q2_K/Q3_K_S/Q4_K_M file sizes, stories 2,2.5,3,4)");
-  app.add_option("--texts", text_list, "evaluation texts, comma-separated (default: the model's own domain)");
-  app.add_option("--methods", method_list, "rtn, gptq, baq-layer, baq-model")->capture_default_str();
+                                    "llama.cpp's Q2_K/Q3_K_S/Q4_K_M file sizes, stories 2,2.5,3,4)")->delimiter(',');
+  app.add_option("--texts", texts_named, "evaluation texts, comma-separated (default: the model's own domain)")->delimiter(',');
+  app.add_option("--methods", methods, "rtn, gptq, baq-layer, baq-model, comma-separated")->delimiter(',')->capture_default_str();
   CLI11_PARSE(app, argc, argv);
 
   const std::string shared = BAQ_SHARED_DIR;
@@ -72,22 +63,19 @@ int main(int argc, char** argv) {
   if (which == "stories") {
     model = shared + "/models/stories260K/stories260K.bin";
     tokenizer = shared + "/models/stories260K/tok512.bin";
-    if (text_list.empty()) text_list = "tinystories";
+    if (texts_named.empty()) texts_named = {"tinystories"};
     rates = {2.0, 2.5, 3.0, 4.0};
   } else if (which == "kdoc" || which == "outliers") {
     model = shared + (which == "outliers" ? "/models/kdoc-6.8M-outliers/hf" : "/models/kdoc-6.8M/hf");
-    if (text_list.empty()) text_list = "kdoc";
+    if (texts_named.empty()) texts_named = {"kdoc"};
     rates = {2.78, 3.47, 4.75};  // file bytes just under Q2_K's, Q3_K_S's and Q4_K_M's with the default head/embedding
   } else {
     std::fprintf(stderr, "bench_quant_table: unknown model '%s' (kdoc, outliers or stories)\n", which.c_str());
     return 2;
   }
-  if (!bpw_list.empty()) {
-    rates.clear();
-    for (const std::string& r : split(bpw_list)) rates.push_back(std::stod(r));
-  }
+  if (!bpw_list.empty()) rates = bpw_list;
   std::vector<Config> configs;
-  for (const std::string& m : split(method_list)) {
+  for (const std::string& m : methods) {
     if (m == "rtn") configs.push_back({"rtn", QuantMethod::Rtn, Allocation::Layer});
     else if (m == "gptq") configs.push_back({"gptq", QuantMethod::Gptq, Allocation::Layer});
     else if (m == "baq-layer") configs.push_back({"baq/layer", QuantMethod::Baq, Allocation::Layer});
@@ -115,7 +103,7 @@ int main(int argc, char** argv) {
     };
     std::vector<Text> texts;
     std::string header = "| method | --bpw | blocks bpw (stored) | file bytes |", rule = "|---|---|---|---|";
-    for (const std::string& t : split(text_list)) {
+    for (const std::string& t : texts_named) {
       const auto it = named.find(t);
       texts.push_back({t, fp.tokenizer->encode(read_text_file(it != named.end() ? shared + it->second : t), true)});
       header += fmt::format(" KLD {} |", t);

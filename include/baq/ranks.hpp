@@ -5,8 +5,10 @@
 // Every reduction here has a fixed order, so a given rank count gives bit-identical results on every
 // rank and in every run.
 #include <cstdint>
+#include <cstring>
 #include <span>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "baq/error.hpp"
@@ -43,6 +45,16 @@ class Ranks {
   void broadcast(std::string& bytes, int from) const;
   // Every rank's `bytes`, in rank order, on every rank.
   std::vector<std::string> all_gather(const std::string& bytes) const;
+  // `values` (plain numbers) of rank `from` on every rank, resized to its length.
+  template <class T>
+  void broadcast_values(std::vector<T>& values, int from) const {
+    static_assert(std::is_trivially_copyable_v<T>);
+    if (!distributed()) return;
+    std::string wire(reinterpret_cast<const char*>(values.data()), values.size() * sizeof(T));
+    broadcast(wire, from);
+    values.resize(wire.size() / sizeof(T));
+    if (!wire.empty()) std::memcpy(values.data(), wire.data(), wire.size());
+  }
 
  private:
   Ranks() = default;

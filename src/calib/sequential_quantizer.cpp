@@ -211,23 +211,13 @@ std::vector<int> assign_solves(const std::vector<Linear*>& linears, int ranks) {
   return owner;
 }
 
-// The GPTQ protocol over every block: observe, quantize each linear with `quantize`, re-run the
-// quantized block for the next block's inputs. Only the linear being worked on exists in F32 (its
-// weights converted from the map, released once packed); a block's Hessians are freed after their
-// last reader. `progress_offset`/`progress_total` place this pass in a multi-pass run.
-// Under MPI this rank holds only its share of the windows; the Hessians are summed over ranks, each
-// linear is solved by one rank and received by the others, and every rank installs every result.
 // Every rank uses rank 0's choice (the same Hessians, but the proxy losses behind it are sums of
 // floating-point products).
 void share_from_rank0(const Ranks& ranks, InputSmoothing& chosen) {
-  if (!ranks.distributed()) return;
-  std::string wire(sizeof(double) + chosen.scale.size() * sizeof(float), '\0');
-  std::memcpy(wire.data(), &chosen.alpha, sizeof(double));
-  if (!chosen.scale.empty()) std::memcpy(wire.data() + sizeof(double), chosen.scale.data(), chosen.scale.size() * sizeof(float));
-  ranks.broadcast(wire, 0);
-  std::memcpy(&chosen.alpha, wire.data(), sizeof(double));
-  chosen.scale.resize((wire.size() - sizeof(double)) / sizeof(float));
-  if (!chosen.scale.empty()) std::memcpy(chosen.scale.data(), wire.data() + sizeof(double), chosen.scale.size() * sizeof(float));
+  std::vector<double> alpha{chosen.alpha};
+  ranks.broadcast_values(alpha, 0);
+  chosen.alpha = alpha.front();
+  ranks.broadcast_values(chosen.scale, 0);
 }
 
 // Outlier smoothing of each norm-produced input of a block whose linears all read one Hessian, before
@@ -271,6 +261,12 @@ void smooth_inputs(Block& block, const std::vector<Linear*>& linears, HessianCol
   }
 }
 
+// The GPTQ protocol over every block: observe, quantize each linear with `quantize`, re-run the
+// quantized block for the next block's inputs. Only the linear being worked on exists in F32 (its
+// weights converted from the map, released once packed); a block's Hessians are freed after their
+// last reader. `progress_offset`/`progress_total` place this pass in a multi-pass run.
+// Under MPI this rank holds only its share of the windows; the Hessians are summed over ranks, each
+// linear is solved by one rank and received by the others, and every rank installs every result.
 QuantizeRun run_sequential(Model& model, std::span<const int> calibration, int seqlen, const QuantizeOptions& options,
                            const LayerQuantizer& quantize, int progress_offset, int progress_total, bool last_pass) {
   const auto t_start = std::chrono::steady_clock::now();
@@ -495,6 +491,11 @@ static QuantizeRun quantize_blocks(Model& model, std::span<const int> calibratio
   for (int b = 0; b < model.n_blocks(); ++b) n_layers += static_cast<int>(model.block(b).linears().size());
   const int head = options.head ? 1 : 0;
 
+  // GPTQ at the layer's settings, or under --bpw at the uniform bits and grid that fit the budget.
+  const LayerQuantizer gptq_layer = [&](size_t, const float* w, const std::vector<double>& h, LayerRecord& rec) {
+    if (options.bpw > 0) rec.settings = uniform_settings_for_bpw(options.bpw, rec.rows, rec.cols, s);
+    return quantize_gptq(w, rec.rows, rec.cols, h.data(), rec.settings, rec.name);
+  };
   switch (options.method) {
     case QuantMethod::Rtn:
       return run_sequential(
@@ -505,22 +506,17 @@ static QuantizeRun quantize_blocks(Model& model, std::span<const int> calibratio
           },
           0, n_layers + head, true);
     case QuantMethod::Gptq:
-      return run_sequential(
-          model, calibration, seqlen, options,
-          [&](size_t, const float* w, const std::vector<double>& h, LayerRecord& rec) {
-            if (options.bpw > 0) rec.settings = uniform_settings_for_bpw(options.bpw, rec.rows, rec.cols, s);
-            return quantize_gptq(w, rec.rows, rec.cols, h.data(), rec.settings, rec.name);
-          },
-          0, n_layers + head, true);
+      return run_sequential(model, calibration, seqlen, options, gptq_layer, 0, n_layers + head, true);
     case QuantMethod::Baq:
       break;
   }
   if (options.bpw <= 0 && !(options.rate > 0.0 && options.rate <= 8.0)) fail("BAQ rate {} outside (0, 8] bits", options.rate);
-  // One layer's BAQ at `budget` (stored bits per weight under --bpw, else code bits): the closed form
-  // over its columns, and — at the same stored bytes — uniform GPTQ (bits and grid chosen for the
+  // One layer's BAQ at the budget (stored bits per weight under --bpw, else code bits): the closed
+  // form over its columns, and — at the same stored bytes — uniform GPTQ (bits and grid chosen for the
   // budget), the alternative a user would otherwise take, kept when BAQ's allocation does not lower
   // the calibration proxy loss.
-  auto baq_layer = [&](const float* w, const std::vector<double>& h, LayerRecord& rec, double budget) {
+  const LayerQuantizer per_layer = [&](size_t, const float* w, const std::vector<double>& h, LayerRecord& rec) {
+    const double budget = options.bpw > 0 ? options.bpw : options.rate;
     std::function<double(const std::vector<int>&)> stored;
     if (options.bpw > 0) {
       stored = [&](const std::vector<int>& levels) {
@@ -531,13 +527,12 @@ static QuantizeRun quantize_blocks(Model& model, std::span<const int> calibratio
     const std::optional<QuantSettings> uniform =
         options.bpw > 0 && options.baq_fallback ? uniform_settings_within(budget, rec.rows, rec.cols, s) : std::nullopt;
     if (uniform) {
-      const QuantSettings& u = *uniform;
-      QuantizedMatrix g = quantize_gptq(w, rec.rows, rec.cols, h.data(), u, rec.name);
+      QuantizedMatrix g = quantize_gptq(w, rec.rows, rec.cols, h.data(), *uniform, rec.name);
       const double pg = proxy_loss(w, g.dequant.data(), rec.rows, rec.cols, h.data());
       const double pb = proxy_loss(w, r.quantized.dequant.data(), rec.rows, rec.cols, h.data());
       rec.baq_fell_back = pg <= pb;
       if (pg <= pb) {
-        rec.settings = u;
+        rec.settings = *uniform;
         rec.loss_before = g.loss;
         rec.predicted_loss_ratio = 1.0;
         rec.measured_loss_ratio = 1.0;
@@ -549,9 +544,6 @@ static QuantizeRun quantize_blocks(Model& model, std::span<const int> calibratio
     rec.measured_loss_ratio = r.measured_loss_ratio;
     return std::move(r.quantized);
   };
-  const LayerQuantizer per_layer = [&](size_t, const float* w, const std::vector<double>& h, LayerRecord& rec) {
-    return baq_layer(w, h, rec, options.bpw > 0 ? options.bpw : options.rate);
-  };
   // Under a stored budget, uniform GPTQ at the same stored bits is what BAQ must not lose to, judged
   // where it matters: the whole model quantized each way, run on calibration tokens. (A budget below
   // every uniform grid has no such alternative.)
@@ -559,10 +551,6 @@ static QuantizeRun quantize_blocks(Model& model, std::span<const int> calibratio
   for (int b = 0; b < model.n_blocks() && uniform_fits; ++b)
     for (Linear* l : model.block(b).linears())
       uniform_fits = uniform_fits && uniform_settings_within(options.bpw, l->out_features(), l->in_features(), s).has_value();
-  const LayerQuantizer uniform_gptq = [&](size_t, const float* w, const std::vector<double>& h, LayerRecord& rec) {
-    rec.settings = uniform_settings_for_bpw(options.bpw, rec.rows, rec.cols, s);
-    return quantize_gptq(w, rec.rows, rec.cols, h.data(), rec.settings, rec.name);
-  };
   if (options.allocation == Allocation::Layer && !uniform_fits)
     return run_sequential(model, calibration, seqlen, options, per_layer, 0, n_layers + head, true);
 
@@ -626,30 +614,32 @@ static QuantizeRun quantize_blocks(Model& model, std::span<const int> calibratio
     if (const Ranks& ranks = Ranks::world(); ranks.distributed()) ranks.broadcast(choice, 0);
     return choice;
   };
-  auto finish = [&](QuantizeRun run) {
+  // The last of `passes` passes, streaming: the candidate the check chose, re-run in its smoothing.
+  auto final_pass = [&](const QuantizeRun::AllocationCheck& checked, const LayerQuantizer& quantize, const Smoothing& smoothing,
+                        int passes) {
+    load_smoothing(smoothing);
+    QuantizeRun run = run_sequential(model, calibration, seqlen, options, quantize, (passes - 1) * n_layers, passes * n_layers + head, true);
+    run.allocation_check = checked;
     run.stages += candidate_stages;
     run.seconds = seconds_since(t_start);  // every pass
     return run;
   };
   if (options.allocation == Allocation::Layer) {
-    QuantizeRun::AllocationCheck c{-1.0, try_candidate(per_layer, unsmoothed, 0, 3), try_candidate(uniform_gptq, unsmoothed, 1, 3),
+    QuantizeRun::AllocationCheck c{-1.0, try_candidate(per_layer, unsmoothed, 0, 3), try_candidate(gptq_layer, unsmoothed, 1, 3),
                                    static_cast<int64_t>(check.tokens.size()), ""};
     c.chosen = rank0_choice(c.per_layer_kld <= c.uniform_kld ? "layer" : "uniform");
-    load_smoothing(unsmoothed);
-    QuantizeRun run = run_sequential(model, calibration, seqlen, options, c.chosen == "layer" ? per_layer : uniform_gptq,
-                                     2 * n_layers, 3 * n_layers + head, true);
-    run.allocation_check = c;
-    return finish(std::move(run));
+    return final_pass(c, c.chosen == "layer" ? per_layer : gptq_layer, unsmoothed, 3);
   }
 
   // Model-wide: a full sequential GPTQ pass at the uniform rate measures every layer's c_j; each
   // layer's sensitivity (output KL divergence per unit of its loss, from running it alone quantized)
   // puts them in one currency; one closed form on the pooled columns, each weighted by its rows, sets
-  // every layer's levels. Then the allocation is checked where it matters: the model quantized with it
-  // and the model quantized per layer both run on calibration tokens, and the final pass keeps the
-  // model-wide allocation only when it moves the output clearly less (the pooled closed form rests on
-  // each layer's KL growing linearly with its loss and layers adding up, which far from the uniform
-  // rate, or on a small model at KL ~1, need not hold: stories260K lost with it at every rate).
+  // every layer's levels. Then the allocation is checked where it matters: the model quantized with it,
+  // per layer and (under --bpw) with uniform GPTQ all run on the check tokens, and the final pass keeps
+  // the model-wide allocation only when it moves the output clearly less than the better of the others
+  // (the pooled closed form rests on each layer's KL growing linearly with its loss and layers adding
+  // up, which far from the uniform rate, or on a small model at KL ~1, need not hold: stories260K lost
+  // with it at every rate).
   const int passes = uniform_fits ? 6 : 5;  // measure, sensitivities, two or three candidates, final
   OutputReference reference = output_reference(model, calibration, seqlen, options.sensitivity_tokens);
   // Under a stored budget, the code budget starts from it less what uniform levels cost beyond their
@@ -699,12 +689,7 @@ static QuantizeRun quantize_blocks(Model& model, std::span<const int> calibratio
     for (size_t i = 0; i < kld.size(); ++i)
       sensitivity.push_back(measured.layers[i].loss > 0.0 ? kld[i] / measured.layers[i].loss : 0.0);
     // Every rank measured the same; rank 0's numbers are the ones used, bit for bit.
-    const Ranks& ranks = Ranks::world();
-    if (ranks.distributed()) {
-      std::string wire(reinterpret_cast<const char*>(sensitivity.data()), sensitivity.size() * sizeof(double));
-      ranks.broadcast(wire, 0);
-      std::memcpy(sensitivity.data(), wire.data(), sensitivity.size() * sizeof(double));
-    }
+    Ranks::world().broadcast_values(sensitivity, 0);
     sensitivity_seconds = seconds_since(t0);
   }
   uniform_packs.clear();
@@ -757,7 +742,7 @@ static QuantizeRun quantize_blocks(Model& model, std::span<const int> calibratio
     return q;
   };
   QuantizeRun::AllocationCheck checked{try_candidate(model_wide, measured_smoothing, 2, passes), try_candidate(per_layer, unsmoothed, 3, passes),
-                                 uniform_fits ? try_candidate(uniform_gptq, unsmoothed, 4, passes) : -1.0,
+                                 uniform_fits ? try_candidate(gptq_layer, unsmoothed, 4, passes) : -1.0,
                                  static_cast<int64_t>(check.tokens.size()), ""};
   // Model-wide only when it is clearly better on these few in-domain tokens: its allocation is fitted
   // to the calibration text, and a small win there turned into a loss on other text (stories260K at
@@ -767,14 +752,11 @@ static QuantizeRun quantize_blocks(Model& model, std::span<const int> calibratio
   checked.chosen = rank0_choice(checked.model_wide_kld <= options.model_wide_margin * best_other ? "model"
                           : layer_beats_uniform                                        ? "layer"
                                                                                        : "uniform");
-  load_smoothing(checked.chosen == "model" ? measured_smoothing : unsmoothed);
-  QuantizeRun run = run_sequential(model, calibration, seqlen, options,
-                                   checked.chosen == "model" ? model_wide : checked.chosen == "layer" ? per_layer : uniform_gptq,
-                                   (passes - 1) * n_layers, passes * n_layers + head, true);
-  run.allocation_check = checked;
+  QuantizeRun run = final_pass(checked, checked.chosen == "model" ? model_wide : checked.chosen == "layer" ? per_layer : gptq_layer,
+                               checked.chosen == "model" ? measured_smoothing : unsmoothed, passes);
   run.stages += measured.stages;
   run.stages.forward += sensitivity_seconds;
-  return finish(std::move(run));
+  return run;
 }
 
 }  // namespace baq

@@ -235,8 +235,9 @@ std::string html_report(const std::vector<std::string>& report_json, const std::
     if (r.contains("allocation_check") && r["allocation_check"].is_object()) {
       const json& c = r["allocation_check"];
       budget += ", checked: KLD";
-      for (const char* key : {"model_wide_kld", "per_layer_kld", "uniform_gptq_kld"})
-        if (c.contains(key)) budget += fmt::format(" {} {:.4g}", std::string(key).substr(0, std::string(key).size() - 4), c.value(key, 0.0));
+      for (const auto& [key, label] : {std::pair{"model_wide_kld", "model-wide"}, std::pair{"per_layer_kld", "per layer"},
+                                       std::pair{"uniform_gptq_kld", "uniform GPTQ"}})
+        if (c.contains(key)) budget += fmt::format(" {} {:.4g}", label, c.value(key, 0.0));
       budget += fmt::format(" → {}", c.value("chosen", std::string("?")));
     }
     const bool ev = r.contains("evaluation");
