@@ -68,6 +68,28 @@ TEST(BitAllocator, IntegerLevelsMeetTheBudgetToOneOverColumns) {
   }
 }
 
+// Under a budget of stored bits whose cost beyond the codes depends on the levels — here a row of
+// ceil(Σ log2 L_j) bits (as radix rows are stored), 8 bits a column for its level count, 32 for a
+// range — the allocation fits from below and leaves under two bits a row unspent (one for the
+// integer levels, one for the ceiling), from a first guess that overshoots and from one that fits.
+TEST(BitAllocator, StoredBudgetIsMetFromBelowToTwoOverColumns) {
+  const auto c = coefficients(173, 2.0, 4);
+  const double n = static_cast<double>(c.size());
+  const auto stored = [&](const std::vector<int>& levels) {
+    double bits = 0;
+    for (int L : levels) bits += std::log2(static_cast<double>(L));
+    return (std::ceil(bits - 1e-9) + 8.0 * n + 32.0) / n;
+  };
+  const auto allocate = [&](double b) { return BitAllocator(8).allocate(c, b); };
+  for (double budget : {10.5, 11.0, 11.37, 12.2})
+    for (double guess : {budget - 8.0, budget - 8.5}) {
+      const BitAllocation a = allocate_within_stored_budget(guess, budget, 1.0 / n, allocate, stored, "test");
+      EXPECT_LE(stored(a.levels), budget) << budget << " from " << guess;
+      EXPECT_GT(stored(a.levels), budget - 2.0 / n) << budget << " from " << guess;
+    }
+  EXPECT_THROW(allocate_within_stored_budget(0.5, 8.1, 1.0 / n, allocate, stored, "test"), Error);
+}
+
 TEST(BitAllocator, NonPowerOfTwoLevelsAndSingleLevelColumnsAppear) {
   auto c = coefficients(200, 3.0, 3);
   c[0] = 1e-12;  // a column that barely matters: clamped to 0 bits, one level

@@ -6,6 +6,8 @@
 // Realised as integer level counts L_j ≥ 1 (any integer, not only powers of two) whose weighted
 // mean log2 L_j meets the budget from below to within max_j w_j / Σ w_j bits (1/columns per layer).
 #include <cstdint>
+#include <functional>
+#include <string>
 #include <vector>
 
 namespace baq {
@@ -30,5 +32,16 @@ class BitAllocator {
  private:
   double max_bits_, min_bits_;
 };
+
+// The allocation that meets a budget of stored bits per weight (`stored` of its levels: codes with
+// packing, widths, one-level means, ranges) from below as closely as integer levels allow. What is
+// stored beyond the codes depends on the levels, so the code budget starts at `code_rate`, is lowered
+// by the overshoot until the stored cost fits (at least `min_step` a round, doubling: overshoots can
+// be smaller than any change of one level count), then raised by bisection to the largest code budget
+// that still fits. Fails naming `what` when none does.
+BitAllocation allocate_within_stored_budget(double code_rate, double budget, double min_step,
+                                            const std::function<BitAllocation(double)>& allocate,
+                                            const std::function<double(const std::vector<int>&)>& stored,
+                                            const std::string& what);
 
 }  // namespace baq

@@ -89,4 +89,38 @@ BitAllocation BitAllocator::allocate(const std::vector<double>& c, double budget
   return a;
 }
 
+BitAllocation allocate_within_stored_budget(double code_rate, double budget, double min_step,
+                                            const std::function<BitAllocation(double)>& allocate,
+                                            const std::function<double(const std::vector<int>&)>& stored,
+                                            const std::string& what) {
+  constexpr double kMaxBits = 8.0;
+  BitAllocation a = allocate(code_rate);
+  double fits = -1, overshoots = code_rate;
+  for (int round = 0; round < 30; ++round) {
+    const double over = stored(a.levels) - budget;
+    if (over <= 0) {
+      fits = code_rate;
+      break;
+    }
+    overshoots = code_rate;
+    code_rate -= std::max(over, std::ldexp(min_step, round));
+    if (!(code_rate > 0.0)) fail("{}: {} stored bits per weight leave nothing for codes", what, budget);
+    a = allocate(code_rate);
+  }
+  if (fits < 0) fail("{}: no allocation meets {} stored bits per weight", what, budget);
+  // What the last step left unspent: when the first guess fit, the bound above is a bit a weight more.
+  if (overshoots == fits) overshoots = std::min(fits + 1.0, kMaxBits);
+  for (int round = 0; round < 24 && overshoots > fits; ++round) {
+    const double mid = 0.5 * (fits + overshoots);
+    BitAllocation t = allocate(mid);
+    if (stored(t.levels) <= budget) {
+      fits = mid;
+      a = std::move(t);
+    } else {
+      overshoots = mid;
+    }
+  }
+  return a;
+}
+
 }  // namespace baq
