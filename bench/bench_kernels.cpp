@@ -133,7 +133,7 @@ void BM_MatvecPlanesOneCore(benchmark::State& state) {
     benchmark::DoNotOptimize(y.data());
   }
   state.counters["weights/s"] = benchmark::Counter(static_cast<double>(n) * n, benchmark::Counter::kIsIterationInvariantRate);
-  state.counters["bytes/s"] = benchmark::Counter(static_cast<double>(p.rows * p.row_bytes), benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["bytes/s"] = benchmark::Counter(static_cast<double>(p.code_bytes()), benchmark::Counter::kIsIterationInvariantRate);
 }
 
 BENCHMARK(BM_MatvecPlanesOneCore)->ArgsProduct({{256, 768, 4096}, {2, 3, 4}})->Unit(benchmark::kMicrosecond);

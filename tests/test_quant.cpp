@@ -362,9 +362,9 @@ TEST(Baq, PerColumnGridsAndStorage) {
     }
   }
   const StorageBits b = storage_bits(pack_linear(m, s));
-  // The product of all level counts is about 2^35.5 ≤ 2^40: one word per row, stored in its 5 needed
-  // bytes (one-level columns are free).
-  EXPECT_DOUBLE_EQ(b.codes, 16 * 40.0);
+  // The product of all level counts is 2^35.46: one word per row, stored in the 36 bits it needs, rows
+  // back to back (one-level columns are free).
+  EXPECT_DOUBLE_EQ(b.codes, 16 * 36.0);
   EXPECT_DOUBLE_EQ(b.ranges, 16 * 32.0);
   EXPECT_DOUBLE_EQ(b.widths, 12 * 8.0);
   EXPECT_DOUBLE_EQ(b.means, 2 * 16.0);

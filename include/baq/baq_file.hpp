@@ -2,7 +2,7 @@
 // The .baq container: a quantized model in one file, small on disk and read without a second copy.
 //
 //   0   "BAQFILE\0"                              magic
-//   8   u32 version (3)
+//   8   u32 version (4)
 //   12  u32 CRC32 of the JSON header
 //   16  u64 offset of the JSON header
 //   24  u64 length of the JSON header
@@ -34,7 +34,7 @@
 
 namespace baq {
 
-inline constexpr uint32_t kBaqFileVersion = 3;  // 3: header last, prologue CRC, padding checked
+inline constexpr uint32_t kBaqFileVersion = 4;  // 3: header last, prologue CRC, padding checked; 4: radix rows bit-granular
 
 // Writes a .baq file record by record through an AtomicFile: nothing is in place until finish().
 class BaqFileWriter {

@@ -3,7 +3,7 @@
 //
 // A format is a row of one table (quant_formats()): how each (row, group)'s range is stored (F16, or
 // 8-bit fractions of a superblock's F16 range) and how codes are laid out along a row —
-//   radix  — mixed radix in 64-bit words, any level count per column (BAQ's allocations);
+//   radix  — mixed radix in words of up to 64 bits, any level count per column (BAQ's allocations);
 //   planes — bit planes of widths 4/2/1 (b = 3 is a 2-bit plane and a 1-bit plane), every column
 //            2^b levels, byte-granular so a row wastes under a byte per plane, decoded by shifts in
 //            SIMD lanes: the fast layout for uniform bits.
@@ -21,11 +21,12 @@
 
 namespace baq {
 
-// Mixed radix along a row: consecutive columns share a 64-bit word while the product of their level
-// counts fits in 64 bits, one base-L_j digit each (one-level columns take no space); the last word is
-// stored in only the bytes its product needs. The segmentation depends only on the levels, so every
-// row of a tensor shares it; a row costs about Σ_j log2 L_j bits whatever its length, and decoding
-// walks the row as a matmul does.
+// Mixed radix along a row: consecutive columns share a word, one base-L_j digit each (one-level
+// columns take no space), while the product P of their level counts fits in 64 bits; a word is stored
+// as a field of ceil(log2 P) bits, and where the row is cut into words is chosen to waste the fewest
+// bits (a word counted as one bit more: fewer words decode faster). Rows follow each other bit by bit (row r starts at bit r·row_bits()): a row costs Σ_j log2 L_j
+// bits plus under a bit per word, whatever its length. The segmentation depends only on the levels,
+// so every row of a tensor shares it, and decoding walks the row as a matmul does.
 class RowRadixLayout {
  public:
   RowRadixLayout() : starts_{0} {}
@@ -34,19 +35,31 @@ class RowRadixLayout {
   int64_t cols() const { return static_cast<int64_t>(levels_.size()); }
   const std::vector<int>& levels() const { return levels_; }
   const std::vector<int64_t>& starts() const { return starts_; }
+  // Words in memory are 64-bit fixed-point fractions (a field in the top bits).
   void pack_row(const uint8_t* codes, uint64_t* words) const;
   void unpack_row(const uint64_t* words, uint8_t* codes) const;
-  // A row as stored: whole words, then the last word's top bytes only — as many as its product of
-  // levels needs (the rest of a narrow row's last word would be waste). row_bytes() of them.
-  int64_t row_bytes() const;
-  void store_row(const uint64_t* words, uint8_t* out) const;
-  void load_row(const uint8_t* in, uint64_t* words) const;
+  // A row as stored: each word's field, in order, from bit `bit` of a little-endian bit stream.
+  // load_row reads 16 bytes from each field's first byte: the stream must be readable 16 bytes
+  // past the row's end.
+  const std::vector<int64_t>& field_offsets() const { return field_offset_; }  // bit of each word's field in a row
+  const std::vector<int>& field_bits() const { return field_bits_; }
+  int64_t row_bits() const { return row_bits_; }
+  void store_row(const uint64_t* words, uint8_t* stream, int64_t bit) const;
+  void load_row(const uint8_t* stream, int64_t bit, uint64_t* words) const;
 
  private:
   std::vector<int> levels_;
-  std::vector<int64_t> starts_;  // column where each word starts, then cols()
-  int last_bytes_ = 0;           // bytes the last word is stored in (8: a full word)
+  std::vector<int64_t> starts_;        // column where each word starts, then cols()
+  std::vector<int> field_bits_;        // bits each word is stored in
+  std::vector<int64_t> field_offset_;  // bit where each word's field starts within the row
+  int64_t row_bits_ = 0;
 };
+
+// Bits of a little-endian bit stream (bit k is bit k % 8 of byte k / 8): n ≤ 64 bits from `bit`;
+// write_bits leaves the stream's other bits as they were.
+uint64_t read_bits(const uint8_t* stream, int64_t bit, int n);
+void write_bits(uint8_t* stream, int64_t bit, uint64_t value, int n);
+void copy_bits(uint8_t* dst, int64_t dst_bit, const uint8_t* src, int64_t src_bit, int64_t n);
 
 // Codes per 64-bit word: the largest k with levels^k ≤ 2^64.
 int mixed_radix_codes_per_word(int levels);
@@ -60,10 +73,11 @@ struct QuantFormat {
   CodeKind codes;
   // Whether the layout can hold these level counts (planes: every column 2^b levels, groups in order).
   bool (*accepts)(const std::vector<int>& levels, bool natural_groups);
-  // Bytes one row's codes take, once the linear's levels are set.
-  int64_t (*row_bytes)(const PackedLinear& p);
-  void (*pack_row)(const PackedLinear& p, const uint8_t* codes, uint8_t* out);
-  void (*unpack_row)(const PackedLinear& p, const uint8_t* in, uint8_t* codes);
+  // Bits one row's codes take, once the linear's levels are set (row r's start at bit r·row_bits).
+  int64_t (*row_bits)(const PackedLinear& p);
+  // Row r's codes into the linear's code stream, and back.
+  void (*pack_row)(PackedLinear& p, int64_t r, const uint8_t* codes);
+  void (*unpack_row)(const PackedLinear& p, int64_t r, uint8_t* codes);
   // out[r] = row r · x for rows [r0, r1) (r0 and r1 multiples of 8, or r1 = rows), fused: nothing but
   // the sums is written.
   void (*matvec_rows)(const float* x, const PackedLinear& p, int64_t r0, int64_t r1, float* out);
@@ -88,15 +102,19 @@ struct PackedLinear {
   std::vector<uint8_t> qlo, qhi;       // Scaled8: rows × n_groups fractions of the superblock's bounds
   std::vector<uint16_t> means;         // F16 bits, one per one-level column, in column order
   std::vector<uint32_t> group_of;      // per column, only for act-order with groups
-  int64_t row_bytes = 0;               // codes of one row
-  std::vector<uint64_t> code_words;    // rows × row_bytes bytes, then zero padding for SIMD over-reads
-  const uint8_t* row_codes(int64_t r) const { return reinterpret_cast<const uint8_t*>(code_words.data()) + r * row_bytes; }
-  uint8_t* row_codes(int64_t r) { return reinterpret_cast<uint8_t*>(code_words.data()) + r * row_bytes; }
+  int64_t row_bits = 0;                // codes of one row
+  std::vector<uint64_t> code_words;    // the code stream: rows × row_bits bits, then zero padding for SIMD over-reads
+  int64_t code_bytes() const { return (rows * row_bits + 7) / 8; }  // the stream as stored
+  const uint8_t* codes() const { return reinterpret_cast<const uint8_t*>(code_words.data()); }
+  uint8_t* codes() { return reinterpret_cast<uint8_t*>(code_words.data()); }
+  // Row r's first byte, for layouts whose rows are whole bytes (planes).
+  const uint8_t* row_codes(int64_t r) const { return codes() + r * (row_bits / 8); }
+  uint8_t* row_codes(int64_t r) { return codes() + r * (row_bits / 8); }
   int64_t group(int64_t col) const;
   int n_super() const { return (n_groups + super_groups - 1) / super_groups; }
   // The stored range of (row, group) as the solver quantized with it.
   void range(int64_t r, int64_t g, float& lo, float& hi) const;
-  // Sizes the code buffer for rows × row_bytes (row_bytes is set by prepare()).
+  // Sizes the code buffer for rows × row_bits (row_bits is set by prepare()).
   void allocate_codes();
 
   // Decoding state derived from the above by prepare(): the radix row layout or the plane widths,
@@ -152,7 +170,7 @@ PackedLinear concat_rows(std::vector<PackedLinear> parts);
 
 // Every stored bit of a packed linear, by part: exactly its .baq record less section padding.
 struct StorageBits {
-  double codes = 0;   // rows × the format's bytes per row
+  double codes = 0;   // the code stream: rows × the format's bits per row, to whole bytes
   double ranges = 0;  // F16 bounds per (row, group), or 8-bit fractions per group + F16 bounds per superblock
   double widths = 0;  // per column when levels differ: its level count (8 bits); act-order groups: its group (32)
   double means = 0;   // per one-level column: its F16 value

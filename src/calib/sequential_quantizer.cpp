@@ -710,20 +710,24 @@ static QuantizeRun quantize_blocks(Model& model, std::span<const int> calibratio
   // predicted 5.4× its uniform loss, measured 43×). No column gets fewer than three levels when the
   // budget leaves room above them.
   const double min_bits = code_rate >= std::log2(3.0) + 0.25 ? std::log2(3.0) : 0.0;
-  BitAllocation a = BitAllocator(8.0, min_bits).allocate(c, code_rate, weights);
+  const auto allocate = [&](double budget) { return BitAllocator(8.0, min_bits).allocate(c, budget, weights); };
+  BitAllocation a;
   if (options.bpw > 0) {
-    auto allocated = [&](size_t i) {
-      return std::vector<int>(a.levels.begin() + static_cast<std::ptrdiff_t>(first_column[i]),
-                              a.levels.begin() + static_cast<std::ptrdiff_t>(first_column[i + 1]));
+    const auto stored = [&](const std::vector<int>& levels) {
+      return stored_bpw([&](size_t i) {
+        return std::vector<int>(levels.begin() + static_cast<std::ptrdiff_t>(first_column[i]),
+                                levels.begin() + static_cast<std::ptrdiff_t>(first_column[i + 1]));
+      });
     };
-    for (int round = 0; round < 30; ++round) {
-      const double over = stored_bpw(allocated) - options.bpw;
-      if (over <= 0) break;
-      code_rate -= over + 1e-9;
-      if (!(code_rate > 0.0)) fail("{} stored bits per weight leave nothing for codes", options.bpw);
-      a = BitAllocator(8.0, min_bits).allocate(c, code_rate, weights);
-    }
-    if (stored_bpw(allocated) > options.bpw) fail("no model-wide allocation meets {} stored bits per weight", options.bpw);
+    // One bit a row of one column of the layer with the fewest rows, per weight of the model: about
+    // the smallest change a level count makes.
+    double fewest_rows = total_weights;
+    for (const auto& [rows, cols] : shapes) fewest_rows = std::min(fewest_rows, static_cast<double>(rows));
+    a = allocate_within_stored_budget(code_rate, options.bpw, fewest_rows / total_weights, allocate, stored,
+                                      "the model-wide allocation");
+    code_rate = a.budget;
+  } else {
+    a = allocate(code_rate);
   }
   const LayerQuantizer model_wide = [&](size_t layer, const float* w, const std::vector<double>& h, LayerRecord& rec) {
     const auto begin = static_cast<std::ptrdiff_t>(first_column[layer]);

@@ -48,14 +48,15 @@ bool planes_accepts(const std::vector<int>& levels, bool natural_groups) {
   return std::all_of(levels.begin(), levels.end(), [&](int l) { return l == L; });
 }
 
-int64_t planes_row_bytes(const PackedLinear& p) {
+int64_t planes_row_bits(const PackedLinear& p) {
   int64_t bytes = 0;
   for (int w : p.plane_bits) bytes += plane_bytes(p.cols, w);
-  return bytes;
+  return 8 * bytes;  // whole bytes: the SIMD decode loads a row's planes from byte addresses
 }
 
-void planes_pack_row(const PackedLinear& p, const uint8_t* codes, uint8_t* out) {
-  std::memset(out, 0, static_cast<size_t>(p.row_bytes));
+void planes_pack_row(PackedLinear& p, int64_t r, const uint8_t* codes) {
+  uint8_t* out = p.row_codes(r);
+  std::memset(out, 0, static_cast<size_t>(p.row_bits / 8));
   int offset = 0;
   uint8_t* plane = out;
   const int64_t full = p.cols / kChunk * kChunk;
@@ -77,7 +78,8 @@ void planes_pack_row(const PackedLinear& p, const uint8_t* codes, uint8_t* out) 
   }
 }
 
-void planes_unpack_row(const PackedLinear& p, const uint8_t* in, uint8_t* codes) {
+void planes_unpack_row(const PackedLinear& p, int64_t r, uint8_t* codes) {
+  const uint8_t* in = p.row_codes(r);
   std::memset(codes, 0, static_cast<size_t>(p.cols));
   int offset = 0;
   const uint8_t* plane = in;
@@ -147,7 +149,7 @@ ProductInput& product_input(const float* x, int64_t cols, int64_t gs) {
 // The scalar path: a row's codes unpacked, then the grouped sum.
 float row_dot_scalar(const float* x, const PackedLinear& p, int64_t r, const float* scale, const float* zero,
                      const float* xsum, std::vector<uint8_t>& codes) {
-  planes_unpack_row(p, p.row_codes(r), codes.data());
+  planes_unpack_row(p, r, codes.data());
   const int64_t gs = p.group_size > 0 ? p.group_size : p.cols;
   float total = 0.0f;
   for (int64_t g = 0; g < p.n_groups; ++g) {

@@ -1,4 +1,5 @@
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <optional>
 
@@ -28,7 +29,7 @@ void PackedLinear::range(int64_t r, int64_t g, float& lo_out, float& hi_out) con
 
 void PackedLinear::allocate_codes() {
   // 64 bytes of zeros past the last row: SIMD loads may read a little beyond a row's end.
-  code_words.assign(static_cast<size_t>((rows * row_bytes + 64 + 7) / 8), 0);
+  code_words.assign(static_cast<size_t>((code_bytes() + 64 + 7) / 8), 0);
 }
 
 PackedLinear pack_linear(const QuantizedMatrix& m, const QuantSettings& s) {
@@ -60,7 +61,7 @@ PackedLinear pack_linear(const QuantizedMatrix& m, const QuantSettings& s) {
   p.format = planes.accepts(m.levels, natural) ? &planes : &quant_format(m.ranges, CodeKind::Radix);
   p.prepare();
   p.allocate_codes();
-  for (int64_t r = 0; r < m.rows; ++r) p.format->pack_row(p, m.codes.data() + r * m.cols, p.row_codes(r));
+  for (int64_t r = 0; r < m.rows; ++r) p.format->pack_row(p, r, m.codes.data() + r * m.cols);
   return p;
 }
 
@@ -83,13 +84,13 @@ PackedLinear concat_rows(std::vector<PackedLinear> parts) {
   const int64_t first_rows = all.rows;
   all.rows = rows;
   all.allocate_codes();
-  auto* out = reinterpret_cast<uint8_t*>(all.code_words.data());
-  std::memcpy(out, first_codes.data(), static_cast<size_t>(first_rows * all.row_bytes));
-  out += first_rows * all.row_bytes;
+  // Rows of a bit-granular layout need not end on a byte: each part's stream goes in at its bit.
+  copy_bits(all.codes(), 0, reinterpret_cast<const uint8_t*>(first_codes.data()), 0, first_rows * all.row_bits);
+  int64_t at = first_rows * all.row_bits;
   for (size_t i = 1; i < parts.size(); ++i) {
     const PackedLinear& p = parts[i];
-    std::memcpy(out, p.code_words.data(), static_cast<size_t>(p.rows * p.row_bytes));
-    out += p.rows * p.row_bytes;
+    copy_bits(all.codes(), at, p.codes(), 0, p.rows * p.row_bits);
+    at += p.rows * p.row_bits;
     all.lo.insert(all.lo.end(), p.lo.begin(), p.lo.end());
     all.hi.insert(all.hi.end(), p.hi.begin(), p.hi.end());
     all.qlo.insert(all.qlo.end(), p.qlo.begin(), p.qlo.end());
@@ -118,7 +119,7 @@ StorageBits planned_storage(const std::vector<int>& levels, int64_t rows, const 
   p.prepare();
   StorageBits b;
   const auto r = static_cast<double>(rows);
-  b.codes = 8.0 * r * static_cast<double>(p.row_bytes);
+  b.codes = 8.0 * std::ceil(r * static_cast<double>(p.row_bits) / 8.0);
   b.ranges = s.ranges == RangeKind::F16 ? 32.0 * r * p.n_groups : r * (16.0 * p.n_groups + 32.0 * p.n_super());
   b.widths = (p.uniform ? 0.0 : 8.0 * static_cast<double>(p.cols)) + (natural ? 0.0 : 32.0 * static_cast<double>(p.cols));
   b.means = 16.0 * one_level;
@@ -163,7 +164,7 @@ std::optional<QuantSettings> uniform_settings_within(double bpw, int64_t rows, i
 
 StorageBits storage_bits(const PackedLinear& p) {
   StorageBits b;
-  b.codes = 8.0 * static_cast<double>(p.rows * p.row_bytes);
+  b.codes = 8.0 * static_cast<double>(p.code_bytes());
   b.ranges = 16.0 * static_cast<double>(p.lo.size() + p.hi.size()) + 8.0 * static_cast<double>(p.qlo.size() + p.qhi.size());
   b.widths = (p.uniform ? 0.0 : 8.0 * static_cast<double>(p.cols)) + 32.0 * static_cast<double>(p.group_of.size());
   b.means = 16.0 * static_cast<double>(p.means.size());
@@ -181,7 +182,7 @@ void PackedLinear::prepare() {
     plane_bits = plane_widths(b);
     layout = RowRadixLayout();
   }
-  row_bytes = format->row_bytes(*this);
+  row_bits = format->row_bits(*this);
   distinct_levels.clear();
   std::vector<uint32_t> level_index(levels.size(), 0);
   column_value.assign(levels.size(), 0.0f);
@@ -231,7 +232,7 @@ Tensor dequantize(const PackedLinear& p) {
     std::vector<uint8_t> codes(static_cast<size_t>(p.cols));
 #pragma omp for schedule(static)
     for (int64_t r = 0; r < p.rows; ++r) {
-      p.format->unpack_row(p, p.row_codes(r), codes.data());
+      p.format->unpack_row(p, r, codes.data());
       for (int64_t j = 0; j < p.cols; ++j) {
         const int L = p.levels[static_cast<size_t>(j)];
         float v = means[static_cast<size_t>(j)];

@@ -20,7 +20,7 @@ void fit_row(const PackedLinear& p, int64_t r, RowGrids& g) {
   g.zero.resize(g.scale.size());
   fit_row_grids(p, r, g.scale.data(), g.zero.data());
   g.codes.resize(static_cast<size_t>(p.cols));
-  p.format->unpack_row(p, p.row_codes(r), g.codes.data());
+  p.format->unpack_row(p, r, g.codes.data());
 }
 
 // value = scale·(code − zero) from the column's grid, or the stored value of a one-level column: the
@@ -79,7 +79,7 @@ KernelIsa kernel_isa() {
                              __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx2");
   static const KernelIsa best = avx512 && __builtin_cpu_supports("avx512vnni") ? KernelIsa::Avx512Vnni
                                 : avx512                                      ? KernelIsa::Avx512
-                                : __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") ? KernelIsa::Avx2
+                                : __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("bmi2") ? KernelIsa::Avx2
                                                                                                    : KernelIsa::Scalar;
   return static_cast<int>(best) > static_cast<int>(g_isa_limit) ? best : g_isa_limit;
 }

@@ -1,4 +1,5 @@
-// The radix code layout (any level count per column, RowRadixLayout's mixed-radix words along a row):
+// The radix code layout (any level count per column, RowRadixLayout's mixed-radix words along a row,
+// rows one after another in a bit stream):
 // its row size, packing, and fused matvec for one token. Generation is a matrix-vector product, so
 // every weight is decoded once per token and decoding speed is the whole cost: output rows are decoded four at a time
 // in the 64-bit lanes of an AVX2 register (they share every column's level count and word layout),
@@ -49,32 +50,32 @@ __attribute__((target("avx2,fma"))) inline __m256i mul_high_low(__m256i y, __m25
   return _mm256_srli_epi64(_mm256_add_epi64(b, _mm256_srli_epi64(a, 32)), 32);
 }
 
-__attribute__((target("avx2,fma"))) void matvec_tiles_avx2(const float* x, const PackedLinear& p, int64_t t0, int64_t t1,
-                                                            float constant, float* out) {
+__attribute__((target("avx2,fma,bmi2"))) void matvec_tiles_avx2(const float* x, const PackedLinear& p, int64_t t0, int64_t t1,
+                                                                 float constant, float* out) {
   const std::vector<int64_t>& starts = p.layout.starts();
+  const int64_t* field_at = p.layout.field_offsets().data();
+  const int* field_bits = p.layout.field_bits().data();
   const int* levels = p.levels.data();
   const uint32_t* grid = p.grid_index.data();
   const int64_t words = p.layout.words_per_row();
+  const uint8_t* stream = p.codes();
   const __m256i pick_low32 = _mm256_setr_epi32(0, 2, 4, 6, 0, 0, 0, 0);
   TileGrids g;
-  std::vector<uint64_t> loaded(static_cast<size_t>(kLanes * words));
   for (int64_t t = t0; t < t1; ++t) {
     const int64_t r0 = t * kLanes;
     g.fit(p, r0);
     const float* scale = g.scale.data();
     const float* zero = g.zero.data();
-    // Rows are byte-granular (a trimmed last word): each lane's words are loaded into place first.
-    const uint64_t* row[kLanes];
-    for (int lane = 0; lane < kLanes; ++lane) {
-      p.layout.load_row(p.row_codes(std::min(r0 + lane, p.rows - 1)), loaded.data() + lane * words);
-      row[lane] = loaded.data() + lane * words;
-    }
+    // Where each lane's row starts in the bit stream (rows are bit-granular).
+    int64_t row[kLanes];
+    for (int lane = 0; lane < kLanes; ++lane) row[lane] = std::min(r0 + lane, p.rows - 1) * p.row_bits;
     __m128 acc0 = _mm_setzero_ps(), acc1 = _mm_setzero_ps();
     for (int64_t w = 0; w < words; ++w) {
-      __m256i y0 = _mm256_setr_epi64x(static_cast<long long>(row[0][w]), static_cast<long long>(row[1][w]),
-                                      static_cast<long long>(row[2][w]), static_cast<long long>(row[3][w]));
-      __m256i y1 = _mm256_setr_epi64x(static_cast<long long>(row[4][w]), static_cast<long long>(row[5][w]),
-                                      static_cast<long long>(row[6][w]), static_cast<long long>(row[7][w]));
+      const int64_t at = field_at[w];
+      const int b = field_bits[w];
+      const auto f = [&](int lane) { return static_cast<long long>(radix_field(stream, row[lane] + at, b)); };
+      __m256i y0 = _mm256_setr_epi64x(f(0), f(1), f(2), f(3));
+      __m256i y1 = _mm256_setr_epi64x(f(4), f(5), f(6), f(7));
       for (int64_t j = starts[static_cast<size_t>(w)]; j < starts[static_cast<size_t>(w) + 1]; ++j) {
         if (levels[j] == 1) continue;  // one-level columns are in `constant`; multiplying by 1 keeps y
         const __m256i L = _mm256_set1_epi64x(levels[j]);
@@ -102,17 +103,17 @@ __attribute__((target("avx2,fma"))) void matvec_tiles_avx2(const float* x, const
 
 bool radix_accepts(const std::vector<int>&, bool) { return true; }
 
-int64_t radix_row_bytes(const PackedLinear& p) { return p.layout.row_bytes(); }
+int64_t radix_row_bits(const PackedLinear& p) { return p.layout.row_bits(); }
 
-void radix_pack_row(const PackedLinear& p, const uint8_t* codes, uint8_t* out) {
+void radix_pack_row(PackedLinear& p, int64_t r, const uint8_t* codes) {
   std::vector<uint64_t> words(static_cast<size_t>(p.layout.words_per_row()));
   p.layout.pack_row(codes, words.data());
-  p.layout.store_row(words.data(), out);
+  p.layout.store_row(words.data(), p.codes(), r * p.row_bits);
 }
 
-void radix_unpack_row(const PackedLinear& p, const uint8_t* in, uint8_t* codes) {
+void radix_unpack_row(const PackedLinear& p, int64_t r, uint8_t* codes) {
   std::vector<uint64_t> words(static_cast<size_t>(p.layout.words_per_row()));
-  p.layout.load_row(in, words.data());
+  p.layout.load_row(p.codes(), r * p.row_bits, words.data());
   p.layout.unpack_row(words.data(), codes);
 }
 

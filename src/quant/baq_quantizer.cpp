@@ -62,19 +62,11 @@ BaqLayerResult quantize_baq(const float* w, int64_t rows, int64_t cols, const do
   const std::vector<int> uniform(static_cast<size_t>(cols), l0);
   const QuantizedMatrix pass1 = quantize_gptq(w, rows, cols, h, s, name, &uniform);
   const std::vector<double> c = baq_coefficients(pass1, l0, s);
-  BitAllocation a = BitAllocator(8.0).allocate(c, code_rate);
-  if (stored_bpw) {
-    // Widths, one-level means and radix words depend on the allocation: lower the code budget by the
-    // overshoot until the stored cost fits (a few rounds; each removes most of what is left).
-    for (int round = 0; round < 30; ++round) {
-      const double over = stored_bpw(a.levels) - rate;
-      if (over <= 0) break;
-      code_rate -= over + 1e-9;
-      if (!(code_rate > 0.0)) fail("{}: {} stored bits per weight leave nothing for codes", name, rate);
-      a = BitAllocator(8.0).allocate(c, code_rate);
-    }
-    if (stored_bpw(a.levels) > rate) fail("{}: no allocation meets {} stored bits per weight", name, rate);
-  }
+  const auto allocate = [&](double budget) { return BitAllocator(8.0).allocate(c, budget); };
+  // One bit a row: about the smallest change a level count makes to what a row stores.
+  const BitAllocation a = stored_bpw ? allocate_within_stored_budget(code_rate, rate, 1.0 / static_cast<double>(cols), allocate,
+                                                                      stored_bpw, name)
+                                     : allocate(code_rate);
   BaqLayerResult r;
   r.levels = a.levels;
   r.loss_before = pass1.loss;
