@@ -13,11 +13,10 @@ namespace {
 using u128 = unsigned __int128;
 const u128 kTwo64 = static_cast<u128>(1) << 64;
 
-// The fewest bits b with 2^b ≥ P (P ≥ 2).
+// The fewest bits b with 2^b ≥ P, for 2 ≤ P ≤ 2^64: the bit length of P − 1.
 int bits_for(u128 P) {
-  int b = 0;
-  while ((static_cast<u128>(1) << b) < P) ++b;
-  return b;
+  const auto m = static_cast<uint64_t>(P - 1);  // < 2^64
+  return 64 - __builtin_clzll(m);               // m ≥ 1
 }
 
 }  // namespace
