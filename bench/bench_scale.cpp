@@ -219,8 +219,9 @@ double sgemm_rate() {
 double gib(double mib) { return mib / 1024.0; }
 
 // FLOPs of one GPTQ run: the calibration forward (both passes), the Hessians (tokens·n² per distinct
-// linear input, symmetric) and the solves (the inverse factor 2n³/3; GPTQ's updates and the proxy
-// loss 2·rows·n² each).
+// linear input, symmetric) and the solves: the inverse factor 2n³/3 and GPTQ's updates rows·n² (every
+// block of B columns multiply-adds its errors into the rows × (n − i2) later columns: rows·n²/2
+// multiply-adds in all). The proxy loss comes from the solve's own column losses (no product).
 struct Flops {
   double forward = 0, hessians = 0, solves = 0;
 };
@@ -231,7 +232,7 @@ Flops quantize_flops(const Shape& s, int nsamples, int seqlen) {
   Flops f;
   f.forward = 2.0 * tokens * s.layers * (2.0 * linear_params + attention);
   f.hessians = tokens * s.layers * (3.0 * s.dim * s.dim + static_cast<double>(s.ffn) * s.ffn);
-  auto linear = [&](double rows, double cols) { f.solves += 2.0 / 3.0 * cols * cols * cols + 4.0 * rows * cols * cols; };
+  auto linear = [&](double rows, double cols) { f.solves += 2.0 / 3.0 * cols * cols * cols + rows * cols * cols; };
   for (int l = 0; l < s.layers; ++l) {
     linear(s.dim, s.dim), linear(kv, s.dim), linear(kv, s.dim), linear(s.dim, s.dim);
     linear(s.ffn, s.dim), linear(s.ffn, s.dim), linear(s.dim, s.ffn);

@@ -246,6 +246,30 @@ TEST(Gptq, ProxyLossBelowRtn) {
   }
 }
 
+// The solver's proxy loss from its own column losses (W − Q = e·U) is the direct tr((W−Q)H(W−Q)ᵀ) of
+// the undamped Hessian: with damping, act-order, groups, a dead input and BAQ's mixed levels.
+TEST(Gptq, ProxyLossFromColumnLossesEqualsTheDirectProduct) {
+  Layer l = random_layer(40, 48, 77);
+  for (int64_t j = 0; j < 48; ++j) l.h[5 * 48 + j] = l.h[j * 48 + 5] = 0.0;  // input 5 never active
+  std::vector<int> mixed(48);
+  for (size_t j = 0; j < mixed.size(); ++j) mixed[j] = 1 + static_cast<int>((j * 7) % 13);
+  for (bool act_order : {false, true})
+    for (int64_t gs : {0, 16})
+      for (const std::vector<int>* levels : std::vector<const std::vector<int>*>{nullptr, &mixed}) {
+        QuantSettings s;
+        s.bits = 3;
+        s.damp = 0.05;
+        s.act_order = act_order;
+        s.group_size = static_cast<int>(gs);
+        const QuantizedMatrix q = quantize_gptq(l.w.data(), 40, 48, l.h.data(), s, "t", levels);
+        const double direct = proxy_loss(l.w.data(), q.dequant.data(), 40, 48, l.h.data());
+        ASSERT_GT(q.proxy_loss, 0.0);
+        EXPECT_NEAR(q.proxy_loss, direct, 1e-4 * direct) << act_order << " " << gs << " " << (levels != nullptr);
+        EXPECT_LT(q.proxy_loss, q.loss);  // the damping's share is not in it
+        EXPECT_EQ(proxy_loss(l.w.data(), q, l.h.data()), q.proxy_loss);
+      }
+}
+
 TEST(Gptq, BlockedEqualsUnblocked) {
   const Layer l = random_layer(32, 40, 9);
   for (int gs : {0, 16}) {

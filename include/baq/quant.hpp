@@ -84,6 +84,9 @@ struct QuantizedMatrix {
   double loss = 0.0;                // Σ column_loss
   double damp = 0.0;                // damping λ actually added to the Hessian
   int damp_retries = 0;
+  // tr((W−Q) H (W−Q)ᵀ) for the undamped H when the solver knows it without another product (GPTQ:
+  // from its own losses), else −1 (RTN: proxy_loss() computes it).
+  double proxy_loss = -1.0;
 };
 
 
@@ -96,8 +99,10 @@ QuantizedMatrix quantize_rtn(const float* w, int64_t rows, int64_t cols, const Q
 QuantizedMatrix quantize_gptq(const float* w, int64_t rows, int64_t cols, const double* h, const QuantSettings& s,
                               const std::string& name = "layer", const std::vector<int>* levels = nullptr);
 
-// tr((W−Q) H (W−Q)ᵀ): the layer-output error the quantizers minimise.
+// tr((W−Q) H (W−Q)ᵀ): the layer-output error the quantizers minimise (2·rows·cols² FLOPs).
 double proxy_loss(const float* w, const float* q, int64_t rows, int64_t cols, const double* h);
+// The same, from the solver's own number when it has one (QuantizedMatrix::proxy_loss).
+double proxy_loss(const float* w, const QuantizedMatrix& q, const double* h);
 
 }  // namespace baq
 

@@ -156,7 +156,7 @@ std::shared_ptr<PackedLinear> quantize_outer(LayerRecord& rec, const Tensor& wei
     pr.name = rec.name;
     timed_add(run.stages.solve, [&] {
       q = h != nullptr ? quantize_gptq(w.data(), n, cols, h->data(), s, rec.name) : quantize_rtn(w.data(), n, cols, s);
-      if (h != nullptr) pr.proxy_loss = proxy_loss(w.data(), q.dequant.data(), n, cols, h->data());
+      if (h != nullptr) pr.proxy_loss = proxy_loss(w.data(), q, h->data());
     });
     for (float v : q.dequant)
       if (!std::isfinite(v)) fail("{}: quantization produced a non-finite weight", rec.name);
@@ -345,7 +345,7 @@ QuantizeRun run_sequential(Model& model, std::span<const int> calibration, int s
         QuantizedMatrix q;
         timed(run.stages.solve, [&] {
           q = quantize(first_layer + li, w.data, h, rec);
-          rec.proxy_loss = proxy_loss(w.data, q.dequant.data(), rec.rows, rec.cols, h.data());
+          rec.proxy_loss = proxy_loss(w.data, q, h.data());
         });
         rec.loss = q.loss;
         rec.damp = q.damp;
@@ -528,8 +528,8 @@ static QuantizeRun quantize_blocks(Model& model, std::span<const int> calibratio
         options.bpw > 0 && options.baq_fallback ? uniform_settings_within(budget, rec.rows, rec.cols, s) : std::nullopt;
     if (uniform) {
       QuantizedMatrix g = quantize_gptq(w, rec.rows, rec.cols, h.data(), *uniform, rec.name);
-      const double pg = proxy_loss(w, g.dequant.data(), rec.rows, rec.cols, h.data());
-      const double pb = proxy_loss(w, r.quantized.dequant.data(), rec.rows, rec.cols, h.data());
+      const double pg = proxy_loss(w, g, h.data());
+      const double pb = proxy_loss(w, r.quantized, h.data());
       rec.baq_fell_back = pg <= pb;
       if (pg <= pb) {
         rec.settings = *uniform;

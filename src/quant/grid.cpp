@@ -101,4 +101,8 @@ double proxy_loss(const float* w, const float* q, int64_t rows, int64_t cols, co
   return total;
 }
 
+double proxy_loss(const float* w, const QuantizedMatrix& q, const double* h) {
+  return q.proxy_loss >= 0 ? q.proxy_loss : proxy_loss(w, q.dequant.data(), q.rows, q.cols, h);
+}
+
 }  // namespace baq
