@@ -270,6 +270,41 @@ TEST(Gptq, ProxyLossFromColumnLossesEqualsTheDirectProduct) {
       }
 }
 
+// The inverse-Hessian factor kept between calls is reused only for the same Hessian content, order
+// and damping: a second weight matrix on the same Hessian (q/k/v), the same buffer with other values
+// (a later block's Hessian), act-order and another damping all give what a fresh solve gives.
+TEST(Gptq, SharedFactorGivesWhatAFreshSolveGives) {
+  Layer a = random_layer(24, 32, 5);
+  const Layer b = random_layer(24, 32, 6);
+  QuantSettings s;
+  s.bits = 3;
+  auto fresh = [&](const std::vector<float>& w, const std::vector<double>& h, const QuantSettings& st) {
+    release_gptq_factor_cache();
+    return quantize_gptq(w.data(), 24, 32, h.data(), st, "t");
+  };
+  auto same = [](const QuantizedMatrix& x, const QuantizedMatrix& y) {
+    return x.codes == y.codes && x.dequant == y.dequant && x.loss == y.loss && x.damp == y.damp;
+  };
+  const QuantizedMatrix qa = fresh(a.w, a.h, s);
+  EXPECT_TRUE(same(quantize_gptq(b.w.data(), 24, 32, a.h.data(), s, "t"), fresh(b.w, a.h, s)));  // reused
+  quantize_gptq(a.w.data(), 24, 32, a.h.data(), s, "t");  // the factor of a.h is kept
+  std::vector<double> h2 = a.h;
+  a.h = b.h;  // the same buffer, other values
+  EXPECT_TRUE(same(quantize_gptq(a.w.data(), 24, 32, a.h.data(), s, "t"), fresh(a.w, b.h, s)));
+  QuantSettings ordered = s;
+  ordered.act_order = true;
+  quantize_gptq(a.w.data(), 24, 32, a.h.data(), s, "t");
+  EXPECT_TRUE(same(quantize_gptq(a.w.data(), 24, 32, a.h.data(), ordered, "t"), fresh(a.w, a.h, ordered)));
+  QuantSettings damped = s;
+  damped.damp = 0.1;
+  quantize_gptq(a.w.data(), 24, 32, a.h.data(), s, "t");
+  const QuantizedMatrix qd = quantize_gptq(a.w.data(), 24, 32, a.h.data(), damped, "t");
+  EXPECT_TRUE(same(qd, fresh(a.w, a.h, damped)));
+  EXPECT_GT(qd.damp, qa.damp);
+  EXPECT_FALSE(same(quantize_gptq(a.w.data(), 24, 32, h2.data(), s, "t"), qd));
+  release_gptq_factor_cache();
+}
+
 TEST(Gptq, BlockedEqualsUnblocked) {
   const Layer l = random_layer(32, 40, 9);
   for (int gs : {0, 16}) {

@@ -99,6 +99,11 @@ QuantizedMatrix quantize_rtn(const float* w, int64_t rows, int64_t cols, const Q
 QuantizedMatrix quantize_gptq(const float* w, int64_t rows, int64_t cols, const double* h, const QuantSettings& s,
                               const std::string& name = "layer", const std::vector<int>* levels = nullptr);
 
+// quantize_gptq keeps the inverse-Hessian factor of its last Hessian (n² floats) for the next call
+// with the same Hessian and settings (q/k/v and gate/up share one; BAQ solves a linear two or three
+// times); this frees it (the quantizer calls it when a Hessian's last reader is done).
+void release_gptq_factor_cache();
+
 // tr((W−Q) H (W−Q)ᵀ): the layer-output error the quantizers minimise (2·rows·cols² FLOPs).
 double proxy_loss(const float* w, const float* q, int64_t rows, int64_t cols, const double* h);
 // The same, from the solver's own number when it has one (QuantizedMatrix::proxy_loss).

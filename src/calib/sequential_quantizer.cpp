@@ -165,6 +165,7 @@ std::shared_ptr<PackedLinear> quantize_outer(LayerRecord& rec, const Tensor& wei
     pr.damp_retries = q.damp_retries;
     timed_add(run.stages.pack, [&] { parts[static_cast<size_t>(i)] = std::make_shared<PackedLinear>(pack_linear(q, s)); });
   }
+  release_gptq_factor_cache();  // every slice shared the input's factor
   if (ranks != nullptr && ranks->distributed())
     timed_add(run.stages.broadcast, [&] {
       for (int64_t i = 0; i < n_slices; ++i) {
@@ -356,8 +357,10 @@ QuantizeRun run_sequential(Model& model, std::span<const int> calibration, int s
         rec.seconds = seconds_since(t0);
       }
       // The Hessian goes once its last reader is done (q/k/v, gate/up share theirs).
-      if (li + 1 == linears.size() || collector.key(linears[li + 1]->name) != collector.key(l->name))
+      if (li + 1 == linears.size() || collector.key(linears[li + 1]->name) != collector.key(l->name)) {
         collector.release(l->name);
+        release_gptq_factor_cache();  // and the factor made from it
+      }
     }
     // Every rank receives the linears the others solved, in the block's order.
     if (ranks.distributed())

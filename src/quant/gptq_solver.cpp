@@ -86,7 +86,9 @@ QuantizedMatrix quantize_gptq(const float* w, int64_t rows, int64_t cols, const 
       if (dead[i]) hp[i * cols + i] = 1.0f;
     }
   };
-  InverseHessianFactor f = inverse_hessian_factor(fill, cols, s.damp, s.max_damp_retries, name);
+  const std::shared_ptr<const InverseHessianFactor> factor =
+      shared_inverse_hessian_factor(h, cols, perm, fill, s.damp, s.max_damp_retries, name);
+  const InverseHessianFactor& f = *factor;
   const float* u = f.u.data();
 
   QuantizedMatrix m;

@@ -4,8 +4,11 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
+#include <mutex>
 
 #include "baq/error.hpp"
+#include "baq/quant.hpp"
 
 namespace baq {
 namespace {
@@ -117,6 +120,65 @@ InverseHessianFactor inverse_hessian_factor(const std::function<void(float*)>& f
     for (int64_t j = i + 1; j < n; ++j) a[i * n + j] = 0.0f;
   std::reverse(a, a + n * n);
   return f;
+}
+
+namespace {
+
+struct FactorKey {
+  uint64_t fingerprint = 0;
+  int64_t n = 0;
+  std::vector<int64_t> perm;
+  double damp_fraction = 0;
+  int max_retries = 0;
+  bool operator==(const FactorKey&) const = default;
+};
+
+// 64-bit FNV-1a over the Hessian's values (a word at a time) and the order.
+uint64_t fingerprint(const double* h, int64_t n, const std::vector<int64_t>& perm) {
+  uint64_t x = 1469598103934665603ull;
+  const auto mix = [&](uint64_t v) { x = (x ^ v) * 1099511628211ull; };
+  for (int64_t i = 0; i < n * n; ++i) {
+    uint64_t v;
+    std::memcpy(&v, h + i, 8);
+    mix(v);
+  }
+  for (int64_t p : perm) mix(static_cast<uint64_t>(p));
+  return x;
+}
+
+struct FactorCache {
+  std::mutex mutex;
+  FactorKey key;
+  std::shared_ptr<const InverseHessianFactor> factor;
+};
+
+FactorCache& factor_cache() {
+  static FactorCache cache;
+  return cache;
+}
+
+}  // namespace
+
+std::shared_ptr<const InverseHessianFactor> shared_inverse_hessian_factor(const double* h, int64_t n,
+                                                                          const std::vector<int64_t>& perm,
+                                                                          const std::function<void(float*)>& fill,
+                                                                          double damp_fraction, int max_retries,
+                                                                          const std::string& name) {
+  FactorKey key{fingerprint(h, n, perm), n, perm, damp_fraction, max_retries};
+  FactorCache& cache = factor_cache();
+  std::lock_guard<std::mutex> lock(cache.mutex);
+  if (cache.factor != nullptr && cache.key == key) return cache.factor;
+  cache.factor.reset();  // before the new one is made: never two factors at once
+  cache.factor = std::make_shared<const InverseHessianFactor>(inverse_hessian_factor(fill, n, damp_fraction, max_retries, name));
+  cache.key = std::move(key);
+  return cache.factor;
+}
+
+void release_gptq_factor_cache() {
+  FactorCache& cache = factor_cache();
+  std::lock_guard<std::mutex> lock(cache.mutex);
+  cache.factor.reset();
+  cache.key = {};
 }
 
 }  // namespace baq

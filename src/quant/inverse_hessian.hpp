@@ -1,6 +1,7 @@
 #pragma once
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -20,5 +21,16 @@ struct InverseHessianFactor {
 };
 InverseHessianFactor inverse_hessian_factor(const std::function<void(float*)>& fill, int64_t n, double damp_fraction,
                                             int max_retries, const std::string& name);
+
+// The factor GPTQ needs for Hessian `h` (n × n) visited in `perm` order: the one the previous call
+// made when it had the same Hessian (by content), order and damping settings — linears fed the same
+// input share a Hessian (q/k/v, gate/up) and BAQ solves each linear two or three times — else a new
+// one from `fill`. One factor is kept at a time (a new Hessian drops the old factor before it is
+// made), until release_gptq_factor_cache().
+std::shared_ptr<const InverseHessianFactor> shared_inverse_hessian_factor(const double* h, int64_t n,
+                                                                          const std::vector<int64_t>& perm,
+                                                                          const std::function<void(float*)>& fill,
+                                                                          double damp_fraction, int max_retries,
+                                                                          const std::string& name);
 
 }  // namespace baq
