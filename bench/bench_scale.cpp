@@ -219,9 +219,10 @@ double sgemm_rate() {
 double gib(double mib) { return mib / 1024.0; }
 
 // FLOPs of one GPTQ run: the calibration forward (both passes), the Hessians (tokens·n² per distinct
-// linear input, symmetric) and the solves: the inverse factor 2n³/3 and GPTQ's updates rows·n² (every
-// block of B columns multiply-adds its errors into the rows × (n − i2) later columns: rows·n²/2
-// multiply-adds in all). The proxy loss comes from the solve's own column losses (no product).
+// linear input, symmetric) and the solves: the inverse factor 2n³/3 once per distinct input (q/k/v
+// and gate/up share theirs) and GPTQ's updates rows·n² per linear (every block of B columns
+// multiply-adds its errors into the rows × (n − i2) later columns: rows·n²/2 multiply-adds in all).
+// The proxy loss comes from the solve's own column losses (no product). The head counts as a linear.
 struct Flops {
   double forward = 0, hessians = 0, solves = 0;
 };
@@ -232,11 +233,15 @@ Flops quantize_flops(const Shape& s, int nsamples, int seqlen) {
   Flops f;
   f.forward = 2.0 * tokens * s.layers * (2.0 * linear_params + attention);
   f.hessians = tokens * s.layers * (3.0 * s.dim * s.dim + static_cast<double>(s.ffn) * s.ffn);
-  auto linear = [&](double rows, double cols) { f.solves += 2.0 / 3.0 * cols * cols * cols + rows * cols * cols; };
+  auto factor = [&](double cols) { f.solves += 2.0 / 3.0 * cols * cols * cols; };
+  auto linear = [&](double rows, double cols) { f.solves += rows * cols * cols; };
   for (int l = 0; l < s.layers; ++l) {
-    linear(s.dim, s.dim), linear(kv, s.dim), linear(kv, s.dim), linear(s.dim, s.dim);
-    linear(s.ffn, s.dim), linear(s.ffn, s.dim), linear(s.dim, s.ffn);
+    factor(s.dim), linear(s.dim, s.dim), linear(kv, s.dim), linear(kv, s.dim);  // q, k, v
+    factor(s.dim), linear(s.dim, s.dim);                                         // o
+    factor(s.dim), linear(s.ffn, s.dim), linear(s.ffn, s.dim);                   // gate, up
+    factor(s.ffn), linear(s.dim, s.ffn);                                         // down
   }
+  factor(s.dim), linear(s.vocab, s.dim);  // the output head (GPTQ on the final norm's output by default)
   return f;
 }
 
