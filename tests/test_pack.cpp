@@ -304,7 +304,8 @@ TEST(RowRadixLayout, SegmentsAndRoundTrips) {
     layout.pack_row(codes, &word);
     EXPECT_EQ(word, uint64_t{15} << 60);
     EXPECT_EQ(layout.row_bits(), 4);
-    uint8_t stored[2] = {0xA0, 0xFF};  // stored from bit 2 of the stream: other bits kept
+    uint8_t stored[24] = {0xA0, 0xFF};  // stored from bit 2 of the stream: other bits kept (16 bytes
+                                        // readable past the row, as load_row needs)
     layout.store_row(&word, stored, 2);
     EXPECT_EQ(stored[0], 0xA0 | (15 << 2));
     EXPECT_EQ(stored[1], 0xFF);
