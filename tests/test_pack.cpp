@@ -355,7 +355,7 @@ TEST(RowRadixLayout, SegmentsAndRoundTrips) {
 // Bits of the stream against a bit-by-bit reference: bit k is bit k % 8 of byte k / 8.
 TEST(RowRadixLayout, BitStreamReadsAndWritesSingleBits) {
   std::mt19937_64 rng(11);
-  std::vector<uint8_t> stream(64), naive(64);
+  std::vector<uint8_t> stream(80), naive(80);  // 16 readable bytes past the last bit written
   for (int trial = 0; trial < 2000; ++trial) {
     const int n = 1 + static_cast<int>(rng() % 64);
     const int64_t at = static_cast<int64_t>(rng() % 400);

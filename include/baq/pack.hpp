@@ -24,8 +24,9 @@ namespace baq {
 // Mixed radix along a row: consecutive columns share a word, one base-L_j digit each (one-level
 // columns take no space), while the product P of their level counts fits in 64 bits; a word is stored
 // as a field of ceil(log2 P) bits, and where the row is cut into words is chosen to waste the fewest
-// bits (a word counted as one bit more: fewer words decode faster). Rows follow each other bit by bit (row r starts at bit r·row_bits()): a row costs Σ_j log2 L_j
-// bits plus under a bit per word, whatever its length. The segmentation depends only on the levels,
+// bits (a word counted as one bit more: fewer words decode faster). Rows follow each other bit by bit
+// (row r starts at bit r·row_bits()): a row costs Σ_j log2 L_j bits plus under a bit per word,
+// whatever its length. The segmentation depends only on the levels,
 // so every row of a tensor shares it, and decoding walks the row as a matmul does.
 class RowRadixLayout {
  public:
@@ -56,7 +57,8 @@ class RowRadixLayout {
 };
 
 // Bits of a little-endian bit stream (bit k is bit k % 8 of byte k / 8): n ≤ 64 bits from `bit`;
-// write_bits leaves the stream's other bits as they were.
+// write_bits leaves the stream's other bits as they were. read_bits (and copy_bits' source) reads 16
+// bytes from the first byte, as load_row does: the stream must be readable 16 bytes past the bits.
 uint64_t read_bits(const uint8_t* stream, int64_t bit, int n);
 void write_bits(uint8_t* stream, int64_t bit, uint64_t value, int n);
 void copy_bits(uint8_t* dst, int64_t dst_bit, const uint8_t* src, int64_t src_bit, int64_t n);
@@ -65,6 +67,8 @@ void copy_bits(uint8_t* dst, int64_t dst_bit, const uint8_t* src, int64_t src_bi
 int mixed_radix_codes_per_word(int levels);
 
 enum class CodeKind { Radix, Planes };
+// Bytes a code stream of `rows` rows of `row_bits` bits is stored in (rows back to back, to whole bytes).
+inline int64_t code_stream_bytes(int64_t rows, int64_t row_bits) { return (rows * row_bits + 7) / 8; }
 struct PackedLinear;
 
 struct QuantFormat {
@@ -104,7 +108,7 @@ struct PackedLinear {
   std::vector<uint32_t> group_of;      // per column, only for act-order with groups
   int64_t row_bits = 0;                // codes of one row
   std::vector<uint64_t> code_words;    // the code stream: rows × row_bits bits, then zero padding for SIMD over-reads
-  int64_t code_bytes() const { return (rows * row_bits + 7) / 8; }  // the stream as stored
+  int64_t code_bytes() const { return code_stream_bytes(rows, row_bits); }  // the stream as stored
   const uint8_t* codes() const { return reinterpret_cast<const uint8_t*>(code_words.data()); }
   uint8_t* codes() { return reinterpret_cast<uint8_t*>(code_words.data()); }
   // Row r's first byte, for layouts whose rows are whole bytes (planes).

@@ -58,7 +58,7 @@ PackedSections sections_of(const PackedLinear& p) {
   const uint64_t range_count = u(p.rows) * u(scaled ? p.n_super() : p.n_groups);
   const uint64_t group_count = scaled ? u(p.rows) * u(p.n_groups) : 0;
   return {p.uniform ? 0 : u(p.cols), 2 * range_count, 2 * range_count, group_count, group_count, 2 * p.means.size(),
-          p.group_of.empty() ? 0 : 4 * u(p.cols), (u(p.rows) * u(p.row_bits) + 7) / 8};
+          p.group_of.empty() ? 0 : 4 * u(p.cols), u(p.code_bytes())};
 }
 
 // A packed record's fields (bounded, consistent) as a PackedLinear without its arrays.

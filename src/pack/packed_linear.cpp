@@ -1,5 +1,4 @@
 #include <algorithm>
-#include <cmath>
 #include <cstring>
 #include <optional>
 
@@ -119,7 +118,7 @@ StorageBits planned_storage(const std::vector<int>& levels, int64_t rows, const 
   p.prepare();
   StorageBits b;
   const auto r = static_cast<double>(rows);
-  b.codes = 8.0 * std::ceil(r * static_cast<double>(p.row_bits) / 8.0);
+  b.codes = 8.0 * static_cast<double>(code_stream_bytes(rows, p.row_bits));
   b.ranges = s.ranges == RangeKind::F16 ? 32.0 * r * p.n_groups : r * (16.0 * p.n_groups + 32.0 * p.n_super());
   b.widths = (p.uniform ? 0.0 : 8.0 * static_cast<double>(p.cols)) + (natural ? 0.0 : 32.0 * static_cast<double>(p.cols));
   b.means = 16.0 * one_level;

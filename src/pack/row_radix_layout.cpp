@@ -36,11 +36,8 @@ int mixed_radix_codes_per_word(int levels) {
 
 uint64_t read_bits(const uint8_t* stream, int64_t bit, int n) {
   if (n == 0) return 0;
-  const auto nbytes = static_cast<size_t>(((bit & 7) + n + 7) / 8);  // at most 9
-  u128 v = 0;
-  std::memcpy(&v, stream + (bit >> 3), nbytes);  // little-endian: the stream's first byte is lowest
-  v >>= (bit & 7);
-  return n == 64 ? static_cast<uint64_t>(v) : static_cast<uint64_t>(v) & ((uint64_t{1} << n) - 1);
+  const uint64_t top = radix_field(stream, bit, n);  // the field in the top n bits
+  return n == 64 ? top : top >> (64 - n);
 }
 
 void write_bits(uint8_t* stream, int64_t bit, uint64_t value, int n) {

@@ -133,8 +133,8 @@ struct FactorKey {
   bool operator==(const FactorKey&) const = default;
 };
 
-// 64-bit FNV-1a over the Hessian's values (a word at a time) and the order.
-uint64_t fingerprint(const double* h, int64_t n, const std::vector<int64_t>& perm) {
+// 64-bit FNV-1a over the Hessian's values, a word at a time (the order is in the key as it is).
+uint64_t fingerprint(const double* h, int64_t n) {
   uint64_t x = 1469598103934665603ull;
   const auto mix = [&](uint64_t v) { x = (x ^ v) * 1099511628211ull; };
   for (int64_t i = 0; i < n * n; ++i) {
@@ -142,7 +142,6 @@ uint64_t fingerprint(const double* h, int64_t n, const std::vector<int64_t>& per
     std::memcpy(&v, h + i, 8);
     mix(v);
   }
-  for (int64_t p : perm) mix(static_cast<uint64_t>(p));
   return x;
 }
 
@@ -164,7 +163,7 @@ std::shared_ptr<const InverseHessianFactor> shared_inverse_hessian_factor(const 
                                                                           const std::function<void(float*)>& fill,
                                                                           double damp_fraction, int max_retries,
                                                                           const std::string& name) {
-  FactorKey key{fingerprint(h, n, perm), n, perm, damp_fraction, max_retries};
+  FactorKey key{fingerprint(h, n), n, perm, damp_fraction, max_retries};
   FactorCache& cache = factor_cache();
   std::lock_guard<std::mutex> lock(cache.mutex);
   if (cache.factor != nullptr && cache.key == key) return cache.factor;
