@@ -118,7 +118,8 @@ TEST(QuantFormats, PlanesWasteUnderOnePercent) {
 
 // The fused one-token product of every format, every width and group size, equals the decoded rows
 // dotted in double (to F32 rounding): the SIMD planes paths (AVX-512, AVX2), their scalar fallback
-// (groups of 24 columns, not a multiple of 16) and the radix path. The VNNI path rounds x to 16 bits
+// (groups of 24 columns, not a multiple of 16) and the radix path (43 rows: the first 32 as pairs of
+// tiles, the rest a pair whose last rows are past the end). The VNNI path rounds x to 16 bits
 // per block (step at most max|x|/32512): there the bound adds Σ_j |w_j|·max|x|/65024.
 TEST(QuantFormats, FusedMatvecEqualsDecodedRows) {
   for (KernelIsa isa : {KernelIsa::Avx512Vnni, KernelIsa::Avx512, KernelIsa::Avx2, KernelIsa::Scalar}) {
@@ -132,7 +133,7 @@ TEST(QuantFormats, FusedMatvecEqualsDecodedRows) {
             std::vector<int> levels(static_cast<size_t>(cols), 1 << bits);
             if (!uniform)
               for (size_t j = 0; j < levels.size(); ++j) levels[j] = 2 + static_cast<int>((j * 13 + bits) % 9);
-            QuantizedMatrix m = random_matrix(40, cols, levels, gs, ranges, static_cast<uint32_t>(cols + gs + bits));
+            QuantizedMatrix m = random_matrix(43, cols, levels, gs, ranges, static_cast<uint32_t>(cols + gs + bits));
             QuantSettings s;
             s.group_size = static_cast<int>(gs);
             s.ranges = ranges;

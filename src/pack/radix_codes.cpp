@@ -1,11 +1,10 @@
 // The radix code layout (any level count per column, RowRadixLayout's mixed-radix words along a row,
-// rows one after another in a bit stream):
-// its row size, packing, and fused matvec for one token. Generation is a matrix-vector product, so
-// every weight is decoded once per token and decoding speed is the whole cost: output rows are decoded four at a time
-// in the 64-bit lanes of an AVX2 register (they share every column's level count and word layout),
-// the digits extracted by multiplication (RowRadixLayout's fixed-point words) and each value dotted
-// with x at once; no decoded weight is ever stored. Two such registers (eight rows) run side by side
-// because each digit waits on the previous one's multiply: one chain alone leaves the core idle.
+// rows one after another in a bit stream): its row size, packing, and fused matvec for one token.
+// Generation is a matrix-vector product, so every weight is decoded once per token and decoding speed
+// is the whole cost: rows are decoded side by side in SIMD lanes (they share every column's level
+// count and word layout), the digits extracted by multiplication (RowRadixLayout's fixed-point words,
+// each 64-bit word as two 32-bit halves, which AVX2's 32×32→64 multiplier serves in one step each)
+// and each value dotted with x at once; no decoded weight is ever stored.
 #include <immintrin.h>
 
 #include <algorithm>
@@ -19,83 +18,112 @@ namespace baq {
 
 namespace {
 
-constexpr int kLanes = 8;  // rows per tile: two registers of four 64-bit lanes
+constexpr int kLanes = 8;  // rows per tile: one register of eight 32-bit lanes
 
 // value(row, j) = scale·(code − zero) for the column's grid: the decode of decode_rows, here for the
-// rows of a tile. Tables interleave them: entry (grid, lane) at grid·kLanes + lane.
+// rows of `tiles` tiles. Tables interleave them: entry (grid, row) at grid·lanes + row.
 struct TileGrids {
   std::vector<float> scale, zero, row_scale, row_zero;
-  void fit(const PackedLinear& p, int64_t r0) {
+  void fit(const PackedLinear& p, int64_t r0, int lanes) {
     const size_t n = static_cast<size_t>(p.n_groups) * p.distinct_levels.size();
-    scale.resize(n * kLanes);
-    zero.resize(n * kLanes);
+    scale.resize(n * static_cast<size_t>(lanes));
+    zero.resize(n * static_cast<size_t>(lanes));
     row_scale.resize(n);
     row_zero.resize(n);
-    for (int lane = 0; lane < kLanes; ++lane) {
+    for (int lane = 0; lane < lanes; ++lane) {
       fit_row_grids(p, std::min(r0 + lane, p.rows - 1), row_scale.data(), row_zero.data());
       for (size_t g = 0; g < n; ++g) {
-        scale[g * kLanes + static_cast<size_t>(lane)] = row_scale[g];
-        zero[g * kLanes + static_cast<size_t>(lane)] = row_zero[g];
+        scale[g * static_cast<size_t>(lanes) + static_cast<size_t>(lane)] = row_scale[g];
+        zero[g * static_cast<size_t>(lanes) + static_cast<size_t>(lane)] = row_zero[g];
       }
     }
   }
 };
 
-// y·L for four 64-bit lanes and L ≤ 256, from 32×32→64 products: with y = yh·2^32 + yl,
-// a = yl·L and b = yh·L, the high word is (b + (a >> 32)) >> 32 and the low word a + (b << 32).
-__attribute__((target("avx2,fma"))) inline __m256i mul_high_low(__m256i y, __m256i L, __m256i& low) {
-  const __m256i a = _mm256_mul_epu32(y, L);
-  const __m256i b = _mm256_mul_epu32(_mm256_srli_epi64(y, 32), L);
-  low = _mm256_add_epi64(a, _mm256_slli_epi64(b, 32));
-  return _mm256_srli_epi64(_mm256_add_epi64(b, _mm256_srli_epi64(a, 32)), 32);
+// radix_field for four lanes at once: two gathers of the 8 bytes from each field's first byte and the
+// next 8, funnel-shifted by each lane's bit offset (a shift by 64 gives 0, so s = 0 needs no care),
+// then up by 64 − bits. Scalar extraction and insertion into the lanes cost as much as a fifth of the
+// digits' work on a 3-bit row.
+__attribute__((target("avx2"))) inline __m256i fields(const uint8_t* stream, __m256i at, __m128i up) {
+  const auto* base = reinterpret_cast<const long long*>(stream);
+  const __m256i byte = _mm256_srli_epi64(at, 3);
+  const __m256i s = _mm256_and_si256(at, _mm256_set1_epi64x(7));
+  const __m256i lo = _mm256_i64gather_epi64(base, byte, 1);
+  const __m256i hi = _mm256_i64gather_epi64(base + 1, byte, 1);
+  const __m256i joined = _mm256_or_si256(_mm256_srlv_epi64(lo, s), _mm256_sllv_epi64(hi, _mm256_sub_epi64(_mm256_set1_epi64x(64), s)));
+  return _mm256_sll_epi64(joined, up);
 }
 
-__attribute__((target("avx2,fma,bmi2"))) void matvec_tiles_avx2(const float* x, const PackedLinear& p, int64_t t0, int64_t t1,
-                                                                 float constant, float* out) {
-  const std::vector<int64_t>& starts = p.layout.starts();
+// T tiles (8·T rows) from row r0. Each tile's rows sit in two registers of four 64-bit lanes, the even
+// rows in one and the odd rows in the other, so that their digits blend into 32-bit lanes in row
+// order. A digit waits on the previous one's multiply (7 cycles); two tiles side by side keep the
+// multipliers busy where one leaves them waiting.
+template <int T>
+__attribute__((target("avx2,fma"))) inline void matvec_tiles(const float* x, const PackedLinear& p, int64_t r0, const TileGrids& g,
+                                                             float constant, float* out) {
+  constexpr int kRegs = 2 * T, kRows = kLanes * T;
+  const int64_t* starts = p.layout.starts().data();
   const int64_t* field_at = p.layout.field_offsets().data();
   const int* field_bits = p.layout.field_bits().data();
   const int* levels = p.levels.data();
   const uint32_t* grid = p.grid_index.data();
-  const int64_t words = p.layout.words_per_row();
   const uint8_t* stream = p.codes();
-  const __m256i pick_low32 = _mm256_setr_epi32(0, 2, 4, 6, 0, 0, 0, 0);
-  TileGrids g;
-  for (int64_t t = t0; t < t1; ++t) {
-    const int64_t r0 = t * kLanes;
-    g.fit(p, r0);
-    const float* scale = g.scale.data();
-    const float* zero = g.zero.data();
-    // Where each lane's row starts in the bit stream (rows are bit-granular).
-    int64_t row[kLanes];
-    for (int lane = 0; lane < kLanes; ++lane) row[lane] = std::min(r0 + lane, p.rows - 1) * p.row_bits;
-    __m128 acc0 = _mm_setzero_ps(), acc1 = _mm_setzero_ps();
-    for (int64_t w = 0; w < words; ++w) {
-      const int64_t at = field_at[w];
-      const int b = field_bits[w];
-      const auto f = [&](int lane) { return static_cast<long long>(radix_field(stream, row[lane] + at, b)); };
-      __m256i y0 = _mm256_setr_epi64x(f(0), f(1), f(2), f(3));
-      __m256i y1 = _mm256_setr_epi64x(f(4), f(5), f(6), f(7));
-      for (int64_t j = starts[static_cast<size_t>(w)]; j < starts[static_cast<size_t>(w) + 1]; ++j) {
-        if (levels[j] == 1) continue;  // one-level columns are in `constant`; multiplying by 1 keeps y
-        const __m256i L = _mm256_set1_epi64x(levels[j]);
-        __m256i low0, low1;
-        const __m256i c0 = mul_high_low(y0, L, low0);
-        const __m256i c1 = mul_high_low(y1, L, low1);
-        y0 = low0;
-        y1 = low1;
-        const __m128 code0 = _mm_cvtepi32_ps(_mm256_castsi256_si128(_mm256_permutevar8x32_epi32(c0, pick_low32)));
-        const __m128 code1 = _mm_cvtepi32_ps(_mm256_castsi256_si128(_mm256_permutevar8x32_epi32(c1, pick_low32)));
-        const size_t at = static_cast<size_t>(grid[j]) * kLanes;
-        const __m128 xj = _mm_set1_ps(x[j]);
-        acc0 = _mm_fmadd_ps(_mm_mul_ps(_mm_loadu_ps(scale + at), _mm_sub_ps(code0, _mm_loadu_ps(zero + at))), xj, acc0);
-        acc1 = _mm_fmadd_ps(_mm_mul_ps(_mm_loadu_ps(scale + at + 4), _mm_sub_ps(code1, _mm_loadu_ps(zero + at + 4))), xj, acc1);
+  const float* scale = g.scale.data();
+  const float* zero = g.zero.data();
+  // Where each row starts in the bit stream (rows are bit-granular); register k holds rows of parity
+  // k % 2 of tile k / 2.
+  __m256i row[kRegs];
+  for (int k = 0; k < kRegs; ++k) {
+    const int64_t first = r0 + kLanes * (k / 2) + k % 2;
+    const auto at = [&](int i) { return static_cast<long long>(std::min(first + 2 * i, p.rows - 1) * p.row_bits); };
+    row[k] = _mm256_setr_epi64x(at(0), at(1), at(2), at(3));
+  }
+  __m256 acc[T];
+  for (int i = 0; i < T; ++i) acc[i] = _mm256_setzero_ps();
+  for (int64_t w = 0; w < p.layout.words_per_row(); ++w) {
+    const __m256i at = _mm256_set1_epi64x(field_at[w]);
+    const __m128i up = _mm_cvtsi32_si128(64 - field_bits[w]);
+    // y = yh·2^32 + yl, each half in the low 32 bits of a lane (the multiplier reads only those).
+    __m256i yl[kRegs], yh[kRegs];
+    for (int k = 0; k < kRegs; ++k) {
+      yl[k] = fields(stream, _mm256_add_epi64(row[k], at), up);
+      yh[k] = _mm256_srli_epi64(yl[k], 32);
+    }
+    for (int64_t j = starts[w]; j < starts[w + 1]; ++j) {
+      if (levels[j] == 1) continue;  // one-level columns are in `constant`; multiplying by 1 keeps y
+      // y·L = (yh·L + (yl·L >> 32))·2^32 + (yl·L mod 2^32): the digit is bits 32.. of t = yh·L +
+      // (yl·L >> 32), the new yh t's low half and the new yl a's (L ≤ 256 keeps t < 2^41).
+      const __m256i L = _mm256_set1_epi64x(levels[j]);
+      for (int k = 0; k < kRegs; ++k) {
+        const __m256i a = _mm256_mul_epu32(yl[k], L);
+        yh[k] = _mm256_add_epi64(_mm256_mul_epu32(yh[k], L), _mm256_srli_epi64(a, 32));
+        yl[k] = a;
+      }
+      const __m256 xj = _mm256_set1_ps(x[j]);
+      const size_t at_grid = static_cast<size_t>(grid[j]) * kRows;
+      for (int i = 0; i < T; ++i) {
+        const __m256 code = _mm256_cvtepi32_ps(_mm256_blend_epi32(_mm256_srli_epi64(yh[2 * i], 32), yh[2 * i + 1], 0xAA));
+        const size_t e = at_grid + static_cast<size_t>(kLanes * i);
+        acc[i] = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_loadu_ps(scale + e), _mm256_sub_ps(code, _mm256_loadu_ps(zero + e))), xj, acc[i]);
       }
     }
-    alignas(16) float sums[kLanes];
-    _mm_store_ps(sums, acc0);
-    _mm_store_ps(sums + 4, acc1);
-    for (int lane = 0; lane < kLanes && r0 + lane < p.rows; ++lane) out[r0 + lane] = sums[lane] + constant;
+  }
+  alignas(32) float sums[kRows];
+  for (int i = 0; i < T; ++i) _mm256_store_ps(sums + kLanes * i, acc[i]);
+  for (int r = 0; r < kRows && r0 + r < p.rows; ++r) out[r0 + r] = sums[r] + constant;
+}
+
+__attribute__((target("avx2,fma"))) void matvec_tiles_avx2(const float* x, const PackedLinear& p, int64_t t0, int64_t t1,
+                                                           float constant, float* out) {
+  TileGrids g;
+  int64_t t = t0;
+  for (; t + 2 <= t1; t += 2) {
+    g.fit(p, t * kLanes, 2 * kLanes);
+    matvec_tiles<2>(x, p, t * kLanes, g, constant, out);
+  }
+  if (t < t1) {
+    g.fit(p, t * kLanes, kLanes);
+    matvec_tiles<1>(x, p, t * kLanes, g, constant, out);
   }
 }
 
