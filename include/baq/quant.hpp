@@ -2,6 +2,7 @@
 // Pure numerics on matrices: uniform grids, round-to-nearest and GPTQ. No file I/O, no model
 // knowledge — every function here works on a plain weight matrix W (rows = outputs, columns =
 // inputs) and, for GPTQ, the layer's Hessian proxy H = 2·X·Xᵀ/n (columns × columns).
+#include <algorithm>
 #include <cstdint>
 #include <functional>
 #include <string>
@@ -41,7 +42,15 @@ struct GridParams {
   float scale = 1.0f;
   float zero = 0.0f;
   int maxq = 15;
-  int code(float x) const;          // nearest level index in [0, maxq]
+  int code(float x) const { return static_cast<int>(code_value(x)); }  // nearest level index in [0, maxq]
+  // The code as a float: x/scale rounded half to even (nearbyint's rounding, by adding and
+  // subtracting 1.5·2^23, which is exact for |x/scale| < 2^22 and clamps the same beyond; no libm
+  // call, so loops over it vectorize), plus zero, clamped.
+  float code_value(float x) const {
+    constexpr float kRound = 12582912.0f;  // 1.5 · 2^23
+    const float c = ((x / scale + kRound) - kRound) + zero;
+    return std::min(std::max(c, 0.0f), static_cast<float>(maxq));
+  }
   float value(int code) const { return scale * (static_cast<float>(code) - zero); }
 };
 GridParams fit_grid(float xmin, float xmax, int maxq, bool sym);

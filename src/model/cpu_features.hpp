@@ -3,6 +3,15 @@
 // binary runs everywhere. (F16C through cpuid: clang's __builtin_cpu_supports does not know it.)
 #include <cpuid.h>
 
+// Loops the compiler vectorizes, compiled twice, for AVX2 and for the x86-64 baseline, the version
+// picked when the program loads. Not FMA: without it both versions do the same IEEE operations in the
+// same order, so results do not depend on the machine. (GCC; other compilers get the baseline.)
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
+#define BAQ_VECTOR_CLONES __attribute__((target_clones("avx2", "default")))
+#else
+#define BAQ_VECTOR_CLONES
+#endif
+
 namespace baq {
 
 inline bool cpu_has_f16c() {

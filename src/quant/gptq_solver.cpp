@@ -1,13 +1,16 @@
 #include <cblas.h>
 
 #include <algorithm>
+#include <bit>
 #include <cmath>
 #include <cstring>
+#include <functional>
 #include <numeric>
 
 #include "baq/error.hpp"
 #include "baq/half.hpp"
 #include "baq/quant.hpp"
+#include "model/cpu_features.hpp"
 #include "quant/inverse_hessian.hpp"
 
 namespace baq {
@@ -19,33 +22,124 @@ namespace {
 // vectorizes where powf is a library call per value.
 inline float pow_2_4(float d) {
   const float a = d * d;
-  if (!(a > 1e-30f)) return 0.0f;
-  uint32_t bits;
-  std::memcpy(&bits, &a, 4);
-  bits = bits / 5 + 852282573u;  // ≈ bits(a)/5 + 4/5·bits(1.0f): the exponent divided by 5
-  float x;
-  std::memcpy(&x, &bits, 4);
+  const float a_safe = a + 1e-30f;  // > 0; a select here would stop the loop vectorizing
+  // ≈ bits(a)/5 + 4/5·bits(1.0f): the exponent divided by 5
+  float x = std::bit_cast<float>(std::bit_cast<uint32_t>(a_safe) / 5 + 852282573u);
   for (int k = 0; k < 3; ++k) {
     const float x2 = x * x;
-    x = 0.8f * x + 0.2f * a / (x2 * x2);
+    x = 0.8f * x + 0.2f * a_safe / (x2 * x2);
   }
-  return a * x;
+  return a * x;  // d = 0 gives 0
 }
 
 // The clip search's rounding error of `n` values on one grid, GPTQ's Σ|w − q(w)|^2.4. The code is
 // grid.code()'s, rounded by the magic-number trick (ties to even, as nearbyint, for |w/scale| < 2^22,
 // always the case before clamping) so the loop vectorizes.
-double clip_error(const float* v, int64_t n, const GridParams& g) {
+BAQ_VECTOR_CLONES double clip_error(const float* v, int64_t n, const GridParams& g) {
   const float zero = g.zero, scale = g.scale, maxq = static_cast<float>(g.maxq);
   constexpr float kRound = 12582912.0f;  // 1.5 · 2^23
-  double e = 0;
-#pragma omp simd reduction(+ : e)
-  for (int64_t i = 0; i < n; ++i) {
-    float c = (v[i] / scale + kRound) - kRound + zero;
+  const auto error = [&](float x) {
+    float c = (x / scale + kRound) - kRound + zero;
     c = std::min(std::max(c, 0.0f), maxq);
-    e += static_cast<double>(pow_2_4(std::abs(v[i] - scale * (c - zero))));
+    return pow_2_4(std::abs(x - scale * (c - zero)));
+  };
+  // Errors of a run of values into a buffer (a loop without a reduction vectorizes), summed in double
+  // in four interleaved partial sums (one chain of dependent additions would cost 4 cycles a value),
+  // in a fixed order: the same sum on any machine.
+  constexpr int64_t kRun = 256;
+  float buf[kRun];
+  double part[4] = {0, 0, 0, 0};
+  for (int64_t i0 = 0; i0 < n; i0 += kRun) {
+    const int64_t m = std::min(kRun, n - i0);
+    for (int64_t i = 0; i < m; ++i) buf[i] = error(v[i0 + i]);
+    int64_t i = 0;
+    for (; i + 4 <= m; i += 4)
+      for (int k = 0; k < 4; ++k) part[k] += static_cast<double>(buf[i + k]);
+    for (; i < m; ++i) part[0] += static_cast<double>(buf[i]);
   }
-  return e;
+  return (part[0] + part[1]) + (part[2] + part[3]);
+}
+
+// Rows per chunk of the column loop (at most): a chunk's weights and errors over a 128-column block
+// take 2 × 16 KB, within L1.
+constexpr int64_t kRowChunk = 32;
+
+// One block [i1, i2) of GPTQ's columns in visiting order, as the chunked column loop sees it: the
+// weights (column-major, updated in place), the factor U, the errors (column-major, block-relative),
+// and where codes and values go (row-major, original column order).
+struct BlockColumns {
+  float* wt;
+  int64_t rows, cols;
+  const float* u;
+  int64_t i1, i2;
+  float* err;
+  double* loss;  // Σ e² of each chunk (row r0 / kRowChunk) and block column, at chunk·(i2 − i1) + i − i1
+  const int64_t* perm;
+  uint8_t* codes;
+  float* dequant;
+};
+
+// Column i's error spread over the rest of the block, rows [r0, r1).
+BAQ_VECTOR_CLONES void spread_error(const BlockColumns& b, int64_t i, int64_t r0, int64_t r1) {
+  const float* e = b.err + (i - b.i1) * b.rows;
+  for (int64_t j = i + 1; j < b.i2; ++j) {
+    const float uij = b.u[i * b.cols + j];
+    float* cj = b.wt + j * b.rows;
+    for (int64_t r = r0; r < r1; ++r) cj[r] -= uij * e[r];
+  }
+}
+
+// Columns [a, c) of the block, rows [r0, r1) (at most kRowChunk): each quantized on its row's grid
+// (`grids` gives column i's scale and zero per row and its maxq), its error spread over the rest of
+// the block. The chunk's columns [a, i2) are worked on in a contiguous copy: in place, the columns
+// lie `rows` floats apart, and with rows a multiple of 1024 every column's chunk falls in the same
+// few L1 sets (and on its own page), which made this loop miss cache on nearly every column.
+BAQ_VECTOR_CLONES void quantize_columns(const BlockColumns& b, int64_t a, int64_t c, int64_t r0, int64_t r1,
+                                        const std::function<void(int64_t i, float* scale, float* zero, int& maxq)>& grids) {
+  const int64_t nr = r1 - r0, n = b.i2 - a;
+  thread_local std::vector<float> work;
+  work.resize(static_cast<size_t>(4 * n * kRowChunk));
+  float* w = work.data();                          // columns [a, i2), kRowChunk apart
+  float* e = w + n * kRowChunk;                    // errors of columns [a, c)
+  float* code = e + n * kRowChunk;                 // codes and values of columns [a, c)
+  float* value = code + n * kRowChunk;
+  for (int64_t j = 0; j < n; ++j) std::memcpy(w + j * kRowChunk, b.wt + (a + j) * b.rows + r0, static_cast<size_t>(nr) * 4);
+  float scale[kRowChunk], zero[kRowChunk];
+  int maxq = 0;
+  for (int64_t i = a; i < c; ++i) {
+    grids(i, scale, zero, maxq);
+    const float d = b.u[i * b.cols + i];
+    const float* col = w + (i - a) * kRowChunk;
+    float* ei = e + (i - a) * kRowChunk;
+    float* ci = code + (i - a) * kRowChunk;
+    float* vi = value + (i - a) * kRowChunk;
+    for (int64_t k = 0; k < nr; ++k) {
+      const float q_code = GridParams{scale[k], zero[k], maxq}.code_value(col[k]);
+      const float q = scale[k] * (q_code - zero[k]);
+      ci[k] = q_code;
+      vi[k] = q;
+      ei[k] = (col[k] - q) / d;
+    }
+    // Σ e² over the chunk's rows by halving (vectorizes; a fixed order, whatever the thread count).
+    float sq[kRowChunk] = {};
+    for (int64_t k = 0; k < nr; ++k) sq[k] = ei[k] * ei[k];
+    for (int64_t half = kRowChunk / 2; half > 0; half /= 2)
+      for (int64_t k = 0; k < half; ++k) sq[k] += sq[k + half];
+    b.loss[(r0 / kRowChunk) * (b.i2 - b.i1) + i - b.i1] = sq[0];
+    for (int64_t j = i + 1; j < b.i2; ++j) {
+      const float uij = b.u[i * b.cols + j];
+      float* wj = w + (j - a) * kRowChunk;
+      for (int64_t k = 0; k < nr; ++k) wj[k] -= uij * ei[k];
+    }
+  }
+  for (int64_t j = c - a; j < n; ++j) std::memcpy(b.wt + (a + j) * b.rows + r0, w + j * kRowChunk, static_cast<size_t>(nr) * 4);
+  for (int64_t i = a; i < c; ++i) std::memcpy(b.err + (i - b.i1) * b.rows + r0, e + (i - a) * kRowChunk, static_cast<size_t>(nr) * 4);
+  for (int64_t k = 0; k < nr; ++k)
+    for (int64_t i = a; i < c; ++i) {
+      const size_t at = static_cast<size_t>((r0 + k) * b.cols + b.perm[i]);
+      b.codes[at] = static_cast<uint8_t>(code[(i - a) * kRowChunk + k]);
+      b.dequant[at] = value[(i - a) * kRowChunk + k];
+    }
 }
 
 }  // namespace
@@ -76,9 +170,13 @@ QuantizedMatrix quantize_gptq(const float* w, int64_t rows, int64_t cols, const 
   std::vector<char> dead(static_cast<size_t>(cols));
   for (int64_t i = 0; i < cols; ++i) dead[i] = h[perm[i] * cols + perm[i]] == 0.0;
   std::vector<float> wt(static_cast<size_t>(cols * rows));
+  // In tiles of 64 × 64: a column of W read whole would touch a cache line per row.
+  constexpr int64_t kTile = 64;
 #pragma omp parallel for schedule(static)
-  for (int64_t i = 0; i < cols; ++i)
-    for (int64_t r = 0; r < rows; ++r) wt[i * rows + r] = dead[i] ? 0.0f : w[r * cols + perm[i]];
+  for (int64_t i0 = 0; i0 < cols; i0 += kTile)
+    for (int64_t r0 = 0; r0 < rows; r0 += kTile)
+      for (int64_t i = i0; i < std::min(cols, i0 + kTile); ++i)
+        for (int64_t r = r0; r < std::min(rows, r0 + kTile); ++r) wt[i * rows + r] = dead[i] ? 0.0f : w[r * cols + perm[i]];
   const auto fill = [&](float* hp) {
 #pragma omp parallel for schedule(static)
     for (int64_t i = 0; i < cols; ++i) {
@@ -120,15 +218,14 @@ QuantizedMatrix quantize_gptq(const float* w, int64_t rows, int64_t cols, const 
   m.column_weight.assign(static_cast<size_t>(cols), 0.0);
   // [H⁻¹]_ii = Σ_{k≤i} U_ki² (H⁻¹ = UᵀU in the visiting order).
   {
-    std::vector<double> hinv(static_cast<size_t>(cols), 0.0);
-    for (int64_t k = 0; k < cols; ++k)  // row by row of U: contiguous
-      for (int64_t i = k; i < cols; ++i) hinv[i] += static_cast<double>(u[k * cols + i]) * u[k * cols + i];
+    const std::vector<double>& hinv = f.inverse_diagonal;
     for (int64_t i = 0; i < cols; ++i) m.column_weight[perm[i]] = hinv[i] > 0 ? 1.0 / hinv[i] : 0.0;
   }
 
   // Blocks never straddle a group start, so a group's grid is always fitted on fully updated columns
   // and the result does not depend on the block size (beyond rounding).
   std::vector<float> err(static_cast<size_t>(std::min<int64_t>(s.block_size, cols) * rows));
+  std::vector<double> chunk_loss(static_cast<size_t>((rows + kRowChunk - 1) / kRowChunk * std::min<int64_t>(s.block_size, cols)));
   for (int64_t i1 = 0; i1 < cols;) {
     const int64_t group_end = (i1 / gs + 1) * gs;
     const int64_t i2 = std::min({i1 + static_cast<int64_t>(s.block_size), group_end, cols});
@@ -206,46 +303,66 @@ QuantizedMatrix quantize_gptq(const float* w, int64_t rows, int64_t cols, const 
         }
       }
     }
-    for (int64_t i = i1; i < i2; ++i) {
-      const int64_t g = i / gs;
-      m.group_of[perm[i]] = static_cast<int32_t>(g);
-      const float d = u[i * cols + i];
-      float* col = wt.data() + i * rows;
-      float* e = err.data() + (i - i1) * rows;
-      const int L = m.levels[perm[i]];
-      if (L == 1) {
+    // The block's columns, quantized in order, their errors spread over the rest of the block. Rows are
+    // independent here (a row's grid is fixed at its group's start and a block never leaves its
+    // group), so each thread takes chunks of rows through all the block's columns (quantize_columns):
+    // one parallel region per block rather than three per column, and per row loops over contiguous
+    // rows that vectorize (grids fitted once per chunk and level count). A one-level column needs all
+    // rows' updated weights (it stores their mean), so it ends a run of chunked columns.
+    const BlockColumns block{wt.data(), rows, cols, u, i1, i2, err.data(), chunk_loss.data(), perm.data(), m.codes.data(), m.dequant.data()};
+    const int64_t g = i1 / gs;
+    for (int64_t a = i1; a < i2;) {
+      if (m.levels[perm[a]] == 1) {
         // No code at all: the column is stored as one value, the mean of its (updated) weights.
+        const float d = u[a * cols + a];
+        const float* col = wt.data() + a * rows;
+        float* e = err.data() + (a - i1) * rows;
         double sum = 0.0;
         for (int64_t r = 0; r < rows; ++r) sum += col[r];
         const float mean = round_to_f16(static_cast<float>(sum / static_cast<double>(rows)));
-        m.column_mean[perm[i]] = mean;
+        m.column_mean[perm[a]] = mean;
         for (int64_t r = 0; r < rows; ++r) {
-          m.codes[r * cols + perm[i]] = 0;
-          m.dequant[r * cols + perm[i]] = mean;
+          m.codes[r * cols + perm[a]] = 0;
+          m.dequant[r * cols + perm[a]] = mean;
           e[r] = (col[r] - mean) / d;
         }
-      } else {
-#pragma omp parallel for schedule(static)
-        for (int64_t r = 0; r < rows; ++r) {
-          const GridParams grid = fit_grid(m.lo[r * m.n_groups + g], m.hi[r * m.n_groups + g], L - 1, s.sym);
-          const int c = grid.code(col[r]);
-          const float q = grid.value(c);
-          m.codes[r * cols + perm[i]] = static_cast<uint8_t>(c);
-          m.dequant[r * cols + perm[i]] = q;
-          e[r] = (col[r] - q) / d;
-        }
+        spread_error(block, a, 0, rows);
+        ++a;
+        continue;
       }
-      double col_loss = 0.0;  // summed in row order: the same for any thread count
-      for (int64_t r = 0; r < rows; ++r) col_loss += static_cast<double>(e[r]) * e[r];
+      int64_t c = a + 1;
+      while (c < i2 && m.levels[perm[c]] != 1) ++c;
+#pragma omp parallel for schedule(static)
+      for (int64_t r0 = 0; r0 < rows; r0 += kRowChunk) {
+        const int64_t r1 = std::min(rows, r0 + kRowChunk);
+        int grid_levels = 0;
+        const auto grids = [&](int64_t i, float* scale, float* zero, int& maxq) {
+          const int L = m.levels[perm[i]];
+          if (L == grid_levels) return;
+          for (int64_t r = r0; r < r1; ++r) {
+            const size_t at = static_cast<size_t>(r * m.n_groups + g);
+            const GridParams grid = fit_grid(m.lo[at], m.hi[at], L - 1, s.sym);
+            scale[r - r0] = grid.scale;
+            zero[r - r0] = grid.zero;
+          }
+          maxq = L - 1;
+          grid_levels = L;
+        };
+        quantize_columns(block, a, c, r0, r1, grids);
+      }
+      a = c;
+    }
+    for (int64_t i = i1; i < i2; ++i) {
+      m.group_of[perm[i]] = static_cast<int32_t>(g);
+      const float d = u[i * cols + i];
+      const float* e = err.data() + (i - i1) * rows;
+      double col_loss = 0.0;  // the chunks' sums in row order: the same for any thread count
+      if (m.levels[perm[i]] == 1)
+        for (int64_t r = 0; r < rows; ++r) col_loss += static_cast<double>(e[r]) * e[r];
+      else
+        for (int64_t chunk = 0; chunk * kRowChunk < rows; ++chunk) col_loss += chunk_loss[static_cast<size_t>(chunk * (i2 - i1) + i - i1)];
       m.column_loss[perm[i]] = col_loss;
       m.column_sq_error[perm[i]] = col_loss * static_cast<double>(d) * static_cast<double>(d);
-      // Spread the error over the rest of the block, one contiguous column at a time.
-#pragma omp parallel for schedule(static)
-      for (int64_t j = i + 1; j < i2; ++j) {
-        const float uij = u[i * cols + j];
-        float* cj = wt.data() + j * rows;
-        for (int64_t r = 0; r < rows; ++r) cj[r] -= uij * e[r];
-      }
     }
     // The lazy batch update of every later column: one GEMM.
     if (i2 < cols)

@@ -28,11 +28,6 @@ GridParams fit_grid(float xmin, float xmax, int maxq, bool sym) {
   return g;
 }
 
-int GridParams::code(float x) const {
-  const float c = std::nearbyint(x / scale) + zero;
-  return static_cast<int>(std::clamp(c, 0.0f, static_cast<float>(maxq)));
-}
-
 const char* range_kind_name(RangeKind kind) { return kind == RangeKind::F16 ? "f16" : "scaled8"; }
 
 RangeKind parse_range_kind(const std::string& name) {

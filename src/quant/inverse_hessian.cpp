@@ -119,6 +119,16 @@ InverseHessianFactor inverse_hessian_factor(const std::function<void(float*)>& f
   for (int64_t i = 0; i < n; ++i)
     for (int64_t j = i + 1; j < n; ++j) a[i * n + j] = 0.0f;
   std::reverse(a, a + n * n);
+  // Each thread sums its own columns over the rows of U, in row order: any thread count, same sums.
+  f.inverse_diagonal.assign(static_cast<size_t>(n), 0.0);
+  constexpr int64_t kCols = 256;
+#pragma omp parallel for schedule(dynamic)
+  for (int64_t i0 = 0; i0 < n; i0 += kCols) {
+    const int64_t i1 = std::min(n, i0 + kCols);
+    double* d = f.inverse_diagonal.data();
+    for (int64_t k = 0; k < i1; ++k)
+      for (int64_t i = std::max(k, i0); i < i1; ++i) d[i] += static_cast<double>(a[k * n + i]) * a[k * n + i];
+  }
   return f;
 }
 

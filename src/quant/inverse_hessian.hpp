@@ -16,6 +16,7 @@ namespace baq {
 // factorised in place.
 struct InverseHessianFactor {
   std::vector<float> u;  // n × n row-major, lower triangle zero
+  std::vector<double> inverse_diagonal;  // [(H + λI)⁻¹]_ii = Σ_{k≤i} U_ki²
   double damp = 0.0;
   int retries = 0;
 };
