@@ -3,6 +3,8 @@
 // and falls back to its generic "Prescott" SSE3 kernels, 3-5x slower than what the CPU can run;
 // configure_blas() switches such a fallback to the best kernel set the CPU supports. A user's own
 // OPENBLAS_CORETYPE is respected. Idempotent; call before the first BLAS call.
+#include <cstdint>
+#include <functional>
 #include <string>
 
 namespace baq {
@@ -10,5 +12,11 @@ namespace baq {
 void configure_blas();
 // The kernel set in use ("SkylakeX", "Haswell", ...), as OpenBLAS names it.
 std::string blas_core_name();
+
+// out (rows × n) = x (rows × k) · Wᵀ for a weight W (n × k) held in another form than F32:
+// `rows_to_f32(r0, r1, dst)` writes rows [r0, r1) of W in F32 (called from several threads at once,
+// on disjoint rows). Bounded memory: a panel of at most ~8 MB of converted rows at a time.
+void matmul_converted_rows(const float* x, int64_t rows, int64_t n, int64_t k,
+                           const std::function<void(int64_t r0, int64_t r1, float* dst)>& rows_to_f32, float* out);
 
 }  // namespace baq

@@ -1,5 +1,6 @@
 #include "model/kernels.hpp"
 
+#include "baq/blas.hpp"
 #include "model/cpu_features.hpp"
 
 #include <cblas.h>
@@ -133,22 +134,8 @@ void dense_matmul(const float* x, int64_t rows, const Tensor& w, float* out) {
                 1.0f, x, static_cast<int>(k), w.data, static_cast<int>(k), 0.0f, out, static_cast<int>(n));
     return;
   }
-  // Half-precision weights: 64-row tiles converted into a per-thread buffer and multiplied there, so
-  // the weights are never expanded whole and each tile is converted once per call.
-  constexpr int64_t kTile = 64;
-  const int64_t tiles = (n + kTile - 1) / kTile;
-#pragma omp parallel
-  {
-    float* tile = Scratch::get(9, static_cast<size_t>(kTile * k));
-#pragma omp for schedule(dynamic, 1)
-    for (int64_t t = 0; t < tiles; ++t) {
-      const int64_t r0 = t * kTile, r1 = std::min(n, r0 + kTile);
-      w.rows_to_f32(r0, r1, tile);
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(rows), static_cast<int>(r1 - r0),
-                  static_cast<int>(k), 1.0f, x, static_cast<int>(k), tile, static_cast<int>(k), 0.0f, out + r0,
-                  static_cast<int>(n));
-    }
-  }
+  // Half-precision weights: converted a panel of rows at a time, never expanded whole.
+  matmul_converted_rows(x, rows, n, k, [&](int64_t r0, int64_t r1, float* dst) { w.rows_to_f32(r0, r1, dst); }, out);
 }
 
 void linear(const float* x, int64_t rows, const Linear& l, float* out) {

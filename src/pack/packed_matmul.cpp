@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include "baq/blas.hpp"
 #include "baq/half.hpp"
 #include "baq/pack.hpp"
 
@@ -103,21 +104,7 @@ void packed_matmul(const float* x, int64_t rows_x, const PackedLinear& p, float*
     for (int64_t r = 0; r < rows_x; ++r) packed_matvec(x + r * p.cols, p, out + r * p.rows);
     return;
   }
-  constexpr int64_t kTile = 64;
-  const int64_t tiles = (p.rows + kTile - 1) / kTile;
-  // Tiles run on the OpenMP threads, each decoding into its own buffer; BLAS inside runs on the calling thread.
-#pragma omp parallel
-  {
-    std::vector<float> w(static_cast<size_t>(kTile * p.cols));
-#pragma omp for schedule(dynamic, 1)
-    for (int64_t t = 0; t < tiles; ++t) {
-      const int64_t r0 = t * kTile, r1 = std::min(p.rows, r0 + kTile);
-      decode_rows(p, r0, r1, w.data());
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(rows_x), static_cast<int>(r1 - r0),
-                  static_cast<int>(p.cols), 1.0f, x, static_cast<int>(p.cols), w.data(), static_cast<int>(p.cols), 0.0f,
-                  out + r0, static_cast<int>(p.rows));
-    }
-  }
+  matmul_converted_rows(x, rows_x, p.rows, p.cols, [&](int64_t r0, int64_t r1, float* dst) { decode_rows(p, r0, r1, dst); }, out);
 }
 
 void packed_matvec_rows(const float* x, const PackedLinear& p, int64_t r0, int64_t r1, float* out) {
