@@ -117,6 +117,10 @@ void release_gptq_factor_cache();
 double proxy_loss(const float* w, const float* q, int64_t rows, int64_t cols, const double* h);
 // The same, from the solver's own number when it has one (QuantizedMatrix::proxy_loss).
 double proxy_loss(const float* w, const QuantizedMatrix& q, const double* h);
+// d_r H d_rᵀ for each row of a rows × cols matrix D given a block of rows at a time by d_rows
+// (row-major into dst, called in order, several times over), into per_row.
+void row_quadratic_forms(int64_t rows, int64_t cols, const double* h,
+                         const std::function<void(int64_t r0, int64_t r1, float* dst)>& d_rows, double* per_row);
 
 }  // namespace baq
 

@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <iterator>
+#include <numeric>
 
 namespace baq {
 
@@ -33,27 +35,44 @@ InputSmoothing choose_input_smoothing(const std::vector<const Tensor*>& weights,
       weights[i]->rows_to_f32(r, r + 1, sample[i].data() + sample[i].size() - static_cast<size_t>(cols));
     }
   }
-  std::vector<double> hs(h.size());
-  InputSmoothing best;
-  double best_loss = 0.0;
-  for (double alpha : {0.0, 0.25, 0.5, 0.75, 1.0}) {
-    std::vector<float> scale(static_cast<size_t>(cols));
+  // Each candidate's proxy loss under its scaled Hessian D⁻¹HD⁻¹ (D = diag(scale)) of the scaled
+  // weights' error W·D − Q equals the loss under H of W − Q·D⁻¹: every candidate's sampled rows go into
+  // one matrix of errors and one pass over H gives them all.
+  constexpr double kAlphas[] = {0.0, 0.25, 0.5, 0.75, 1.0};
+  constexpr size_t kCandidates = std::size(kAlphas);
+  int64_t sample_rows = 0;
+  for (const std::vector<float>& s : sample) sample_rows += static_cast<int64_t>(s.size()) / cols;
+  std::vector<std::vector<float>> scales(kCandidates, std::vector<float>(static_cast<size_t>(cols)));
+  std::vector<float> errors(static_cast<size_t>(kCandidates * static_cast<size_t>(sample_rows * cols)));
+  for (size_t k = 0; k < kCandidates; ++k) {
+    std::vector<float>& scale = scales[k];
     for (int64_t c = 0; c < cols; ++c)
-      scale[static_cast<size_t>(c)] = static_cast<float>(std::exp(alpha * (std::log(rms[static_cast<size_t>(c)]) - log_mean)));
-    for (int64_t i = 0; i < cols; ++i)
-      for (int64_t j = 0; j < cols; ++j)
-        hs[static_cast<size_t>(i * cols + j)] = h[static_cast<size_t>(i * cols + j)] / (static_cast<double>(scale[static_cast<size_t>(i)]) * scale[static_cast<size_t>(j)]);
-    double loss = 0.0;
+      scale[static_cast<size_t>(c)] = static_cast<float>(std::exp(kAlphas[k] * (std::log(rms[static_cast<size_t>(c)]) - log_mean)));
+    float* e = errors.data() + k * static_cast<size_t>(sample_rows * cols);
     for (const std::vector<float>& s : sample) {
       const int64_t n = static_cast<int64_t>(s.size()) / cols;
       std::vector<float> w = s;
       scale_columns(w.data(), n, cols, scale);
       const QuantizedMatrix q = quantize_rtn(w.data(), n, cols, settings);
-      loss += proxy_loss(w.data(), q.dequant.data(), n, cols, hs.data());
+      for (int64_t r = 0; r < n; ++r)
+        for (int64_t c = 0; c < cols; ++c)
+          e[r * cols + c] = s[static_cast<size_t>(r * cols + c)] - q.dequant[static_cast<size_t>(r * cols + c)] / scale[static_cast<size_t>(c)];
+      e += n * cols;
     }
-    if (alpha == 0.0 || loss < best_loss) {
+  }
+  const int64_t total_rows = static_cast<int64_t>(kCandidates) * sample_rows;
+  std::vector<double> per_row(static_cast<size_t>(total_rows));
+  row_quadratic_forms(total_rows, cols, h.data(), [&](int64_t r0, int64_t r1, float* dst) {
+    std::copy(errors.data() + r0 * cols, errors.data() + r1 * cols, dst);
+  }, per_row.data());
+  InputSmoothing best;
+  double best_loss = 0.0;
+  for (size_t k = 0; k < kCandidates; ++k) {
+    const auto first = per_row.begin() + static_cast<int64_t>(k) * sample_rows;
+    const double loss = std::accumulate(first, first + sample_rows, 0.0);
+    if (k == 0 || loss < best_loss) {
       best_loss = loss;
-      best = alpha == 0.0 ? InputSmoothing{} : InputSmoothing{alpha, std::move(scale)};
+      best = kAlphas[k] == 0.0 ? InputSmoothing{} : InputSmoothing{kAlphas[k], scales[k]};
     }
   }
   return best;

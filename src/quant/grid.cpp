@@ -1,6 +1,7 @@
 #include <cblas.h>
 
 #include <algorithm>
+#include <numeric>
 #include <vector>
 #include <cmath>
 
@@ -67,13 +68,14 @@ GridParams QuantizedMatrix::grid(int64_t row, int64_t col) const {
   return fit_grid(lo[k], hi[k], levels[static_cast<size_t>(col)] - 1, sym);
 }
 
-double proxy_loss(const float* w, const float* q, int64_t rows, int64_t cols, const double* h) {
-  // Σ_r d_r H d_rᵀ with D = W − Q, in F32 products (sgemm) summed in double: H a block of 512 columns
-  // at a time in F32 (never a second whole copy of it), D a block of 256 rows at a time.
+void row_quadratic_forms(int64_t rows, int64_t cols, const double* h,
+                         const std::function<void(int64_t r0, int64_t r1, float* dst)>& d_rows, double* per_row) {
+  // d_r H d_rᵀ in F32 products (sgemm) summed in double: H a block of 512 columns at a time in F32
+  // (converted once per call, never a second whole copy of it), D a block of 256 rows at a time.
   constexpr int64_t kCols = 512, kRows = 256;
   std::vector<float> hb(static_cast<size_t>(cols * std::min(cols, kCols)));
   std::vector<float> d(static_cast<size_t>(std::min(rows, kRows) * cols)), dh(static_cast<size_t>(std::min(rows, kRows) * std::min(cols, kCols)));
-  double total = 0.0;
+  std::fill(per_row, per_row + rows, 0.0);
   for (int64_t c0 = 0; c0 < cols; c0 += kCols) {
     const int64_t nc = std::min(kCols, cols - c0);
 #pragma omp parallel for schedule(static)
@@ -81,19 +83,27 @@ double proxy_loss(const float* w, const float* q, int64_t rows, int64_t cols, co
       for (int64_t j = 0; j < nc; ++j) hb[i * nc + j] = static_cast<float>(h[i * cols + c0 + j]);
     for (int64_t r0 = 0; r0 < rows; r0 += kRows) {
       const int64_t nr = std::min(kRows, rows - r0);
-      for (int64_t i = 0; i < nr * cols; ++i) d[i] = w[r0 * cols + i] - q[r0 * cols + i];
+      d_rows(r0, r0 + nr, d.data());
       cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, static_cast<int>(nr), static_cast<int>(nc),
                   static_cast<int>(cols), 1.0f, d.data(), static_cast<int>(cols), hb.data(), static_cast<int>(nc), 0.0f,
                   dh.data(), static_cast<int>(nc));
-      // Row by row in order: the same sum for any thread count.
+      // Each row's sum in column order: the same for any thread count.
+#pragma omp parallel for schedule(static)
       for (int64_t r = 0; r < nr; ++r) {
         double row = 0.0;
         for (int64_t j = 0; j < nc; ++j) row += static_cast<double>(d[r * cols + c0 + j]) * dh[r * nc + j];
-        total += row;
+        per_row[r0 + r] += row;
       }
     }
   }
-  return total;
+}
+
+double proxy_loss(const float* w, const float* q, int64_t rows, int64_t cols, const double* h) {
+  std::vector<double> per_row(static_cast<size_t>(rows));
+  row_quadratic_forms(rows, cols, h, [&](int64_t r0, int64_t r1, float* d) {
+    for (int64_t i = 0; i < (r1 - r0) * cols; ++i) d[i] = w[r0 * cols + i] - q[r0 * cols + i];
+  }, per_row.data());
+  return std::accumulate(per_row.begin(), per_row.end(), 0.0);  // rows in order
 }
 
 double proxy_loss(const float* w, const QuantizedMatrix& q, const double* h) {
