@@ -14,6 +14,7 @@
 //   bench_scale [--shapes tinyllama,llama3-8b,kdoc] [--dir /tmp/baq-scale] [--nsamples 8] [--seqlen 512]
 //               [--skip-generate] [--keep] [--reuse] [--mpi N]
 // --reuse takes the .baq files a --keep run left in --dir instead of quantizing again (generation only).
+#include <algorithm>
 #include <cblas.h>
 #include <omp.h>
 #include <sys/resource.h>
@@ -223,6 +224,8 @@ double gib(double mib) { return mib / 1024.0; }
 // and gate/up share theirs) and GPTQ's updates rows·n² per linear (every block of B columns
 // multiply-adds its errors into the rows × (n − i2) later columns: rows·n²/2 multiply-adds in all).
 // The proxy loss comes from the solve's own column losses (no product). The head counts as a linear.
+// Outlier smoothing (on by default, timed with the solves) ranks five strengths per distinct input
+// by the proxy loss of RTN on up to 256 rows of each linear reading it: 2·rows·n² each.
 struct Flops {
   double forward = 0, hessians = 0, solves = 0;
 };
@@ -234,7 +237,10 @@ Flops quantize_flops(const Shape& s, int nsamples, int seqlen) {
   f.forward = 2.0 * tokens * s.layers * (2.0 * linear_params + attention);
   f.hessians = tokens * s.layers * (3.0 * s.dim * s.dim + static_cast<double>(s.ffn) * s.ffn);
   auto factor = [&](double cols) { f.solves += 2.0 / 3.0 * cols * cols * cols; };
-  auto linear = [&](double rows, double cols) { f.solves += rows * cols * cols; };
+  auto linear = [&](double rows, double cols) {
+    f.solves += rows * cols * cols;
+    f.solves += 5.0 * 2.0 * std::min(rows, 256.0) * cols * cols;  // smoothing's candidates
+  };
   for (int l = 0; l < s.layers; ++l) {
     factor(s.dim), linear(s.dim, s.dim), linear(kv, s.dim), linear(kv, s.dim);  // q, k, v
     factor(s.dim), linear(s.dim, s.dim);                                         // o
