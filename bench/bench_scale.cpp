@@ -225,7 +225,8 @@ double gib(double mib) { return mib / 1024.0; }
 // multiply-adds its errors into the rows × (n − i2) later columns: rows·n²/2 multiply-adds in all).
 // The proxy loss comes from the solve's own column losses (no product). The head counts as a linear.
 // Outlier smoothing (on by default, timed with the solves) ranks five strengths per distinct input
-// by the proxy loss of RTN on up to 256 rows of each linear reading it: 2·rows·n² each.
+// by the proxy loss of RTN on up to 256 rows (128 past 1024 inputs) of each linear reading it:
+// 2·rows·n² each.
 struct Flops {
   double forward = 0, hessians = 0, solves = 0;
 };
@@ -239,7 +240,7 @@ Flops quantize_flops(const Shape& s, int nsamples, int seqlen) {
   auto factor = [&](double cols) { f.solves += 2.0 / 3.0 * cols * cols * cols; };
   auto linear = [&](double rows, double cols) {
     f.solves += rows * cols * cols;
-    f.solves += 5.0 * 2.0 * std::min(rows, 256.0) * cols * cols;  // smoothing's candidates
+    f.solves += 5.0 * 2.0 * std::min(rows, cols > 1024 ? 128.0 : 256.0) * cols * cols;  // smoothing's candidates
   };
   for (int l = 0; l < s.layers; ++l) {
     factor(s.dim), linear(s.dim, s.dim), linear(kv, s.dim), linear(kv, s.dim);  // q, k, v
@@ -374,10 +375,15 @@ int main(int argc, char** argv) {
       const double forward_s = number_after(q.output, R"(forward ([0-9.]+) s)");
       const double hessian_s = number_after(q.output, R"(Hessians ([0-9.]+) s)");
       const double solve_s = number_after(q.output, R"(solve ([0-9.]+) s)");
+      // This machine's rate drifts by up to 2x over minutes (a shared VM): sgemm is measured again
+      // after the run and the ratio uses the mean of the two.
+      const double gflops_after = sgemm_rate(), rate = (gflops + gflops_after) / 2;
       fmt::print("            FLOPs: forward {:.1f} TFLOP ({:.0f} GFLOP/s), Hessians {:.1f} TFLOP ({:.0f} GFLOP/s), "
-                 "solves {:.1f} TFLOP ({:.0f} GFLOP/s)\n            wall / (FLOPs / sgemm rate) = {:.2f}\n",
+                 "solves {:.1f} TFLOP ({:.0f} GFLOP/s)\n            wall / (FLOPs / sgemm rate) = {:.2f}  (sgemm {:.0f} "
+                 "GFLOP/s before the run, {:.0f} after)\n",
                  f.forward / 1e12, f.forward / forward_s / 1e9, f.hessians / 1e12, f.hessians / hessian_s / 1e9,
-                 f.solves / 1e12, f.solves / solve_s / 1e9, q.seconds / ((f.forward + f.hessians + f.solves) / gflops));
+                 f.solves / 1e12, f.solves / solve_s / 1e9, q.seconds / ((f.forward + f.hessians + f.solves) / rate),
+                 gflops / 1e9, gflops_after / 1e9);
       if (mpi_ranks > 1) {
         // The same command under mpirun: one rank with every core, then N ranks sharing them.
         const int cores = omp_get_max_threads();
