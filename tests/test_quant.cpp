@@ -233,6 +233,56 @@ TEST(Gptq, IdentityHessianEqualsRtnExactly) {
   }
 }
 
+// The clip search (GPTQ's `mse` grid search) picks, per row and group, the stored range among the
+// min-max range shrunk by 1 − 0.025·k (k = 0..8) whose grid rounds the group's weights with the least
+// Σ|w − q|^2.4. With an identity Hessian no error spreads, so the group's weights are the original
+// ones: a naive reference in double (std::pow, std::nearbyint) recomputes every candidate's error,
+// and the solver's choice must be the best to the precision of its float arithmetic. Also the search
+// must find something better than min-max on weights with outliers.
+TEST(Gptq, ClipSearchPicksTheRangeWithTheLeastPowerError) {
+  for (int gs : {0, 16}) {
+    Layer l = random_layer(24, 48, 11);
+    for (int r = 0; r < 24; r += 3) l.w[static_cast<size_t>(r * 48 + r % 48)] *= 6.0f;  // outliers
+    std::vector<double> eye(48 * 48, 0.0);
+    for (int i = 0; i < 48; ++i) eye[i * 48 + i] = 1.0;
+    QuantSettings s;
+    s.bits = 3;
+    s.group_size = gs;
+    s.clip_search = true;
+    const QuantizedMatrix g = quantize_gptq(l.w.data(), 24, 48, eye.data(), s);
+    const int64_t n = gs > 0 ? gs : 48;
+    int shrunk = 0;
+    for (int64_t r = 0; r < 24; ++r)
+      for (int64_t g0 = 0; g0 < 48; g0 += n) {
+        const float* v = l.w.data() + r * 48 + g0;
+        const float lo = *std::min_element(v, v + n), hi = *std::max_element(v, v + n);
+        const auto error = [&](float clo, float chi) {
+          const double scale = (static_cast<double>(std::max(chi, 0.0f)) - std::min(clo, 0.0f)) / 7.0;
+          const double zero = std::nearbyint(-std::min(clo, 0.0f) / scale);
+          double e = 0;
+          for (int64_t j = 0; j < n; ++j) {
+            const double c = std::clamp(std::nearbyint(v[j] / scale) + zero, 0.0, 7.0);
+            e += std::pow(std::abs(v[j] - scale * (c - zero)), 2.4);
+          }
+          return e;
+        };
+        double best = -1;
+        for (int k = 0; k <= 8; ++k) {
+          const float shrink = 1.0f - 0.025f * static_cast<float>(k);
+          const StoredRange c = store_range(RangeKind::F16, lo * shrink, hi * shrink, 0.0f, 0.0f);
+          const double e = error(c.lo, c.hi);
+          if (best < 0 || e < best) best = e;
+        }
+        const size_t at = static_cast<size_t>(r * g.n_groups + g0 / n);
+        const double chosen = error(g.lo[at], g.hi[at]);
+        EXPECT_LE(chosen, best * (1 + 1e-5)) << "row " << r << " group " << g0 / n << " gs " << gs;
+        const StoredRange minmax = store_range(RangeKind::F16, lo, hi, 0.0f, 0.0f);
+        shrunk += g.lo[at] != minmax.lo || g.hi[at] != minmax.hi;
+      }
+    EXPECT_GT(shrunk, 0) << "gs " << gs;
+  }
+}
+
 TEST(Gptq, ProxyLossBelowRtn) {
   for (int bits : {2, 3, 4}) {
     const Layer l = random_layer(64, 48, 3 + bits);
