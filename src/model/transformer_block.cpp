@@ -222,17 +222,16 @@ void TransformerBlock::forward_token(float* x, KvCache::Layer& cache, int pos, f
   const ModelConfig& c = config_;
   const int64_t dim = c.dim, qd = c.q_dim(), kvd = c.kv_dim(), hidden = c.hidden_dim;
   float *xn = work, *qkv = xn + dim, *att = qkv + qd + 2 * kvd, *o = att + qd, *gu = o + dim;
-#pragma omp single
-  if (cache.k.capacity() == 0) {  // the whole context at once: no reallocation per token
-    cache.k.reserve(static_cast<size_t>(c.max_seq_len) * static_cast<size_t>(kvd));
-    cache.v.reserve(cache.k.capacity());
-  }
   float *q = qkv, *k = qkv + qd, *v = qkv + qd + kvd;
   const BatchShape one{1, 1, pos};
 
-  // Attention.
+  // Attention. (One `single` for the cache's first reservation and the norm: each ends in a barrier.)
 #pragma omp single
   {
+    if (cache.k.capacity() == 0) {  // the whole context at once: no reallocation per token
+      cache.k.reserve(static_cast<size_t>(c.max_seq_len) * static_cast<size_t>(kvd));
+      cache.v.reserve(cache.k.capacity());
+    }
     if (c.pre_norm) apply_norm(attn_norm_, x, 1, xn);
     else std::memcpy(xn, x, static_cast<size_t>(dim) * sizeof(float));
   }
