@@ -150,8 +150,8 @@ enum class KernelIsa { Avx512Vnni, Avx512, Avx2, Scalar };
 void limit_kernel_isa(KernelIsa isa);
 KernelIsa kernel_isa();
 
-// out (rows_x × p.rows) = x (rows_x × p.cols) · Wᵀ with W decoded a tile of rows at a time: the
-// weights are never expanded whole.
+// out (rows_x × p.rows) = x (rows_x × p.cols) · Wᵀ: up to 16 rows of x by the fused matvec, more by
+// matmul_converted_rows (W decoded a panel of rows at a time): the weights are never expanded whole.
 void packed_matmul(const float* x, int64_t rows_x, const PackedLinear& p, float* out);
 
 // out (p.rows) = W · x for one input row (a generated token), through the format's fused matvec.

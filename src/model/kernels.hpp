@@ -1,6 +1,6 @@
 #pragma once
 // The forward pass's numerical kernels: F32 activations, weights in their stored dtype (F32, F16,
-// BF16 or packed) converted a tile at a time inside the product, OpenBLAS sgemm for every batched
+// BF16 or packed) converted a panel of rows at a time inside the product, OpenBLAS sgemm for every batched
 // matmul, fused dot products for one row, OpenMP for the rest.
 #include <cstdint>
 #include <vector>

@@ -21,7 +21,7 @@ namespace {
 constexpr int kLanes = 8;  // rows per tile: one register of eight 32-bit lanes
 
 // value(row, j) = scale·(code − zero) for the column's grid: the decode of decode_rows, here for the
-// rows of `tiles` tiles. Tables interleave them: entry (grid, row) at grid·lanes + row.
+// `lanes` rows from r0 (one or two tiles). Tables interleave them: entry (grid, row) at grid·lanes + row.
 struct TileGrids {
   std::vector<float> scale, zero, row_scale, row_zero;
   void fit(const PackedLinear& p, int64_t r0, int lanes) {

@@ -32,17 +32,10 @@ inline float pow_2_4(float d) {
   return a * x;  // d = 0 gives 0
 }
 
-// The clip search's rounding error of `n` values on one grid, GPTQ's Σ|w − q(w)|^2.4. The code is
-// grid.code()'s, rounded by the magic-number trick (ties to even, as nearbyint, for |w/scale| < 2^22,
-// always the case before clamping) so the loop vectorizes.
+// The clip search's rounding error of `n` values on one grid, GPTQ's Σ|w − q(w)|^2.4, the code being
+// the one the solver stores (GridParams::code_value, which vectorizes).
 BAQ_VECTOR_CLONES double clip_error(const float* v, int64_t n, const GridParams& g) {
-  const float zero = g.zero, scale = g.scale, maxq = static_cast<float>(g.maxq);
-  constexpr float kRound = 12582912.0f;  // 1.5 · 2^23
-  const auto error = [&](float x) {
-    float c = (x / scale + kRound) - kRound + zero;
-    c = std::min(std::max(c, 0.0f), maxq);
-    return pow_2_4(std::abs(x - scale * (c - zero)));
-  };
+  const auto error = [&](float x) { return pow_2_4(std::abs(x - g.scale * (g.code_value(x) - g.zero))); };
   // Errors of a run of values into a buffer (a loop without a reduction vectorizes), summed in double
   // in four interleaved partial sums (one chain of dependent additions would cost 4 cycles a value),
   // in a fixed order: the same sum on any machine.
@@ -79,13 +72,29 @@ struct BlockColumns {
   float* dequant;
 };
 
-// Column i's error spread over the rest of the block, rows [r0, r1).
-BAQ_VECTOR_CLONES void spread_error(const BlockColumns& b, int64_t i, int64_t r0, int64_t r1) {
-  const float* e = b.err + (i - b.i1) * b.rows;
+// Column i's error e (n rows) spread over the block's later columns j < i2: w_j −= U_ij·e, column j
+// of w at w_first + (j − first)·stride (the weights in place, or a chunk's contiguous copy).
+BAQ_VECTOR_CLONES void spread_error(const BlockColumns& b, int64_t i, const float* e, int64_t n, float* w_first,
+                                    int64_t first, int64_t stride) {
   for (int64_t j = i + 1; j < b.i2; ++j) {
     const float uij = b.u[i * b.cols + j];
-    float* cj = b.wt + j * b.rows;
-    for (int64_t r = r0; r < r1; ++r) cj[r] -= uij * e[r];
+    float* wj = w_first + (j - first) * stride;
+    for (int64_t k = 0; k < n; ++k) wj[k] -= uij * e[k];
+  }
+}
+
+// One column of n rows on each row's grid (scale, zero, maxq): codes, values and errors (w − q)/d.
+// Its own function with restrict arguments: inside quantize_columns, proving the buffers apart took
+// more runtime alias checks than GCC versions a loop for, and the loop stayed scalar.
+BAQ_VECTOR_CLONES void quantize_column(const float* __restrict scale, const float* __restrict zero, int maxq,
+                                       const float* __restrict col, float d, int64_t n, float* __restrict code,
+                                       float* __restrict value, float* __restrict e) {
+  for (int64_t k = 0; k < n; ++k) {
+    const float c = GridParams{scale[k], zero[k], maxq}.code_value(col[k]);
+    const float q = scale[k] * (c - zero[k]);
+    code[k] = c;
+    value[k] = q;
+    e[k] = (col[k] - q) / d;
   }
 }
 
@@ -113,24 +122,14 @@ BAQ_VECTOR_CLONES void quantize_columns(const BlockColumns& b, int64_t a, int64_
     float* ei = e + (i - a) * kRowChunk;
     float* ci = code + (i - a) * kRowChunk;
     float* vi = value + (i - a) * kRowChunk;
-    for (int64_t k = 0; k < nr; ++k) {
-      const float q_code = GridParams{scale[k], zero[k], maxq}.code_value(col[k]);
-      const float q = scale[k] * (q_code - zero[k]);
-      ci[k] = q_code;
-      vi[k] = q;
-      ei[k] = (col[k] - q) / d;
-    }
+    quantize_column(scale, zero, maxq, col, d, nr, ci, vi, ei);
     // Σ e² over the chunk's rows by halving (vectorizes; a fixed order, whatever the thread count).
     float sq[kRowChunk] = {};
     for (int64_t k = 0; k < nr; ++k) sq[k] = ei[k] * ei[k];
     for (int64_t half = kRowChunk / 2; half > 0; half /= 2)
       for (int64_t k = 0; k < half; ++k) sq[k] += sq[k + half];
     b.loss[(r0 / kRowChunk) * (b.i2 - b.i1) + i - b.i1] = sq[0];
-    for (int64_t j = i + 1; j < b.i2; ++j) {
-      const float uij = b.u[i * b.cols + j];
-      float* wj = w + (j - a) * kRowChunk;
-      for (int64_t k = 0; k < nr; ++k) wj[k] -= uij * ei[k];
-    }
+    spread_error(b, i, ei, nr, w, a, kRowChunk);
   }
   for (int64_t j = c - a; j < n; ++j) std::memcpy(b.wt + (a + j) * b.rows + r0, w + j * kRowChunk, static_cast<size_t>(nr) * 4);
   for (int64_t i = a; i < c; ++i) std::memcpy(b.err + (i - b.i1) * b.rows + r0, e + (i - a) * kRowChunk, static_cast<size_t>(nr) * 4);
@@ -326,7 +325,7 @@ QuantizedMatrix quantize_gptq(const float* w, int64_t rows, int64_t cols, const 
           m.dequant[r * cols + perm[a]] = mean;
           e[r] = (col[r] - mean) / d;
         }
-        spread_error(block, a, 0, rows);
+        spread_error(block, a, e, rows, wt.data(), 0, rows);
         ++a;
         continue;
       }
