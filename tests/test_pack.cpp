@@ -127,7 +127,7 @@ TEST(QuantFormats, FusedMatvecEqualsDecodedRows) {
   for (RangeKind ranges : {RangeKind::F16, RangeKind::Scaled8})
     for (int64_t cols : {128, 172, 256, 300, 384})
       for (int64_t gs : {0, 24, 32, 64, 128})
-        for (int bits : {2, 3, 4, 5, 7, 8})
+        for (int bits : {1, 2, 3, 4, 5, 6, 7, 8})
           for (bool uniform : {true, false}) {
             if (ranges == RangeKind::Scaled8 && gs == 0) continue;
             std::vector<int> levels(static_cast<size_t>(cols), 1 << bits);

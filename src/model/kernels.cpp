@@ -182,6 +182,7 @@ void matvec_team(const float* x, std::initializer_list<MatvecJob> jobs) {
     if (n < 0) break;
   }
   const DotFn dot = best_dot();
+  const SteadyInput steady(x);  // x is not written until every thread has left the loop below
   auto run_rows = [&](const MatvecJob& job, int64_t r0, int64_t r1) {
     const Linear& l = *job.linear;
     if (l.packed != nullptr) {
