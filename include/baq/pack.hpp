@@ -130,7 +130,11 @@ struct PackedLinear {
   std::vector<uint32_t> grid_index;  // per column: group · distinct_levels.size() + level count index
   std::vector<uint8_t> one_level;    // per column: 1 when it stores only its mean
   std::vector<float> column_value;   // one-level columns: their value; others 0
-  std::vector<float> row_scale, row_zero;  // planes: each (row, group)'s grid, fitted once (rows × n_groups)
+  // Planes: each (row, group)'s grid, fitted once (rows × n_groups). A grid's zero is a whole level
+  // index (0..255), kept in a byte: generation reads these beside the codes, and F32 zeros were a
+  // fifth of a 2-bit row's bytes at 128-column groups.
+  std::vector<float> row_scale;
+  std::vector<uint8_t> row_zero;
   void prepare();
 };
 

@@ -161,7 +161,7 @@ ProductInput& product_input(const float* x, int64_t cols, int64_t gs) {
 }
 
 // The scalar path: a row's codes unpacked, then the grouped sum.
-float row_dot_scalar(const float* x, const PackedLinear& p, int64_t r, const float* scale, const float* zero,
+float row_dot_scalar(const float* x, const PackedLinear& p, int64_t r, const float* scale, const uint8_t* zero,
                      const float* xsum, std::vector<uint8_t>& codes) {
   planes_unpack_row(p, r, codes.data());
   const int64_t gs = p.group_size > 0 ? p.group_size : p.cols;
@@ -169,7 +169,7 @@ float row_dot_scalar(const float* x, const PackedLinear& p, int64_t r, const flo
   for (int64_t g = 0; g < p.n_groups; ++g) {
     float acc = 0.0f;
     for (int64_t j = g * gs; j < std::min(p.cols, (g + 1) * gs); ++j) acc += static_cast<float>(codes[j]) * x[j];
-    total += scale[g] * (acc - zero[g] * xsum[g]);
+    total += scale[g] * (acc - static_cast<float>(zero[g]) * xsum[g]);
   }
   return total;
 }
@@ -586,16 +586,21 @@ void planes_matvec_rows(const float* x, const PackedLinear& p, int64_t r0, int64
   // there, so a run of rows' scales is read in place.
   if (p.row_scale.size() != static_cast<size_t>(p.rows * ng)) fail("packed linear: grids not prepared");
   const float* scale = p.row_scale.data();
-  const float* zero = p.row_zero.data();
+  const uint8_t* zero = p.row_zero.data();
   // The SIMD paths step 16 columns at a time: groups must not start inside a run of 16.
   const bool simd = gs % 16 == 0 && p.cols >= kChunk;
   const KernelIsa isa = simd ? kernel_isa() : KernelIsa::Scalar;
   // Σ_j scale·(code_j − zero)·x_j = Σ_g scale_g·(Σ_{j∈g} code_j·x_j − zero_g·Σ_{j∈g} x_j).
   auto finish = [&](int64_t r, float dot) {
     const float* rs = scale + r * ng;
-    const float* rz = zero + r * ng;
-    float shift = 0.0f;
-    for (int64_t g = 0; g < ng; ++g) shift += rs[g] * rz[g] * xsum[static_cast<size_t>(g)];
+    const uint8_t* rz = zero + r * ng;
+    // Eight running sums: one chain of dependent adds would cost a latency per group.
+    float part[8] = {};
+    int64_t g = 0;
+    for (; g + 8 <= ng; g += 8)
+      for (int k = 0; k < 8; ++k) part[k] += rs[g + k] * static_cast<float>(rz[g + k]) * xsum[static_cast<size_t>(g + k)];
+    for (; g < ng; ++g) part[0] += rs[g] * static_cast<float>(rz[g]) * xsum[static_cast<size_t>(g)];
+    const float shift = ((part[0] + part[1]) + (part[2] + part[3])) + ((part[4] + part[5]) + (part[6] + part[7]));
     out[r] = dot + tail_dot(x, p, r, rs) - shift;
   };
   // Four rows per kernel call while they last, then one: `rows(kernel_of_four, kernel_of_one)`.

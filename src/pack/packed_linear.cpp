@@ -1,4 +1,5 @@
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <optional>
 
@@ -211,8 +212,10 @@ void PackedLinear::prepare() {
         float l, h;
         range(r, g, l, h);
         const GridParams grid = fit_grid(l, h, levels.front() - 1, sym);
+        if (!(grid.zero >= 0.0f && grid.zero <= 255.0f && grid.zero == std::nearbyint(grid.zero)))
+          fail("packed linear: row {} group {} has a grid zero {} that is not a level index", r, g, grid.zero);
         row_scale[static_cast<size_t>(r * n_groups + g)] = grid.scale;
-        row_zero[static_cast<size_t>(r * n_groups + g)] = grid.zero;
+        row_zero[static_cast<size_t>(r * n_groups + g)] = static_cast<uint8_t>(grid.zero);
       }
   }
   grid_index.resize(levels.size());
