@@ -156,7 +156,8 @@ TEST(Rtn, MatchesRoundToNearestWithPartialLastGroup) {
 // stories260K's FFN width 172 = 5 groups of 32 + a partial group of 12, quantized with its own grid
 // and counted exactly; GPTQ handles the same layout.
 // U must be upper triangular with UᵀU = (H + λI)⁻¹, checked in double against H itself (n not a
-// multiple of the 128-column block), and bit-identical for 1 and 2 threads.
+// multiple of the 64-column leaf block: recursive halves of uneven sizes), and bit-identical for 1
+// and 2 threads.
 TEST(InverseHessian, FactorInvertsTheDampedHessianForAnyThreadCount) {
   for (const int64_t n : {5, 300, 700}) {
     std::mt19937 rng(static_cast<unsigned>(n));
