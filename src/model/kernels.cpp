@@ -190,16 +190,22 @@ void matvec_team(const float* x, std::initializer_list<MatvecJob> jobs) {
   const SteadyInput steady(x);  // x is not written until every thread has left the loop below
   auto run_rows = [&](const MatvecJob& job, int64_t r0, int64_t r1) {
     const Linear& l = *job.linear;
+    // An adding job's rows go through a per-thread buffer the size of the output (grown once).
+    thread_local std::vector<float> sum;
+    if (job.add && sum.size() < static_cast<size_t>(l.out_features())) sum.resize(static_cast<size_t>(l.out_features()));
+    float* out = job.add ? sum.data() : job.out;
     if (l.packed != nullptr) {
-      packed_matvec_rows(x, *l.packed, r0, r1, job.out);
+      packed_matvec_rows(x, *l.packed, r0, r1, out);
     } else {
       const int64_t cols = l.in_features();
       const size_t stride = static_cast<size_t>(cols) * dtype_size(l.weight.dtype);
       const auto* base = static_cast<const uint8_t*>(l.weight.raw);
-      for (int64_t r = r0; r < r1; ++r) job.out[r] = dot(l.weight.dtype, base + static_cast<size_t>(r) * stride, x, cols);
+      for (int64_t r = r0; r < r1; ++r) out[r] = dot(l.weight.dtype, base + static_cast<size_t>(r) * stride, x, cols);
     }
     if (!l.bias.empty())
-      for (int64_t r = r0; r < r1; ++r) job.out[r] += l.bias.data[r];
+      for (int64_t r = r0; r < r1; ++r) out[r] += l.bias.data[r];
+    if (job.add)
+      for (int64_t r = r0; r < r1; ++r) job.out[r] += out[r];
   };
   if (n >= 0) {
 #pragma omp for schedule(static)

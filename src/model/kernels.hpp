@@ -29,6 +29,7 @@ void linear(const float* x, int64_t rows, const Linear& l, float* out);
 struct MatvecJob {
   const Linear* linear;
   float* out;
+  bool add = false;  // out += W·x + bias (a residual added in place: no serial step and barrier after)
 };
 void matvec_team(const float* x, std::initializer_list<MatvecJob> jobs);
 // The same for a dense weight tensor of any dtype (no bias).
