@@ -143,7 +143,7 @@ MemoryEstimate estimate_eval_memory(const Model& model, const Model* reference, 
     if (m != nullptr)
       for (int b = 0; b < m->n_blocks(); ++b)
         for (Linear* l : const_cast<Model*>(m)->block(b).linears())
-          if (l->packed != nullptr) packed += static_cast<double>(l->packed->code_bytes());
+          if (l->packed != nullptr) packed += l->packed->held_bytes();
   if (packed > 0) e.allocated.emplace_back("packed weights", packed);
   return e;
 }
@@ -158,7 +158,7 @@ MemoryEstimate estimate_generate_memory(const Model& model) {
   double packed = 0;
   for (int b = 0; b < model.n_blocks(); ++b)
     for (Linear* l : const_cast<Model&>(model).block(b).linears())
-      if (l->packed != nullptr) packed += static_cast<double>(l->packed->code_bytes());
+      if (l->packed != nullptr) packed += l->packed->held_bytes();
   if (packed > 0) e.allocated.emplace_back("packed weights", packed);
   return e;
 }

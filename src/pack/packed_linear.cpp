@@ -203,20 +203,22 @@ void PackedLinear::prepare() {
   }
   row_scale.clear();
   row_zero.clear();
-  if (format->codes == CodeKind::Planes && !levels.empty()) {
-    // Every (row, group)'s grid fitted once here rather than per token: 8 bytes per group.
-    row_scale.resize(static_cast<size_t>(rows * n_groups));
+  const int64_t grids = n_groups * static_cast<int64_t>(distinct_levels.size());
+  const bool planes = format->codes == CodeKind::Planes;
+  if (!levels.empty() && (planes || 5 * grids <= row_bits / 8)) {
+    row_scale.resize(static_cast<size_t>(rows * grids));
     row_zero.resize(row_scale.size());
-    for (int64_t r = 0; r < rows; ++r)
-      for (int64_t g = 0; g < n_groups; ++g) {
-        float l, h;
-        range(r, g, l, h);
-        const GridParams grid = fit_grid(l, h, levels.front() - 1, sym);
-        if (!(grid.zero >= 0.0f && grid.zero <= 255.0f && grid.zero == std::nearbyint(grid.zero)))
-          fail("packed linear: row {} group {} has a grid zero {} that is not a level index", r, g, grid.zero);
-        row_scale[static_cast<size_t>(r * n_groups + g)] = grid.scale;
-        row_zero[static_cast<size_t>(r * n_groups + g)] = static_cast<uint8_t>(grid.zero);
+    std::vector<float> scale(static_cast<size_t>(grids)), zero(scale.size());
+    for (int64_t r = 0; r < rows; ++r) {
+      fit_row_grids(*this, r, scale.data(), zero.data());
+      for (int64_t g = 0; g < grids; ++g) {
+        const float z = zero[static_cast<size_t>(g)];
+        if (!(z >= 0.0f && z <= 255.0f && z == std::nearbyint(z)))
+          fail("packed linear: row {} grid {} has a zero {} that is not a level index", r, g, z);
+        row_scale[static_cast<size_t>(r * grids + g)] = scale[static_cast<size_t>(g)];
+        row_zero[static_cast<size_t>(r * grids + g)] = static_cast<uint8_t>(z);
       }
+    }
   }
   grid_index.resize(levels.size());
   for (size_t j = 0; j < levels.size(); ++j)

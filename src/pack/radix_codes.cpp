@@ -30,8 +30,17 @@ struct TileGrids {
     zero.resize(n * static_cast<size_t>(lanes));
     row_scale.resize(n);
     row_zero.resize(n);
+    const bool prepared = !p.row_scale.empty();  // fitted at load (PackedLinear::prepare)
     for (int lane = 0; lane < lanes; ++lane) {
-      fit_row_grids(p, std::min(r0 + lane, p.rows - 1), row_scale.data(), row_zero.data());
+      const int64_t r = std::min(r0 + lane, p.rows - 1);
+      if (prepared) {
+        for (size_t g = 0; g < n; ++g) {
+          row_scale[g] = p.row_scale[static_cast<size_t>(r) * n + g];
+          row_zero[g] = static_cast<float>(p.row_zero[static_cast<size_t>(r) * n + g]);
+        }
+      } else {
+        fit_row_grids(p, r, row_scale.data(), row_zero.data());
+      }
       for (size_t g = 0; g < n; ++g) {
         scale[g * static_cast<size_t>(lanes) + static_cast<size_t>(lane)] = row_scale[g];
         zero[g * static_cast<size_t>(lanes) + static_cast<size_t>(lane)] = row_zero[g];
@@ -115,7 +124,7 @@ __attribute__((target("avx2,fma"))) inline void matvec_tiles(const float* x, con
 
 __attribute__((target("avx2,fma"))) void matvec_tiles_avx2(const float* x, const PackedLinear& p, int64_t t0, int64_t t1,
                                                            float constant, float* out) {
-  TileGrids g;
+  thread_local TileGrids g;  // its tables grow once per thread, not per call
   int64_t t = t0;
   for (; t + 2 <= t1; t += 2) {
     g.fit(p, t * kLanes, 2 * kLanes);
