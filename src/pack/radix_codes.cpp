@@ -122,19 +122,6 @@ __attribute__((target("avx2,fma"))) inline void matvec_tiles(const float* x, con
   for (int r = 0; r < kRows && r0 + r < p.rows; ++r) out[r0 + r] = sums[r] + constant;
 }
 
-__attribute__((target("avx2,fma"))) void matvec_tiles_avx2(const float* x, const PackedLinear& p, int64_t t0, int64_t t1,
-                                                           float constant, float* out) {
-  thread_local TileGrids g;  // its tables grow once per thread, not per call
-  int64_t t = t0;
-  for (; t + 2 <= t1; t += 2) {
-    g.fit(p, t * kLanes, 2 * kLanes);
-    matvec_tiles<2>(x, p, t * kLanes, g, constant, out);
-  }
-  if (t < t1) {
-    g.fit(p, t * kLanes, kLanes);
-    matvec_tiles<1>(x, p, t * kLanes, g, constant, out);
-  }
-}
 
 // The same products sixteen rows to a tile in 512-bit registers (eight 64-bit lanes, even and odd
 // rows as above): half the instructions per weight of the AVX2 tiles on a machine with AVX-512.
@@ -205,17 +192,21 @@ __attribute__((target("avx512f,avx512dq"))) inline void matvec_tiles512(const fl
 }
 #pragma GCC diagnostic pop
 
-__attribute__((target("avx512f,avx512dq"))) void matvec_tiles_avx512(const float* x, const PackedLinear& p, int64_t t0, int64_t t1,
-                                                                     float constant, float* out) {
-  thread_local TileGrids g;
+
+// Tiles t0..t1 (of `Rows` rows) two at a time, then one: the grids of each pair fitted (or copied
+// from those prepared at load) into the thread's tables, then the ISA's kernel.
+using TilesFn = void (*)(const float*, const PackedLinear&, int64_t, const TileGrids&, float, float*);
+template <int Rows, TilesFn Two, TilesFn One>
+void run_tiles(const float* x, const PackedLinear& p, int64_t t0, int64_t t1, float constant, float* out) {
+  thread_local TileGrids g;  // its tables grow once per thread, not per call
   int64_t t = t0;
   for (; t + 2 <= t1; t += 2) {
-    g.fit(p, t * kWideLanes, 2 * kWideLanes);
-    matvec_tiles512<2>(x, p, t * kWideLanes, g, constant, out);
+    g.fit(p, t * Rows, 2 * Rows);
+    Two(x, p, t * Rows, g, constant, out);
   }
   if (t < t1) {
-    g.fit(p, t * kWideLanes, kWideLanes);
-    matvec_tiles512<1>(x, p, t * kWideLanes, g, constant, out);
+    g.fit(p, t * Rows, Rows);
+    One(x, p, t * Rows, g, constant, out);
   }
 }
 
@@ -254,9 +245,10 @@ void radix_matvec_rows(const float* x, const PackedLinear& p, int64_t r0, int64_
     if (p.one_level[static_cast<size_t>(j)]) constant += p.column_value[static_cast<size_t>(j)] * x[j];
   const KernelIsa isa = kernel_isa();
   if ((isa == KernelIsa::Avx512 || isa == KernelIsa::Avx512Vnni) && r0 % kWideLanes == 0 && (r1 % kWideLanes == 0 || r1 == p.rows))
-    matvec_tiles_avx512(x, p, r0 / kWideLanes, (r1 + kWideLanes - 1) / kWideLanes, constant, out);
+    run_tiles<kWideLanes, matvec_tiles512<2>, matvec_tiles512<1>>(x, p, r0 / kWideLanes, (r1 + kWideLanes - 1) / kWideLanes,
+                                                                   constant, out);
   else
-    matvec_tiles_avx2(x, p, r0 / kLanes, (r1 + kLanes - 1) / kLanes, constant, out);
+    run_tiles<kLanes, matvec_tiles<2>, matvec_tiles<1>>(x, p, r0 / kLanes, (r1 + kLanes - 1) / kLanes, constant, out);
 }
 
 }  // namespace baq
