@@ -166,6 +166,31 @@ void linear(const float* x, int64_t rows, const Linear& l, float* out) {
   }
 }
 
+namespace {
+
+// Rows [r0, r1) of one job on the calling thread.
+void job_rows(const float* x, const MatvecJob& job, int64_t r0, int64_t r1, DotFn dot) {
+  const Linear& l = *job.linear;
+  // An adding job's rows go through a per-thread buffer the size of the output (grown once).
+  thread_local std::vector<float> sum;
+  if (job.add && sum.size() < static_cast<size_t>(l.out_features())) sum.resize(static_cast<size_t>(l.out_features()));
+  float* out = job.add ? sum.data() : job.out;
+  if (l.packed != nullptr) {
+    packed_matvec_rows(x, *l.packed, r0, r1, out);
+  } else {
+    const int64_t cols = l.in_features();
+    const size_t stride = static_cast<size_t>(cols) * dtype_size(l.weight.dtype);
+    const auto* base = static_cast<const uint8_t*>(l.weight.raw);
+    for (int64_t r = r0; r < r1; ++r) out[r] = dot(l.weight.dtype, base + static_cast<size_t>(r) * stride, x, cols);
+  }
+  if (!l.bias.empty())
+    for (int64_t r = r0; r < r1; ++r) out[r] += l.bias.data[r];
+  if (job.add)
+    for (int64_t r = r0; r < r1; ++r) job.out[r] += out[r];
+}
+
+}  // namespace
+
 void matvec_team(const float* x, std::initializer_list<MatvecJob> jobs) {
   // Tasks of 64 rows (whole 8-row tiles for packed weights) over every job, in job order.
   constexpr int64_t kRows = 64;
@@ -188,25 +213,7 @@ void matvec_team(const float* x, std::initializer_list<MatvecJob> jobs) {
   }
   const DotFn dot = best_dot();
   const SteadyInput steady(x);  // x is not written until every thread has left the loop below
-  auto run_rows = [&](const MatvecJob& job, int64_t r0, int64_t r1) {
-    const Linear& l = *job.linear;
-    // An adding job's rows go through a per-thread buffer the size of the output (grown once).
-    thread_local std::vector<float> sum;
-    if (job.add && sum.size() < static_cast<size_t>(l.out_features())) sum.resize(static_cast<size_t>(l.out_features()));
-    float* out = job.add ? sum.data() : job.out;
-    if (l.packed != nullptr) {
-      packed_matvec_rows(x, *l.packed, r0, r1, out);
-    } else {
-      const int64_t cols = l.in_features();
-      const size_t stride = static_cast<size_t>(cols) * dtype_size(l.weight.dtype);
-      const auto* base = static_cast<const uint8_t*>(l.weight.raw);
-      for (int64_t r = r0; r < r1; ++r) out[r] = dot(l.weight.dtype, base + static_cast<size_t>(r) * stride, x, cols);
-    }
-    if (!l.bias.empty())
-      for (int64_t r = r0; r < r1; ++r) out[r] += l.bias.data[r];
-    if (job.add)
-      for (int64_t r = r0; r < r1; ++r) job.out[r] += out[r];
-  };
+  auto run_rows = [&](const MatvecJob& job, int64_t r0, int64_t r1) { job_rows(x, job, r0, r1, dot); };
   if (n >= 0) {
 #pragma omp for schedule(static)
     for (int64_t t = 0; t < n; ++t) run_rows(*tasks[t].job, tasks[t].r0, tasks[t].r1);
@@ -275,6 +282,21 @@ void gated(Activation act, float* g, const float* u, int64_t n) {
 void activate_team(Activation act, float* x, int64_t n) {
 #pragma omp for schedule(static)
   for (int64_t i = 0; i < n; ++i) x[i] = apply(act, x[i]);
+}
+
+void matvec_gated_team(const float* x, const Linear& gate, const Linear& up, Activation act, float* g, float* u) {
+  constexpr int64_t kRows = 64;
+  const int64_t rows = gate.out_features(), chunks = (rows + kRows - 1) / kRows;
+  const DotFn dot = best_dot();
+  const SteadyInput steady(x);
+  const MatvecJob gj{&gate, g}, uj{&up, u};
+#pragma omp for schedule(static)
+  for (int64_t c = 0; c < chunks; ++c) {
+    const int64_t r0 = c * kRows, r1 = std::min(rows, r0 + kRows);
+    job_rows(x, gj, r0, r1, dot);
+    job_rows(x, uj, r0, r1, dot);
+    for (int64_t r = r0; r < r1; ++r) g[r] = apply(act, g[r]) * u[r];
+  }
 }
 
 void gated_team(Activation act, float* g, const float* u, int64_t n) {

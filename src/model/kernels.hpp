@@ -45,6 +45,9 @@ void gated(Activation act, float* g, const float* u, int64_t n);
 // and its barrier, where a `single` would leave the other threads waiting).
 void activate_team(Activation act, float* x, int64_t n);
 void gated_team(Activation act, float* g, const float* u, int64_t n);
+// g = act(gate·x) ⊙ (up·x) in one worksharing loop: each task takes the same rows of both and gates
+// them at once (one barrier where matvec_team and gated_team take two).
+void matvec_gated_team(const float* x, const Linear& gate, const Linear& up, Activation act, float* g, float* u);
 
 struct RopeTable {
   int head_size = 0;

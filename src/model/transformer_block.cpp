@@ -278,11 +278,15 @@ void TransformerBlock::forward_token(float* x, KvCache::Layer& cache, int pos, f
   // MLP.
   const float* in = c.pre_norm ? xn : x;
   float *g = gu, *u = gu + hidden;
-  if (!c.gated_mlp) kernels::matvec_team(in, {{&up_, g}});
-  else if (c.fused_gate_up) kernels::matvec_team(in, {{&gate_up_, gu}});
-  else kernels::matvec_team(in, {{&gate_, g}, {&up_, u}});
-  if (!c.gated_mlp) kernels::activate_team(c.activation, g, hidden);
-  else kernels::gated_team(c.activation, g, u, hidden);
+  if (!c.gated_mlp) {
+    kernels::matvec_team(in, {{&up_, g}});
+    kernels::activate_team(c.activation, g, hidden);
+  } else if (c.fused_gate_up) {
+    kernels::matvec_team(in, {{&gate_up_, gu}});
+    kernels::gated_team(c.activation, g, u, hidden);
+  } else {
+    kernels::matvec_gated_team(in, gate_, up_, c.activation, g, u);
+  }
   if (own_norm) {
     kernels::matvec_team(g, {{&down_, x, true}});
     return;
