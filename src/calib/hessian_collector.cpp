@@ -2,6 +2,7 @@
 
 #include <cblas.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 
@@ -84,12 +85,21 @@ std::vector<double>& HessianCollector::finished(const std::string& linear_name) 
   if (it == acc_.end()) fail("blocks.{}.{}: the forward pass never fed this linear", block_, linear_name);
   Accumulator& a = it->second;
   if (!a.finished) {
+    // The upper triangle scaled and mirrored by 64 × 64 tiles on all threads: row by row, the mirrored
+    // stores went a whole row apart and this took 2 % of a 1.1B-shape quantize run.
     const double scale = 2.0 / static_cast<double>(a.samples);
-    for (int64_t i = 0; i < a.cols; ++i)
-      for (int64_t j = i; j < a.cols; ++j) {
-        a.sum[i * a.cols + j] *= scale;
-        a.sum[j * a.cols + i] = a.sum[i * a.cols + j];
-      }
+    const int64_t n = a.cols;
+    double* h = a.sum.data();
+    constexpr int64_t kTile = 64;
+#pragma omp parallel for schedule(dynamic)
+    for (int64_t i0 = 0; i0 < n; i0 += kTile)
+      for (int64_t j0 = i0; j0 < n; j0 += kTile)
+        for (int64_t i = i0; i < std::min(n, i0 + kTile); ++i)
+          for (int64_t j = std::max(j0, i); j < std::min(n, j0 + kTile); ++j) {
+            const double v = h[i * n + j] * scale;
+            h[i * n + j] = v;
+            h[j * n + i] = v;
+          }
     a.finished = true;
   }
   return a.sum;
