@@ -213,16 +213,15 @@ void matvec_team(const float* x, std::initializer_list<MatvecJob> jobs) {
   }
   const DotFn dot = best_dot();
   const SteadyInput steady(x);  // x is not written until every thread has left the loop below
-  auto run_rows = [&](const MatvecJob& job, int64_t r0, int64_t r1) { job_rows(x, job, r0, r1, dot); };
   if (n >= 0) {
 #pragma omp for schedule(static)
-    for (int64_t t = 0; t < n; ++t) run_rows(*tasks[t].job, tasks[t].r0, tasks[t].r1);
+    for (int64_t t = 0; t < n; ++t) job_rows(x, *tasks[t].job, tasks[t].r0, tasks[t].r1, dot);
     return;
   }
   for (const MatvecJob& job : jobs) {
     const int64_t rows = job.linear->out_features(), chunks = (rows + kRows - 1) / kRows;
 #pragma omp for schedule(static)
-    for (int64_t c = 0; c < chunks; ++c) run_rows(job, c * kRows, std::min(rows, (c + 1) * kRows));
+    for (int64_t c = 0; c < chunks; ++c) job_rows(x, job, c * kRows, std::min(rows, (c + 1) * kRows), dot);
   }
 }
 

@@ -126,6 +126,19 @@ MemoryEstimate estimate_quantize_memory(const Model& model, int64_t nsamples, in
   return e;
 }
 
+namespace {
+
+// Packed linears are held in memory (read from the .baq), not mapped: their codes and prepared grids.
+double packed_bytes(const Model& m) {
+  double bytes = 0;
+  for (int b = 0; b < m.n_blocks(); ++b)
+    for (Linear* l : const_cast<Model&>(m).block(b).linears())
+      if (l->packed != nullptr) bytes += l->packed->held_bytes();
+  return bytes;
+}
+
+}  // namespace
+
 MemoryEstimate estimate_eval_memory(const Model& model, const Model* reference, int seqlen, int threads) {
   const ModelConfig& c = model.config();
   MemoryEstimate e;
@@ -137,13 +150,9 @@ MemoryEstimate estimate_eval_memory(const Model& model, const Model* reference, 
   for (const Model* m : {&model, reference})
     if (m != nullptr)
       for (const auto& [name, t] : m->tensors()) e.mapped += stored_bytes(*t);
-  // Packed linears are held in memory (read from the .baq), not mapped.
   double packed = 0;
   for (const Model* m : {&model, reference})
-    if (m != nullptr)
-      for (int b = 0; b < m->n_blocks(); ++b)
-        for (Linear* l : const_cast<Model*>(m)->block(b).linears())
-          if (l->packed != nullptr) packed += l->packed->held_bytes();
+    if (m != nullptr) packed += packed_bytes(*m);
   if (packed > 0) e.allocated.emplace_back("packed weights", packed);
   return e;
 }
@@ -155,10 +164,7 @@ MemoryEstimate estimate_generate_memory(const Model& model) {
   e.allocated.emplace_back("KV cache", 2.0 * 4.0 * c.n_layers * static_cast<double>(c.max_seq_len) * c.kv_dim());
   e.allocated.emplace_back("prompt buffers", forward_buffers(c, std::min(c.max_seq_len, 4096), std::min(c.max_seq_len, 4096), 1));
   for (const auto& [name, t] : model.tensors()) e.mapped += stored_bytes(*t);
-  double packed = 0;
-  for (int b = 0; b < model.n_blocks(); ++b)
-    for (Linear* l : const_cast<Model&>(model).block(b).linears())
-      if (l->packed != nullptr) packed += l->packed->held_bytes();
+  const double packed = packed_bytes(model);
   if (packed > 0) e.allocated.emplace_back("packed weights", packed);
   return e;
 }

@@ -30,20 +30,15 @@ struct TileGrids {
     zero.resize(n * static_cast<size_t>(lanes));
     row_scale.resize(n);
     row_zero.resize(n);
-    const bool prepared = !p.row_scale.empty();  // fitted at load (PackedLinear::prepare)
+    const bool prepared = !p.row_scale.empty();  // fitted at load (PackedLinear::prepare): read in place
     for (int lane = 0; lane < lanes; ++lane) {
       const int64_t r = std::min(r0 + lane, p.rows - 1);
-      if (prepared) {
-        for (size_t g = 0; g < n; ++g) {
-          row_scale[g] = p.row_scale[static_cast<size_t>(r) * n + g];
-          row_zero[g] = static_cast<float>(p.row_zero[static_cast<size_t>(r) * n + g]);
-        }
-      } else {
-        fit_row_grids(p, r, row_scale.data(), row_zero.data());
-      }
+      if (!prepared) fit_row_grids(p, r, row_scale.data(), row_zero.data());
+      const float* rs = prepared ? p.row_scale.data() + static_cast<size_t>(r) * n : row_scale.data();
+      const uint8_t* rz8 = prepared ? p.row_zero.data() + static_cast<size_t>(r) * n : nullptr;
       for (size_t g = 0; g < n; ++g) {
-        scale[g * static_cast<size_t>(lanes) + static_cast<size_t>(lane)] = row_scale[g];
-        zero[g * static_cast<size_t>(lanes) + static_cast<size_t>(lane)] = row_zero[g];
+        scale[g * static_cast<size_t>(lanes) + static_cast<size_t>(lane)] = rs[g];
+        zero[g * static_cast<size_t>(lanes) + static_cast<size_t>(lane)] = prepared ? static_cast<float>(rz8[g]) : row_zero[g];
       }
     }
   }
@@ -122,7 +117,6 @@ __attribute__((target("avx2,fma"))) inline void matvec_tiles(const float* x, con
   for (int r = 0; r < kRows && r0 + r < p.rows; ++r) out[r0 + r] = sums[r] + constant;
 }
 
-
 // The same products sixteen rows to a tile in 512-bit registers (eight 64-bit lanes, even and odd
 // rows as above): half the instructions per weight of the AVX2 tiles on a machine with AVX-512.
 #pragma GCC diagnostic push  // GCC 12's AVX-512 intrinsics: see rows_avx512 in bit_planes.cpp
@@ -191,7 +185,6 @@ __attribute__((target("avx512f,avx512dq"))) inline void matvec_tiles512(const fl
   for (int r = 0; r < kRows && r0 + r < p.rows; ++r) out[r0 + r] = sums[r] + constant;
 }
 #pragma GCC diagnostic pop
-
 
 // Tiles t0..t1 (of `Rows` rows) two at a time, then one: the grids of each pair fitted (or copied
 // from those prepared at load) into the thread's tables, then the ISA's kernel.
