@@ -162,6 +162,46 @@ TEST(QuantFormats, FusedMatvecEqualsDecodedRows) {
   limit_kernel_isa(KernelIsa::Avx512Vnni);
 }
 
+// A short batch (a prompt) goes through the fused product row block by row block, every input in
+// turn, each keeping its own prepared rounding on the thread: it must give, bit for bit, what the
+// inputs give one at a time (as generation computes them), for every format row. A long batch decodes
+// W: within the fused products' rounding of the decoded product.
+TEST(QuantFormats, ShortBatchEqualsOneInputAtATime) {
+  for (int bits : {2, 3, 4})
+    for (bool uniform : {true, false}) {
+      const int64_t cols = 256;
+      std::vector<int> levels(static_cast<size_t>(cols), 1 << bits);
+      if (!uniform)
+        for (size_t j = 0; j < levels.size(); ++j) levels[j] = 2 + static_cast<int>((j * 13 + bits) % 9);
+      QuantizedMatrix m = random_matrix(100, cols, levels, 64, RangeKind::F16, static_cast<uint32_t>(bits));
+      QuantSettings s;
+      s.group_size = 64;
+      const PackedLinear p = pack_linear(m, s);
+      const Tensor d = dequantize(p);
+      for (int64_t n : {int64_t{5}, int64_t{40}, kFusedBatch + 3}) {
+        std::vector<float> x(static_cast<size_t>(n * cols)), batch(static_cast<size_t>(n * p.rows)), one(static_cast<size_t>(p.rows));
+        for (size_t j = 0; j < x.size(); ++j) x[j] = static_cast<float>(std::sin(0.37 * static_cast<double>(j) + 0.1) * (1 + j % 7));
+        packed_matmul(x.data(), n, p, batch.data());
+        for (int64_t t = 0; t < n; ++t) {
+          packed_matvec(x.data() + t * cols, p, one.data());
+          for (int64_t r = 0; r < p.rows; ++r) {
+            const float got = batch[static_cast<size_t>(t * p.rows + r)];
+            if (n <= kFusedBatch) {
+              ASSERT_EQ(got, one[static_cast<size_t>(r)]) << p.format->name << " bits " << bits << " n " << n << " input " << t << " row " << r;
+            } else {
+              double ref = 0, mag = 0;
+              for (int64_t j = 0; j < cols; ++j) {
+                ref += static_cast<double>(d.data[r * cols + j]) * x[static_cast<size_t>(t * cols + j)];
+                mag += std::abs(static_cast<double>(d.data[r * cols + j]) * x[static_cast<size_t>(t * cols + j)]);
+              }
+              ASSERT_NEAR(got, ref, 2e-6 * mag + 1e-9) << "decoded: bits " << bits << " n " << n << " input " << t << " row " << r;
+            }
+          }
+        }
+      }
+    }
+}
+
 // What the packer will store is known before solving: planned_storage equals storage_bits of the
 // packed matrix for every format, grid and level pattern.
 TEST(StoredBudget, PlannedStorageIsWhatThePackerStores) {

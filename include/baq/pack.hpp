@@ -161,8 +161,10 @@ enum class KernelIsa { Avx512Vnni, Avx512, Avx2, Scalar };
 void limit_kernel_isa(KernelIsa isa);
 KernelIsa kernel_isa();
 
-// out (rows_x × p.rows) = x (rows_x × p.cols) · Wᵀ: up to 16 rows of x by the fused matvec, more by
-// matmul_converted_rows (W decoded a panel of rows at a time): the weights are never expanded whole.
+// out (rows_x × p.rows) = x (rows_x × p.cols) · Wᵀ: up to kFusedBatch rows of x by the fused matvec
+// (the same sums as generating them one by one), more by matmul_converted_rows (W decoded a panel of
+// rows at a time): the weights are never expanded whole.
+constexpr int64_t kFusedBatch = 128;
 void packed_matmul(const float* x, int64_t rows_x, const PackedLinear& p, float* out);
 
 // out (p.rows) = W · x for one input row (a generated token), through the format's fused matvec.
@@ -174,10 +176,12 @@ void packed_matvec_rows(const float* x, const PackedLinear& p, int64_t r0, int64
 // While alive, promises that x is not written on any thread: products on the calling thread then
 // know the input they prepared from x (its rounding, its group sums) by x's address instead of
 // comparing x with their copy on every call (a 64-row task of a 5632-wide product compared 22 KB).
-// matvec teams hold one per product; without one, every call compares.
+// matvec teams hold one per product; without one, every call compares. A batch (count inputs,
+// `stride` floats apart from x) is promised the same way, and each of its inputs keeps its own
+// preparation on the thread.
 class SteadyInput {
  public:
-  explicit SteadyInput(const float* x);
+  explicit SteadyInput(const float* x, int64_t count = 1, int64_t stride = 0);
   ~SteadyInput();
   SteadyInput(const SteadyInput&) = delete;
   SteadyInput& operator=(const SteadyInput&) = delete;

@@ -124,16 +124,30 @@ struct ProductInput {
   std::vector<float> step;
 };
 
-// The calling thread's SteadyInput: its x and a number no other has had on this thread.
+// The calling thread's SteadyInput: its inputs (count rows `stride` apart from x) and a number no
+// other has had on this thread.
 struct Steady {
   const float* x = nullptr;
+  int64_t count = 0, stride = 0;
   uint64_t id = 0, last = 0;
 };
 thread_local Steady t_steady;
 
+// The thread's prepared input for x: one per row of a steady batch (a prompt's tokens take turns on
+// the same rows of weights), else one.
 ProductInput& product_input(const float* x, int64_t cols, int64_t gs) {
-  thread_local ProductInput c;
-  const uint64_t steady = t_steady.x == x ? t_steady.id : 0;
+  thread_local std::vector<ProductInput> cache(1);
+  uint64_t steady = 0;
+  size_t slot = 0;
+  const auto at = (reinterpret_cast<uintptr_t>(x) - reinterpret_cast<uintptr_t>(t_steady.x)) / sizeof(float);
+  if (t_steady.x != nullptr && x >= t_steady.x) {
+    if (at == 0 || (t_steady.stride > 0 && at % t_steady.stride == 0 && at / t_steady.stride < static_cast<uintptr_t>(t_steady.count))) {
+      steady = t_steady.id;
+      slot = at == 0 ? 0 : at / static_cast<size_t>(t_steady.stride);
+      if (cache.size() <= slot) cache.resize(slot + 1);
+    }
+  }
+  ProductInput& c = cache[slot];
   if (c.gs == gs && c.source.size() == static_cast<size_t>(cols)) {
     if (steady != 0 && c.steady == steady) return c;
     if (std::memcmp(c.source.data(), x, static_cast<size_t>(cols) * sizeof(float)) == 0) {
@@ -568,8 +582,10 @@ void pick_vnni(int bits, RowsVnni& four, RowsVnni& one) {
 
 }  // namespace
 
-SteadyInput::SteadyInput(const float* x) {
+SteadyInput::SteadyInput(const float* x, int64_t count, int64_t stride) {
   t_steady.x = x;
+  t_steady.count = count;
+  t_steady.stride = stride;
   t_steady.id = ++t_steady.last;
 }
 
