@@ -119,10 +119,13 @@ TEST(QuantFormats, PlanesWasteUnderOnePercent) {
 // The fused one-token product of every format, every width and group size, equals the decoded rows
 // dotted in double (to F32 rounding): the SIMD planes paths (AVX-512, AVX2), their scalar fallback
 // (groups of 24 columns, not a multiple of 16) and the radix path (43 rows: the first 32 as pairs of
-// tiles, the rest a pair whose last rows are past the end). The VNNI path rounds x to 16 bits
-// per block (step at most max|x|/32512): there the bound adds Σ_j |w_j|·max|x|/65024.
+// tiles, the rest a pair whose last rows are past the end). The VNNI path rounds x per block to 16
+// bits (step at most max|x|/32512), or 8 when asked (max|x|/127): there the bound adds Σ_j |w_j|·step/2.
 TEST(QuantFormats, FusedMatvecEqualsDecodedRows) {
-  for (KernelIsa isa : {KernelIsa::Avx512Vnni, KernelIsa::Avx512, KernelIsa::Avx2, KernelIsa::Scalar}) {
+  const std::pair<KernelIsa, int> paths[] = {{KernelIsa::Avx512Vnni, 16}, {KernelIsa::Avx512Vnni, 8}, {KernelIsa::Avx512, 16},
+                                              {KernelIsa::Avx2, 16}, {KernelIsa::Scalar, 16}};
+  for (const auto& [isa, input_bits] : paths) {
+  set_fused_input_bits(input_bits);
   limit_kernel_isa(isa);
   for (RangeKind ranges : {RangeKind::F16, RangeKind::Scaled8})
     for (int64_t cols : {128, 172, 256, 300, 384})
@@ -152,7 +155,9 @@ TEST(QuantFormats, FusedMatvecEqualsDecodedRows) {
                 mag += std::abs(static_cast<double>(d.data[r * cols + j]) * x[static_cast<size_t>(j)]);
                 wsum += std::abs(static_cast<double>(d.data[r * cols + j]));
               }
-              const double rounding = isa == KernelIsa::Avx512Vnni ? wsum * xmax / 65024.0 : 0.0;
+              // Half the input's step per weight.
+              const double step = input_bits == 16 ? xmax / 32512.0 : xmax / 127.0;
+              const double rounding = isa == KernelIsa::Avx512Vnni ? wsum * step / 2 : 0.0;
               ASSERT_NEAR(y[static_cast<size_t>(r)], ref, 2e-6 * mag + rounding + 1e-9) << p.format->name << " cols " << cols
                                                                               << " gs " << gs << " bits " << bits
                                                                               << " row " << r << " isa " << static_cast<int>(isa);
@@ -160,12 +165,14 @@ TEST(QuantFormats, FusedMatvecEqualsDecodedRows) {
           }
   }
   limit_kernel_isa(KernelIsa::Avx512Vnni);
+  set_fused_input_bits(16);
 }
 
 // A short batch (a prompt) goes through the fused product row block by row block, every input in
 // turn, each keeping its own prepared rounding on the thread: it must give, bit for bit, what the
 // inputs give one at a time (as generation computes them), for every format row. A long batch decodes
-// W: within the fused products' rounding of the decoded product.
+// W (within the fused products' rounding of the decoded product), unless the fused inputs are 8-bit:
+// then every batch is fused, so that perplexity measures what generation computes.
 TEST(QuantFormats, ShortBatchEqualsOneInputAtATime) {
   for (int bits : {2, 3, 4})
     for (bool uniform : {true, false}) {
@@ -178,7 +185,9 @@ TEST(QuantFormats, ShortBatchEqualsOneInputAtATime) {
       s.group_size = 64;
       const PackedLinear p = pack_linear(m, s);
       const Tensor d = dequantize(p);
+      for (int input_bits : {16, 8})
       for (int64_t n : {int64_t{5}, int64_t{40}, kFusedBatch + 3}) {
+        set_fused_input_bits(input_bits);
         std::vector<float> x(static_cast<size_t>(n * cols)), batch(static_cast<size_t>(n * p.rows)), one(static_cast<size_t>(p.rows));
         for (size_t j = 0; j < x.size(); ++j) x[j] = static_cast<float>(std::sin(0.37 * static_cast<double>(j) + 0.1) * (1 + j % 7));
         packed_matmul(x.data(), n, p, batch.data());
@@ -186,8 +195,9 @@ TEST(QuantFormats, ShortBatchEqualsOneInputAtATime) {
           packed_matvec(x.data() + t * cols, p, one.data());
           for (int64_t r = 0; r < p.rows; ++r) {
             const float got = batch[static_cast<size_t>(t * p.rows + r)];
-            if (n <= kFusedBatch) {
-              ASSERT_EQ(got, one[static_cast<size_t>(r)]) << p.format->name << " bits " << bits << " n " << n << " input " << t << " row " << r;
+            if (n <= kFusedBatch || input_bits == 8) {
+              ASSERT_EQ(got, one[static_cast<size_t>(r)]) << p.format->name << " bits " << bits << " n " << n << " input " << t
+                                                          << " row " << r << " input bits " << input_bits;
             } else {
               double ref = 0, mag = 0;
               for (int64_t j = 0; j < cols; ++j) {
@@ -200,6 +210,7 @@ TEST(QuantFormats, ShortBatchEqualsOneInputAtATime) {
         }
       }
     }
+  set_fused_input_bits(16);
 }
 
 // What the packer will store is known before solving: planned_storage equals storage_bits of the

@@ -155,15 +155,21 @@ bool cpu_has_avx2();
 
 // The widest instruction set the packed kernels may use: the best the CPU has by default; tests lower
 // it to check that every path computes the same. Avx512Vnni multiplies bit-plane codes by the input
-// rounded to 16-bit integers per block of 64 or 128 columns (step max|x|/32512, two int8 halves: the
-// error of a dot is at most Σ_j |w_j|·step/2); every other level multiplies in F32.
+// rounded to integers per block of 64 or 128 columns, with a step per quarter of the block's lanes:
+// to 16 bits (step ≤ max|x|/32512, two int8 halves) by default, or to 8 bits (step ≤ max|x|/127,
+// llama.cpp's choice for its k-quants) when set_fused_input_bits(8) — one product per 64 weights
+// instead of two, at a measured cost in damage (README). The error of a dot is at most
+// Σ_j |w_j|·step/2. Every other level multiplies in F32.
 enum class KernelIsa { Avx512Vnni, Avx512, Avx2, Scalar };
 void limit_kernel_isa(KernelIsa isa);
 KernelIsa kernel_isa();
+void set_fused_input_bits(int bits);  // 16 or 8
+int fused_input_bits();
 
 // out (rows_x × p.rows) = x (rows_x × p.cols) · Wᵀ: up to kFusedBatch rows of x by the fused matvec
 // (the same sums as generating them one by one), more by matmul_converted_rows (W decoded a panel of
-// rows at a time): the weights are never expanded whole.
+// rows at a time): the weights are never expanded whole. With 8-bit fused inputs every batch takes
+// the fused product, so that perplexity measures what generation computes.
 constexpr int64_t kFusedBatch = 128;
 void packed_matmul(const float* x, int64_t rows_x, const PackedLinear& p, float* out);
 

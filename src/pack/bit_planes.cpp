@@ -111,15 +111,17 @@ void planes_unpack_row(const PackedLinear& p, int64_t r, uint8_t* codes) {
 namespace {
 
 // What one product's input contributes besides x: Σ_{j∈g} x_j per group, and (for the VNNI kernel,
-// filled by round_input) x rounded to 16 bits per segment of `seg` columns (64 or 128, so that groups
-// hold whole segments): a step max|x|/32512 and q_j = round(x_j/step) = 256·hi_j + lo_j, hi in
-// [−127, 127] and lo in [−128, 127] — two int8 halves. Kept per thread with one copy of the x it was
+// filled by round_input) x rounded per segment of `seg` columns (64 or 128, so that groups hold whole
+// segments) with four steps (one per kernel lane): to 16 bits, step max|x|/32512 and q_j =
+// round(x_j/step) = 256·hi_j + lo_j, hi in [−127, 127] and lo in [−128, 127] — two int8 halves; or to
+// 8 bits (narrow codes), step max|x|/127 and q_j = hi_j. Kept per thread with one copy of the x it was
 // made from: the tasks of one product (64 rows each) compute it once.
 struct ProductInput {
   int64_t gs = 0;
   uint64_t steady = 0;  // the SteadyInput this was made or checked under (0: none)
   std::vector<float> source, sums;
   int64_t seg = 0;  // 0 until rounded for this x
+  int bits = 16;
   std::vector<int8_t> hi, lo;
   std::vector<float> step;
 };
@@ -305,25 +307,37 @@ __attribute__((target("avx512f,avx512bw,avx512vl"))) void rows_avx512(const floa
 #pragma GCC diagnostic push  // GCC 12's AVX-512 intrinsics: see rows_avx512
 #pragma GCC diagnostic ignored "-Wuninitialized"
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-// The first n columns of in.source rounded per segment of `seg` (see ProductInput).
-__attribute__((target("avx512f,avx512bw,avx512vl"))) void round_input(ProductInput& r, int64_t n, int64_t seg) {
-  if (r.seg == seg) return;
+// The first n columns of in.source rounded per segment of `seg` to `bits` (16 or 8; see
+// ProductInput). A segment has four steps, one per 128-bit lane of the kernel's products: lane L sums
+// columns 16L..16L+15 of every 64 in the segment, so its step is max|x|/range over those alone (an
+// outlier coarsens a quarter of the segment, not all of it).
+__attribute__((target("avx512f,avx512bw,avx512vl"))) void round_input(ProductInput& r, int64_t n, int64_t seg, int bits) {
+  if (r.seg == seg && r.bits == bits) return;
   r.seg = seg;
+  r.bits = bits;
+  const bool eight = bits == 8;
   const float* x = r.source.data();
   r.hi.resize(static_cast<size_t>(n));
-  r.lo.resize(static_cast<size_t>(n));
-  r.step.resize(static_cast<size_t>(n / seg));
-  const __m512i limit = _mm512_set1_epi32(32512), half = _mm512_set1_epi32(128);
+  r.lo.resize(eight ? 0 : static_cast<size_t>(n));
+  r.step.resize(static_cast<size_t>(n / seg * 16));
+  // 8-bit steps are kept divided by 256: the kernel's sums are 256·Σ code·hi + Σ code·lo either way.
+  const float range = eight ? 127.0f : 32512.0f, scale = eight ? 1.0f / 256.0f : 1.0f;
+  const __m512i limit = _mm512_set1_epi32(eight ? 127 : 32512), half = _mm512_set1_epi32(128);
   for (int64_t s = 0; s < n / seg; ++s) {
     const float* xs = x + s * seg;
-    __m512 m = _mm512_setzero_ps();
-    for (int64_t j = 0; j < seg; j += 16) m = _mm512_max_ps(m, _mm512_abs_ps(_mm512_loadu_ps(xs + j)));
-    const float top = _mm512_reduce_max_ps(m);
-    r.step[static_cast<size_t>(s)] = top / 32512.0f;
-    const __m512 inv = _mm512_set1_ps(top > 0.0f ? 32512.0f / top : 0.0f);
+    float top[4] = {};
+    for (int64_t j = 0; j < seg; j += 16)
+      top[(j / 16) % 4] = std::max(top[(j / 16) % 4], _mm512_reduce_max_ps(_mm512_abs_ps(_mm512_loadu_ps(xs + j))));
+    for (int e = 0; e < 16; ++e) r.step[static_cast<size_t>(s * 16 + e)] = top[e / 4] / range * scale;
     for (int64_t j = 0; j < seg; j += 16) {
+      const float t = top[(j / 16) % 4];
+      const __m512 inv = _mm512_set1_ps(t > 0.0f ? range / t : 0.0f);
       __m512i q = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(xs + j), inv));  // to nearest, even on ties
       q = _mm512_max_epi32(_mm512_min_epi32(q, limit), _mm512_sub_epi32(_mm512_setzero_si512(), limit));
+      if (eight) {
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(r.hi.data() + s * seg + j), _mm512_cvtepi32_epi8(q));
+        continue;
+      }
       const __m512i hi = _mm512_srai_epi32(_mm512_add_epi32(q, half), 8);
       const __m512i lo = _mm512_sub_epi32(q, _mm512_slli_epi32(hi, 8));
       _mm_storeu_si128(reinterpret_cast<__m128i*>(r.hi.data() + s * seg + j), _mm512_cvtepi32_epi8(hi));
@@ -392,7 +406,7 @@ constexpr VnniLanes vnni_lanes() {
 // (see VnniLanes) and masked — then multiplied by both input halves at 64 products per instruction.
 // Integer sums stay exact within a segment (|Σ code·hi| ≤ 255·127·128 < 2^23, times 256 < 2^31) and
 // enter F32 once per segment at its step, and meet the scale once per group.
-template <int B, int R>
+template <int B, int R, bool kWide>
 __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni"))) void rows_vnni(const ProductInput& xr, const PackedLinear& p,
                                                                               int64_t r0, const float* scale, float* dots) {
   using P = Planes<B>;
@@ -425,7 +439,8 @@ __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni"))) void rows_vnni(c
 #pragma GCC unroll 2
     for (int h = 0; h < 2; ++h) {
       const int64_t j = c * kChunk + 64 * h;
-      const __m512i xh = _mm512_loadu_si512(xr.hi.data() + j), xl = _mm512_loadu_si512(xr.lo.data() + j);
+      const __m512i xh = _mm512_loadu_si512(xr.hi.data() + j);
+      const __m512i xl = kWide ? _mm512_loadu_si512(xr.lo.data() + j) : xh;
 #pragma GCC unroll 4
       for (int i = 0; i < R; ++i) {
         __m512i code = _mm512_setzero_si512();
@@ -446,10 +461,10 @@ __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni"))) void rows_vnni(c
           code = k == 0 ? _mm512_and_si512(v, mask[k]) : _mm512_or_si512(code, _mm512_and_si512(v, mask[k]));
         }
         acc_hi[i] = _mm512_dpbusd_epi32(acc_hi[i], code, xh);
-        acc_lo[i] = _mm512_dpbusd_epi32(acc_lo[i], code, xl);
+        if constexpr (kWide) acc_lo[i] = _mm512_dpbusd_epi32(acc_lo[i], code, xl);
       }
       if (h == 1 || seg == 64) {  // the segment ends: into F32 at its step (one broadcast for all rows)
-        const __m512 step = _mm512_set1_ps(xr.step[static_cast<size_t>(s)]);
+        const __m512 step = _mm512_loadu_ps(xr.step.data() + 16 * s);
         for (int i = 0; i < R; ++i) {
           const __m512i q = _mm512_add_epi32(_mm512_slli_epi32(acc_hi[i], 8), acc_lo[i]);
           group[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(q), step, group[i]);
@@ -562,21 +577,21 @@ void pick_avx512(int bits, bool groups, RowsDot& four, RowsDot& one) {
 using RowsVnni = void (*)(const ProductInput&, const PackedLinear&, int64_t, const float*, float*);
 
 template <int B>
-void pick_vnni_for(RowsVnni& four, RowsVnni& one) {
-  four = rows_vnni<B, 4>;
-  one = rows_vnni<B, 1>;
+void pick_vnni_for(bool wide, RowsVnni& four, RowsVnni& one) {
+  four = wide ? rows_vnni<B, 4, true> : rows_vnni<B, 4, false>;
+  one = wide ? rows_vnni<B, 1, true> : rows_vnni<B, 1, false>;
 }
 
-void pick_vnni(int bits, RowsVnni& four, RowsVnni& one) {
+void pick_vnni(int bits, bool wide, RowsVnni& four, RowsVnni& one) {
   switch (bits) {
-    case 1: return pick_vnni_for<1>(four, one);
-    case 2: return pick_vnni_for<2>(four, one);
-    case 3: return pick_vnni_for<3>(four, one);
-    case 4: return pick_vnni_for<4>(four, one);
-    case 5: return pick_vnni_for<5>(four, one);
-    case 6: return pick_vnni_for<6>(four, one);
-    case 7: return pick_vnni_for<7>(four, one);
-    default: return pick_vnni_for<8>(four, one);
+    case 1: return pick_vnni_for<1>(wide, four, one);
+    case 2: return pick_vnni_for<2>(wide, four, one);
+    case 3: return pick_vnni_for<3>(wide, four, one);
+    case 4: return pick_vnni_for<4>(wide, four, one);
+    case 5: return pick_vnni_for<5>(wide, four, one);
+    case 6: return pick_vnni_for<6>(wide, four, one);
+    case 7: return pick_vnni_for<7>(wide, four, one);
+    default: return pick_vnni_for<8>(wide, four, one);
   }
 }
 
@@ -641,10 +656,10 @@ void planes_matvec_rows(const float* x, const PackedLinear& p, int64_t r0, int64
     }
   };
   if (isa == KernelIsa::Avx512Vnni && (ng == 1 || gs % 64 == 0)) {
-    round_input(input, p.cols / kChunk * kChunk, ng == 1 || gs % kChunk == 0 ? kChunk : 64);
+    round_input(input, p.cols / kChunk * kChunk, ng == 1 || gs % kChunk == 0 ? kChunk : 64, fused_input_bits());
     const ProductInput& xr = input;
     RowsVnni four, one;
-    pick_vnni(bits, four, one);
+    pick_vnni(bits, xr.bits == 16, four, one);
     rows([&](int64_t r, float* d) { four(xr, p, r, scale + r * ng, d); }, [&](int64_t r, float* d) { one(xr, p, r, scale + r * ng, d); });
     return;
   }

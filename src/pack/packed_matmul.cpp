@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "baq/blas.hpp"
+#include "baq/error.hpp"
 #include "baq/half.hpp"
 #include "baq/pack.hpp"
 
@@ -75,6 +76,17 @@ KernelIsa g_isa_limit = KernelIsa::Avx512Vnni;
 
 void limit_kernel_isa(KernelIsa isa) { g_isa_limit = isa; }
 
+namespace {
+int g_fused_input_bits = 16;
+}  // namespace
+
+void set_fused_input_bits(int bits) {
+  if (bits != 8 && bits != 16) fail("fused input bits: {} (8 or 16)", bits);
+  g_fused_input_bits = bits;
+}
+
+int fused_input_bits() { return g_fused_input_bits; }
+
 KernelIsa kernel_isa() {
   static const bool avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
                              __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx2");
@@ -103,7 +115,7 @@ void packed_matmul(const float* x, int64_t rows_x, const PackedLinear& p, float*
   // sgemm costs ~1.8 ns per weight however few the inputs (a 17-token prompt of a 2-bit 1.1B model:
   // 2.2 s; fused, 0.23 s), and then about what the fused product costs per input: they cross near
   // 150 inputs on that model.
-  if (rows_x <= kFusedBatch) {
+  if (rows_x <= kFusedBatch || fused_input_bits() == 8) {
     constexpr int64_t kRowsPerJob = 32;
     const int64_t jobs = (p.rows + kRowsPerJob - 1) / kRowsPerJob;
 #pragma omp parallel

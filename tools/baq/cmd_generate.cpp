@@ -10,6 +10,7 @@
 #include "baq/error.hpp"
 #include "baq/memory.hpp"
 #include "baq/model.hpp"
+#include "baq/pack.hpp"
 #include "baq/sampler.hpp"
 #include "commands.hpp"
 #include "progress.hpp"
@@ -23,6 +24,7 @@ struct GenerateArgs {
   float temp = 0.8f, top_p = 0.9f;
   uint64_t seed = 0;
   bool parse_special = true;
+  int input_bits = 16;
 };
 
 void check_finite(const Model& model, const std::vector<float>& logits) {
@@ -47,8 +49,14 @@ Command add_generate_command(CLI::App& app) {
   sub->add_option("--seed", a->seed, "Sampling seed")->capture_default_str();
   sub->add_flag("--parse-special,!--no-parse-special", a->parse_special,
                 "Match special-token spellings (<|eot_id|>, [INST]) in the prompt as their tokens (default: on)");
+  sub->add_option("--input-bits", a->input_bits,
+                  "Input rounding in the fused products of packed weights (AVX-512 VNNI): 16 bits, or 8 (llama.cpp's "
+                  "Q8 trade: one integer product per 64 weights instead of two; faster at 2-3 bits, more damage: see README)")
+      ->check(CLI::IsMember({8, 16}))
+      ->capture_default_str();
   return {sub, [a] {
             const auto t0 = std::chrono::steady_clock::now();
+            set_fused_input_bits(a->input_bits);
             LoadedModel m = load_model(a->model, a->tokenizer);
             const double load_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
             const MemoryEstimate memory = estimate_generate_memory(*m.model);

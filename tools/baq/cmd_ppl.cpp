@@ -8,6 +8,7 @@
 #include "baq/io.hpp"
 #include "baq/memory.hpp"
 #include "baq/model.hpp"
+#include "baq/pack.hpp"
 #include "baq/perplexity.hpp"
 #include "commands.hpp"
 #include "progress.hpp"
@@ -20,6 +21,7 @@ struct PplArgs {
   int seqlen = 0;
   int64_t max_windows = 0;
   bool parse_special = false;
+  int input_bits = 16;
 };
 }  // namespace
 
@@ -41,7 +43,13 @@ Command add_ppl_command(CLI::App& app) {
                 "Match special-token spellings (<s>, <|endoftext|>) in the text as their tokens (default: plain text)");
   sub->add_option("--reference", a->reference,
                   "Full-precision model to compare against over the same windows: KL divergence, Δp, top-1 agreement");
+  sub->add_option("--input-bits", a->input_bits,
+                  "Input rounding in the fused products of packed weights (AVX-512 VNNI): 16 bits, or 8 (llama.cpp's "
+                  "Q8 trade: one integer product per 64 weights instead of two; faster at 2-3 bits, more damage: see README)")
+      ->check(CLI::IsMember({8, 16}))
+      ->capture_default_str();
   return {sub, [a] {
+            set_fused_input_bits(a->input_bits);
             LoadedModel m = load_model(a->model, a->tokenizer);
             const std::string text = read_text_file(a->text);
             // Special-token spellings in evaluation text are text (llama-perplexity's default).
