@@ -85,6 +85,9 @@ struct QuantFormat {
   // out[r] = row r · x for rows [r0, r1) (r0 and r1 multiples of 8, or r1 = rows), fused: nothing but
   // the sums is written.
   void (*matvec_rows)(const float* x, const PackedLinear& p, int64_t r0, int64_t r1, float* out);
+  // Rows [r0, r1) decoded to F32 ((r1−r0) × cols), bit for bit what decode_rows gives, by the layout's
+  // own fast path: false (or no function) where it has none for this linear or CPU.
+  bool (*decode_rows)(const PackedLinear& p, int64_t r0, int64_t r1, float* out);
 };
 const std::vector<QuantFormat>& quant_formats();
 const QuantFormat& quant_format(RangeKind ranges, CodeKind codes);

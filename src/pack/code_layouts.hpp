@@ -1,6 +1,6 @@
 #pragma once
 // The code layouts the format table is made of (quant_formats.cpp): each one's fit test, row size,
-// packing and fused matvec.
+// packing, fused matvec and (where it has one) fast decoder.
 #include <cstring>
 
 #include "baq/pack.hpp"
@@ -33,5 +33,6 @@ int64_t planes_row_bits(const PackedLinear& p);
 void planes_pack_row(PackedLinear& p, int64_t r, const uint8_t* codes);
 void planes_unpack_row(const PackedLinear& p, int64_t r, uint8_t* codes);
 void planes_matvec_rows(const float* x, const PackedLinear& p, int64_t r0, int64_t r1, float* out);
+bool planes_decode_rows(const PackedLinear& p, int64_t r0, int64_t r1, float* out);
 
 }  // namespace baq

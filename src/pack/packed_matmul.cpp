@@ -103,6 +103,7 @@ void decode_rows_scalar(const PackedLinear& p, int64_t r0, int64_t r1, float* ou
 void decode_rows_avx2(const PackedLinear& p, int64_t r0, int64_t r1, float* out) { decode<true>(p, r0, r1, out); }
 
 void decode_rows(const PackedLinear& p, int64_t r0, int64_t r1, float* out) {
+  if (p.format->decode_rows != nullptr && p.format->decode_rows(p, r0, r1, out)) return;
   if (cpu_has_avx2())
     decode_rows_avx2(p, r0, r1, out);
   else
@@ -112,9 +113,9 @@ void decode_rows(const PackedLinear& p, int64_t r0, int64_t r1, float* out) {
 void packed_matmul(const float* x, int64_t rows_x, const PackedLinear& p, float* out) {
   // A short batch (a prompt): each task takes a few rows of W through every input while they sit in
   // cache, with the fused product, so W is read from memory once. Decoding every weight to F32 for
-  // sgemm costs ~1.8 ns per weight however few the inputs (a 17-token prompt of a 2-bit 1.1B model:
-  // 2.2 s; fused, 0.23 s), and then about what the fused product costs per input: they cross near
-  // 150 inputs on that model.
+  // sgemm costs a fixed ~0.4 s on a 2-bit 1.1B model however few the inputs (17 tokens: 0.6 s
+  // against 0.2 s fused), then a little less per input than the fused product: they cross at
+  // 110–130 inputs there.
   if (rows_x <= kFusedBatch || fused_input_bits() == 8) {
     constexpr int64_t kRowsPerJob = 32;
     const int64_t jobs = (p.rows + kRowsPerJob - 1) / kRowsPerJob;

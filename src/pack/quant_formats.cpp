@@ -8,13 +8,13 @@ namespace baq {
 const std::vector<QuantFormat>& quant_formats() {
   static const std::vector<QuantFormat> rows = {
       {"f16-radix", RangeKind::F16, CodeKind::Radix, radix_accepts, radix_row_bits, radix_pack_row, radix_unpack_row,
-       radix_matvec_rows},
+       radix_matvec_rows, nullptr},
       {"f16-planes", RangeKind::F16, CodeKind::Planes, planes_accepts, planes_row_bits, planes_pack_row,
-       planes_unpack_row, planes_matvec_rows},
+       planes_unpack_row, planes_matvec_rows, planes_decode_rows},
       {"scaled8-radix", RangeKind::Scaled8, CodeKind::Radix, radix_accepts, radix_row_bits, radix_pack_row,
-       radix_unpack_row, radix_matvec_rows},
+       radix_unpack_row, radix_matvec_rows, nullptr},
       {"scaled8-planes", RangeKind::Scaled8, CodeKind::Planes, planes_accepts, planes_row_bits, planes_pack_row,
-       planes_unpack_row, planes_matvec_rows},
+       planes_unpack_row, planes_matvec_rows, planes_decode_rows},
   };
   return rows;
 }
