@@ -119,13 +119,19 @@ void packed_matmul(const float* x, int64_t rows_x, const PackedLinear& p, float*
   if (rows_x <= kFusedBatch || fused_input_bits() == 8) {
     constexpr int64_t kRowsPerJob = 32;
     const int64_t jobs = (p.rows + kRowsPerJob - 1) / kRowsPerJob;
+    // At most kFusedBatch inputs at a time: each keeps its prepared rounding on every thread.
+    for (int64_t t0 = 0; t0 < rows_x; t0 += kFusedBatch) {
+      const int64_t n = std::min(kFusedBatch, rows_x - t0);
+      const float* xs = x + t0 * p.cols;
+      float* outs = out + t0 * p.rows;
 #pragma omp parallel
-    {
-      const SteadyInput steady(x, rows_x, p.cols);
+      {
+        const SteadyInput steady(xs, n, p.cols);
 #pragma omp for schedule(dynamic, 1)
-      for (int64_t job = 0; job < jobs; ++job) {
-        const int64_t r0 = job * kRowsPerJob, r1 = std::min(p.rows, r0 + kRowsPerJob);
-        for (int64_t t = 0; t < rows_x; ++t) p.format->matvec_rows(x + t * p.cols, p, r0, r1, out + t * p.rows);
+        for (int64_t job = 0; job < jobs; ++job) {
+          const int64_t r0 = job * kRowsPerJob, r1 = std::min(p.rows, r0 + kRowsPerJob);
+          for (int64_t t = 0; t < n; ++t) p.format->matvec_rows(xs + t * p.cols, p, r0, r1, outs + t * p.rows);
+        }
       }
     }
     return;
