@@ -586,63 +586,21 @@ __attribute__((target("avx2,fma"))) float row_dot_avx2(const float* x, const Pac
 
 using RowDot = float (*)(const float*, const PackedLinear&, int64_t, const float*);
 using RowsDot = void (*)(const float*, const PackedLinear&, int64_t, const float*, float*);
-
-template <int B>
-RowDot avx2_for() {
-  return row_dot_avx2<B>;
-}
-
-RowDot pick_avx2(int bits) {
-  switch (bits) {
-    case 1: return avx2_for<1>();
-    case 2: return avx2_for<2>();
-    case 3: return avx2_for<3>();
-    case 4: return avx2_for<4>();
-    case 5: return avx2_for<5>();
-    case 6: return avx2_for<6>();
-    case 7: return avx2_for<7>();
-    default: return avx2_for<8>();
-  }
-}
-
-// The 4-row and 1-row AVX-512 kernels for b bits, with or without groups inside a row.
-template <int B>
-void pick_avx512_for(bool groups, RowsDot& four, RowsDot& one) {
-  four = groups ? rows_avx512<B, 4, true> : rows_avx512<B, 4, false>;
-  one = groups ? rows_avx512<B, 1, true> : rows_avx512<B, 1, false>;
-}
-
-void pick_avx512(int bits, bool groups, RowsDot& four, RowsDot& one) {
-  switch (bits) {
-    case 1: return pick_avx512_for<1>(groups, four, one);
-    case 2: return pick_avx512_for<2>(groups, four, one);
-    case 3: return pick_avx512_for<3>(groups, four, one);
-    case 4: return pick_avx512_for<4>(groups, four, one);
-    case 5: return pick_avx512_for<5>(groups, four, one);
-    case 6: return pick_avx512_for<6>(groups, four, one);
-    case 7: return pick_avx512_for<7>(groups, four, one);
-    default: return pick_avx512_for<8>(groups, four, one);
-  }
-}
-
 using RowsVnni = void (*)(const ProductInput&, const PackedLinear&, int64_t, const float*, float*);
 
-template <int B>
-void pick_vnni_for(bool wide, RowsVnni& four, RowsVnni& one) {
-  four = wide ? rows_vnni<B, 4, true> : rows_vnni<B, 4, false>;
-  one = wide ? rows_vnni<B, 1, true> : rows_vnni<B, 1, false>;
-}
-
-void pick_vnni(int bits, bool wide, RowsVnni& four, RowsVnni& one) {
+// f.operator()<B>() for B = bits (1..8): the one switch from a linear's width to the kernels compiled
+// for it.
+template <typename F>
+decltype(auto) with_bits(int bits, F&& f) {
   switch (bits) {
-    case 1: return pick_vnni_for<1>(wide, four, one);
-    case 2: return pick_vnni_for<2>(wide, four, one);
-    case 3: return pick_vnni_for<3>(wide, four, one);
-    case 4: return pick_vnni_for<4>(wide, four, one);
-    case 5: return pick_vnni_for<5>(wide, four, one);
-    case 6: return pick_vnni_for<6>(wide, four, one);
-    case 7: return pick_vnni_for<7>(wide, four, one);
-    default: return pick_vnni_for<8>(wide, four, one);
+    case 1: return f.template operator()<1>();
+    case 2: return f.template operator()<2>();
+    case 3: return f.template operator()<3>();
+    case 4: return f.template operator()<4>();
+    case 5: return f.template operator()<5>();
+    case 6: return f.template operator()<6>();
+    case 7: return f.template operator()<7>();
+    default: return f.template operator()<8>();
   }
 }
 
@@ -654,16 +612,7 @@ bool planes_decode_rows(const PackedLinear& p, int64_t r0, int64_t r1, float* ou
   if ((isa != KernelIsa::Avx512 && isa != KernelIsa::Avx512Vnni) || gs % 16 != 0 ||
       p.row_scale.size() != static_cast<size_t>(p.rows * p.n_groups))
     return false;
-  switch (code_bits(p.levels.front())) {
-    case 1: decode_avx512<1>(p, r0, r1, out); break;
-    case 2: decode_avx512<2>(p, r0, r1, out); break;
-    case 3: decode_avx512<3>(p, r0, r1, out); break;
-    case 4: decode_avx512<4>(p, r0, r1, out); break;
-    case 5: decode_avx512<5>(p, r0, r1, out); break;
-    case 6: decode_avx512<6>(p, r0, r1, out); break;
-    case 7: decode_avx512<7>(p, r0, r1, out); break;
-    default: decode_avx512<8>(p, r0, r1, out); break;
-  }
+  with_bits(code_bits(p.levels.front()), [&]<int B>() { decode_avx512<B>(p, r0, r1, out); });
   return true;
 }
 
@@ -728,19 +677,27 @@ void planes_matvec_rows(const float* x, const PackedLinear& p, int64_t r0, int64
   if (isa == KernelIsa::Avx512Vnni && (ng == 1 || gs % 64 == 0)) {
     round_input(input, p.cols / kChunk * kChunk, ng == 1 || gs % kChunk == 0 ? kChunk : 64, fused_input_bits());
     const ProductInput& xr = input;
+    const bool wide = xr.bits == 16;
     RowsVnni four, one;
-    pick_vnni(bits, xr.bits == 16, four, one);
+    with_bits(bits, [&]<int B>() {
+      four = wide ? rows_vnni<B, 4, true> : rows_vnni<B, 4, false>;
+      one = wide ? rows_vnni<B, 1, true> : rows_vnni<B, 1, false>;
+    });
     rows([&](int64_t r, float* d) { four(xr, p, r, scale + r * ng, d); }, [&](int64_t r, float* d) { one(xr, p, r, scale + r * ng, d); });
     return;
   }
   if (isa == KernelIsa::Avx512 || isa == KernelIsa::Avx512Vnni) {
+    const bool groups = ng > 1;
     RowsDot four, one;
-    pick_avx512(bits, ng > 1, four, one);
+    with_bits(bits, [&]<int B>() {
+      four = groups ? rows_avx512<B, 4, true> : rows_avx512<B, 4, false>;
+      one = groups ? rows_avx512<B, 1, true> : rows_avx512<B, 1, false>;
+    });
     rows([&](int64_t r, float* d) { four(x, p, r, scale + r * ng, d); }, [&](int64_t r, float* d) { one(x, p, r, scale + r * ng, d); });
     return;
   }
   if (isa == KernelIsa::Avx2) {
-    const RowDot dot = pick_avx2(bits);
+    const RowDot dot = with_bits(bits, []<int B>() -> RowDot { return row_dot_avx2<B>; });
     for (int64_t r = r0; r < r1; ++r) finish(r, dot(x, p, r, scale + r * ng));
     return;
   }
