@@ -486,15 +486,11 @@ __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni"))) void rows_vnni(c
     for (int i = 0; i < R; ++i) total[i] = _mm512_fmadd_ps(group[i], _mm512_set1_ps(scale[i * p.n_groups + g]), total[i]);
   for (int i = 0; i < R; ++i) dots[i] = _mm512_reduce_add_ps(_mm512_mul_ps(total[i], unshift));
 }
-#pragma GCC diagnostic pop
 
 // Rows r0..r1−1 decoded to F32 (out: (r1−r0) × cols) from the prepared grids, 16 columns at a time:
 // each run's codes shifted out of the widened planes, then scale·(code − zero) — the two IEEE
 // operations GridParams::value does, so the bits are dequantize()'s. (Codes unpacked byte by byte and
 // grids fitted per row had cost ~1.8 ns a weight: 2 s per batch on a 1.1B model.)
-#pragma GCC diagnostic push  // GCC 12's AVX-512 intrinsics: see rows_avx512
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 template <int B>
 __attribute__((target("avx512f,avx512bw,avx512vl"))) void decode_avx512(const PackedLinear& p, int64_t r0, int64_t r1, float* out) {
   using P = Planes<B>;
