@@ -246,7 +246,9 @@ Flops quantize_flops(const Shape& s, int nsamples, int seqlen) {
   const double linear_params = 2.0 * s.dim * s.dim + 2.0 * kv * s.dim + 3.0 * s.ffn * s.dim;
   const double attention = 4.0 * seqlen * s.dim;  // per token: scores and weighted sum over a causal window (avg)
   Flops f;
-  f.forward = 2.0 * tokens * s.layers * (2.0 * linear_params + attention);
+  // Two passes per block: the first only observes the linears' inputs and skips the last one's
+  // product (mlp.down), the second runs the quantized block whole.
+  f.forward = tokens * s.layers * (2.0 * (2.0 * linear_params - static_cast<double>(s.ffn) * s.dim) + 2.0 * attention);
   f.hessians = tokens * s.layers * (3.0 * s.dim * s.dim + static_cast<double>(s.ffn) * s.ffn);
   auto factor = [&](double cols) { f.solves += 2.0 / 3.0 * cols * cols * cols; };
   auto linear = [&](double rows, double cols) {

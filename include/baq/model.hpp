@@ -38,6 +38,10 @@ class LinearObserver {
   virtual ~LinearObserver() = default;
   // `x` holds `rows` input rows of `linear.in_features()` values, just before `linear` is applied.
   virtual void observe(int block, const Linear& linear, const float* x, int64_t rows) = 0;
+  // Whether the forward pass must still compute `linear`'s output once observed. An observer whose
+  // caller discards the block's output says no for the block's last linear: a calibration pass that
+  // only gathers inputs then skips that product (the block's output is then not its true output).
+  virtual bool output_needed(int /*block*/, const Linear& /*linear*/) const { return true; }
 };
 
 struct BatchShape {

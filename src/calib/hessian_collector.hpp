@@ -15,6 +15,9 @@ class HessianCollector final : public LinearObserver {
  public:
   explicit HessianCollector(int block) : block_(block) {}
   void observe(int block, const Linear& linear, const float* x, int64_t rows) override;
+  // The caller discards the block's output: `last` (the block's last linear) need not be computed.
+  void skip_output_of(const Linear* last) { skip_ = last; }
+  bool output_needed(int block, const Linear& linear) const override { return block != block_ || &linear != skip_; }
   // The finished Hessian of `linear_name` (cols × cols, row-major, symmetric).
   const std::vector<double>& hessian(const std::string& linear_name);
   // The finished Hessian of the linears reading `linear_name`'s input once that input is divided by
@@ -39,6 +42,7 @@ class HessianCollector final : public LinearObserver {
     bool finished = false;
   };
   int block_;
+  const Linear* skip_ = nullptr;
   std::map<std::string, Accumulator> acc_;
   std::map<std::string, std::string> alias_;
   const float* last_x_ = nullptr;
