@@ -112,10 +112,11 @@ namespace {
 
 // What one product's input contributes besides x: Σ_{j∈g} x_j per group, and (for the VNNI kernel,
 // filled by round_input) x rounded per segment of `seg` columns (64 or 128, so that groups hold whole
-// segments) with four steps (one per kernel lane): to 16 bits, step max|x|/32512 and q_j =
-// round(x_j/step) = 256·hi_j + lo_j, hi in [−127, 127] and lo in [−128, 127] — two int8 halves; or to
-// 8 bits (narrow codes), step max|x|/127 and q_j = hi_j. Kept per thread with one copy of the x it was
-// made from: the tasks of one product (64 rows each) compute it once.
+// segments) with four steps (one per kernel lane, max|x| over that lane's columns): to 16 bits, step
+// max|x|/32512 and q_j = round(x_j/step) = 256·hi_j + lo_j, hi in [−127, 127] and lo in [−128, 127] —
+// two int8 halves; or, under set_fused_input_bits(8), to 8 bits, step max|x|/127 and q_j = hi_j. Kept
+// per thread with one copy of the x it was made from: the tasks of one product (64 rows each) compute
+// it once.
 struct ProductInput {
   int64_t gs = 0;
   uint64_t steady = 0;  // the SteadyInput this was made or checked under (0: none)
