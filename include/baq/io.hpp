@@ -32,6 +32,12 @@ class MappedFile {
   const std::string& path() const { return path_; }
   uint64_t size() const { return size_; }
   uint8_t* data() const { return data_; }
+  // Drops the pages wholly inside [offset, offset + bytes) from the process's memory once their
+  // bytes have been copied out (read back from the file if touched again).
+  void release(uint64_t offset, uint64_t bytes) const { release_mapped_pages(data_ + offset, bytes); }
+  // The same for any mapped range: only whole pages inside it, so a neighbour sharing a page edge
+  // keeps its bytes.
+  static void release_mapped_pages(const void* p, uint64_t bytes);
 
  private:
   std::string path_;

@@ -11,6 +11,7 @@
 #include <immintrin.h>
 
 #include "baq/half.hpp"
+#include "baq/io.hpp"
 #include "model/cpu_features.hpp"
 
 namespace baq {
@@ -136,12 +137,7 @@ int64_t Tensor::first_non_finite() const {
 }
 
 void Tensor::release_pages() const {
-  if (!mapped || raw == nullptr) return;
-  static const auto page = static_cast<uintptr_t>(::sysconf(_SC_PAGESIZE));
-  // Only whole pages inside the tensor: a neighbour sharing a page edge keeps its bytes.
-  const auto begin = (reinterpret_cast<uintptr_t>(raw) + page - 1) / page * page;
-  const auto end = (reinterpret_cast<uintptr_t>(raw) + bytes()) / page * page;
-  if (end > begin) ::madvise(reinterpret_cast<void*>(begin), end - begin, MADV_DONTNEED);
+  if (mapped) MappedFile::release_mapped_pages(raw, static_cast<uint64_t>(bytes()));
 }
 
 }  // namespace baq

@@ -370,7 +370,11 @@ const uint8_t* BaqFileReader::verified(const Record& r) const {
 
 PackedLinear BaqFileReader::packed(const std::string& name) const {
   const Record& r = record(name, "packed");
-  return packed_from_record(r.fields, verified(r), r.bytes, fmt::format("{}: record '{}'", file_->path(), name));
+  PackedLinear p = packed_from_record(r.fields, verified(r), r.bytes, fmt::format("{}: record '{}'", file_->path(), name));
+  // Its bytes now live in `p`: the mapped copy would otherwise stay resident beside it (a model read
+  // from a .baq held twice its file size).
+  file_->release(r.offset, r.bytes);
+  return p;
 }
 
 std::shared_ptr<const PackedLinear> BaqFileReader::load_packed(const std::string& name) const {
