@@ -1,8 +1,5 @@
 #include "baq/tensor.hpp"
 
-#include <sys/mman.h>
-#include <unistd.h>
-
 #include <cmath>
 #include <cstring>
 
