@@ -128,12 +128,11 @@ MemoryEstimate estimate_quantize_memory(const Model& model, int64_t nsamples, in
 
 namespace {
 
-// Packed linears are held in memory (read from the .baq), not mapped: their codes and prepared grids.
+// Packed tensors are held in memory (read from the .baq), not mapped: their codes and prepared
+// grids — the blocks' linears, the head and the embedding table alike.
 double packed_bytes(const Model& m) {
   double bytes = 0;
-  for (int b = 0; b < m.n_blocks(); ++b)
-    for (Linear* l : const_cast<Model&>(m).block(b).linears())
-      if (l->packed != nullptr) bytes += l->packed->held_bytes();
+  for (const auto& [name, p] : m.packed_tensors()) bytes += p->held_bytes();
   return bytes;
 }
 
