@@ -40,4 +40,8 @@ MemoryEstimate estimate_generate_memory(const Model& model);
 // Fails (one line naming `advice`) when the allocated part exceeds what is available.
 void check_memory(const MemoryEstimate& estimate, const std::string& what, const std::string& advice);
 
+// Process-wide: freed buffers stay with the allocator for the next block's same-sized ones, instead of
+// going back to the kernel and being faulted in (and zeroed) again. Call once at start-up.
+void retain_freed_memory();
+
 }  // namespace baq

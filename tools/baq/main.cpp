@@ -9,6 +9,7 @@
 
 #include "baq/blas.hpp"
 #include "baq/error.hpp"
+#include "baq/memory.hpp"
 #include "baq/output.hpp"
 #include "baq/ranks.hpp"
 #include "commands.hpp"
@@ -46,6 +47,7 @@ int main(int argc, char** argv) {
   baq::Ranks::init(&argc, &argv);
   baq::install_signal_cleanup();
   baq::configure_blas();
+  baq::retain_freed_memory();
   CLI::App app{"baq: post-training weight quantization of LLMs with optimal bit allocation"};
   app.require_subcommand(1);
   int threads = 0;
