@@ -71,6 +71,38 @@ void BM_GptqClipSearch(benchmark::State& state) {
   state.counters["weights/s"] = benchmark::Counter(static_cast<double>(n) * n, benchmark::Counter::kIsIterationInvariantRate);
 }
 
+// GPTQ on TinyLlama's two solve shapes (mlp.gate: 5632 × 2048, mlp.down: 2048 × 5632), as `baq quantize`
+// runs it (4 bits, one grid per row, clip search), the inverse factor made afresh each time: the
+// solve's rate in GFLOP/s of its counted work (rows·cols² for the updates, 2·cols³/3 for the factor),
+// next to the sgemm rate, which is what quantize's wall is measured against.
+void BM_GptqSolve(benchmark::State& state) {
+  const int rows = static_cast<int>(state.range(0)), cols = static_cast<int>(state.range(1));
+  const Layer& l = layer(cols);
+  std::mt19937 rng(rows);
+  std::normal_distribution<float> normal;
+  std::vector<float> w(static_cast<size_t>(rows) * cols);
+  for (auto& v : w) v = normal(rng);
+  baq::QuantSettings s;
+  s.bits = 4;
+  s.clip_search = true;
+  for (auto _ : state) {
+    baq::release_gptq_factor_cache();
+    benchmark::DoNotOptimize(baq::quantize_gptq(w.data(), rows, cols, l.h.data(), s));
+  }
+  const double flops = static_cast<double>(rows) * cols * cols + 2.0 / 3.0 * cols * static_cast<double>(cols) * cols;
+  state.counters["FLOP/s"] = benchmark::Counter(flops, benchmark::Counter::kIsIterationInvariantRate);
+}
+
+void BM_Sgemm(benchmark::State& state) {
+  const int n = static_cast<int>(state.range(0));
+  std::vector<float> a(static_cast<size_t>(n) * n, 0.5f), b(a), c(a);
+  for (auto _ : state) {
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1.0f, a.data(), n, b.data(), n, 0.0f, c.data(), n);
+    benchmark::DoNotOptimize(c.data());
+  }
+  state.counters["FLOP/s"] = benchmark::Counter(2.0 * n * n * static_cast<double>(n), benchmark::Counter::kIsIterationInvariantRate);
+}
+
 // One token through an n×n linear (a matrix-vector product, what generation does per layer): the
 // packed layer (BAQ-like mixed levels 3..15 per column, per-row grids) decoded and multiplied, against
 // the F32 sgemv over the same weights. The packed side reads ~8x fewer bytes; decode speed decides.
@@ -141,6 +173,9 @@ BENCHMARK(BM_MatvecF32)->Arg(1024)->Arg(4096)->Unit(benchmark::kMicrosecond);
 BENCHMARK(BM_MatvecPacked)->Arg(1024)->Arg(4096)->Unit(benchmark::kMicrosecond);
 BENCHMARK(BM_Rtn)->Arg(1024)->Arg(2048)->Arg(4096)->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_Gptq)->Arg(1024)->Arg(2048)->Arg(4096)->Unit(benchmark::kMillisecond)->Iterations(1);
+BENCHMARK(BM_Sgemm)->Arg(2048)->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_GptqSolve)->Args({5632, 2048})->Args({2048, 5632})->Unit(benchmark::kMillisecond)->Iterations(3);
+BENCHMARK(BM_Sgemm)->Arg(2048)->Unit(benchmark::kMillisecond)->Name("BM_Sgemm_after");
 BENCHMARK(BM_GptqClipSearch)->ArgsProduct({{2048, 4096}, {0, 1}})->Unit(benchmark::kMillisecond)->Iterations(2);
 
 }  // namespace

@@ -223,11 +223,33 @@ QuantizedMatrix quantize_gptq(const float* w, int64_t rows, int64_t cols, const 
 
   // Blocks never straddle a group start, so a group's grid is always fitted on fully updated columns
   // and the result does not depend on the block size (beyond rounding).
-  std::vector<float> err(static_cast<size_t>(std::min<int64_t>(s.block_size, cols) * rows));
-  std::vector<double> chunk_loss(static_cast<size_t>((rows + kRowChunk - 1) / kRowChunk * std::min<int64_t>(s.block_size, cols)));
-  for (int64_t i1 = 0; i1 < cols;) {
+  //
+  // The lazy updates go in two levels: a block's errors update only the rest of its span [s1, s2) of
+  // several blocks, and the span's errors update every later column at once. With one level, each
+  // block's update is an sgemm of depth 128 that reads and writes all later columns (a 5632 × 2048
+  // layer: 46 MB through memory per block); a span 512 deep does that a quarter as often. A span
+  // never ends inside a group whose grid is fitted from within it (nor inside a Scaled8 superblock
+  // measured from within it): a fit reads columns that must have every earlier error in them.
+  const int64_t block = std::min<int64_t>(s.block_size, cols);
+  constexpr int64_t kSpanColumns = 512, kSpanErrorBytes = int64_t{32} << 20;
+  const int64_t span_width = std::max(block, std::min(kSpanColumns, kSpanErrorBytes / (4 * rows)) / block * block);
+  // Columns a fit at column i reads (i at a group start): its group, or a Scaled8 superblock's groups.
+  const auto fit_reads_to = [&](int64_t i) {
+    const bool new_super = s.ranges == RangeKind::Scaled8 && (i / gs) % m.super_groups == 0;
+    return std::min(cols, i + gs * (new_super ? m.super_groups : 1));
+  };
+  const auto span_end = [&](int64_t s1) {
+    int64_t s2 = std::min(cols, s1 + span_width);
+    for (int64_t i = (s1 / gs + 1) * gs; i < s2; i += gs)
+      if (fit_reads_to(i) > s2) return i;
+    return s2;
+  };
+  std::vector<float> err(static_cast<size_t>(span_width * rows));
+  std::vector<double> chunk_loss(static_cast<size_t>((rows + kRowChunk - 1) / kRowChunk * block));
+  for (int64_t i1 = 0, s1 = 0, s2 = span_end(0); i1 < cols;) {
     const int64_t group_end = (i1 / gs + 1) * gs;
-    const int64_t i2 = std::min({i1 + static_cast<int64_t>(s.block_size), group_end, cols});
+    const int64_t i2 = std::min({i1 + block, group_end, s2});
+    float* block_err = err.data() + (i1 - s1) * rows;  // the block's errors, in its span's
     if (i1 % gs == 0) {
       const int64_t g = i1 / gs, c1 = std::min(cols, i1 + gs);
       // Scaled8: a superblock's bounds are measured when the loop reaches it (later columns keep moving
@@ -308,14 +330,14 @@ QuantizedMatrix quantize_gptq(const float* w, int64_t rows, int64_t cols, const 
     // one parallel region per block rather than three per column, and per row loops over contiguous
     // rows that vectorize (grids fitted once per chunk and level count). A one-level column needs all
     // rows' updated weights (it stores their mean), so it ends a run of chunked columns.
-    const BlockColumns block{wt.data(), rows, cols, u, i1, i2, err.data(), chunk_loss.data(), perm.data(), m.codes.data(), m.dequant.data()};
+    const BlockColumns columns{wt.data(), rows, cols, u, i1, i2, block_err, chunk_loss.data(), perm.data(), m.codes.data(), m.dequant.data()};
     const int64_t g = i1 / gs;
     for (int64_t a = i1; a < i2;) {
       if (m.levels[perm[a]] == 1) {
         // No code at all: the column is stored as one value, the mean of its (updated) weights.
         const float d = u[a * cols + a];
         const float* col = wt.data() + a * rows;
-        float* e = err.data() + (a - i1) * rows;
+        float* e = block_err + (a - i1) * rows;
         double sum = 0.0;
         for (int64_t r = 0; r < rows; ++r) sum += col[r];
         const float mean = round_to_f16(static_cast<float>(sum / static_cast<double>(rows)));
@@ -325,7 +347,7 @@ QuantizedMatrix quantize_gptq(const float* w, int64_t rows, int64_t cols, const 
           m.dequant[r * cols + perm[a]] = mean;
           e[r] = (col[r] - mean) / d;
         }
-        spread_error(block, a, e, rows, wt.data(), 0, rows);
+        spread_error(columns, a, e, rows, wt.data(), 0, rows);
         ++a;
         continue;
       }
@@ -347,14 +369,14 @@ QuantizedMatrix quantize_gptq(const float* w, int64_t rows, int64_t cols, const 
           maxq = L - 1;
           grid_levels = L;
         };
-        quantize_columns(block, a, c, r0, r1, grids);
+        quantize_columns(columns, a, c, r0, r1, grids);
       }
       a = c;
     }
     for (int64_t i = i1; i < i2; ++i) {
       m.group_of[perm[i]] = static_cast<int32_t>(g);
       const float d = u[i * cols + i];
-      const float* e = err.data() + (i - i1) * rows;
+      const float* e = block_err + (i - i1) * rows;
       double col_loss = 0.0;  // the chunks' sums in row order: the same for any thread count
       if (m.levels[perm[i]] == 1)
         for (int64_t r = 0; r < rows; ++r) col_loss += static_cast<double>(e[r]) * e[r];
@@ -363,11 +385,20 @@ QuantizedMatrix quantize_gptq(const float* w, int64_t rows, int64_t cols, const 
       m.column_loss[perm[i]] = col_loss;
       m.column_sq_error[perm[i]] = col_loss * static_cast<double>(d) * static_cast<double>(d);
     }
-    // The lazy batch update of every later column: one GEMM.
-    if (i2 < cols)
-      cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, static_cast<int>(cols - i2), static_cast<int>(rows),
-                  static_cast<int>(i2 - i1), -1.0f, u + i1 * cols + i2, static_cast<int>(cols), err.data(),
-                  static_cast<int>(rows), 1.0f, wt.data() + i2 * rows, static_cast<int>(rows));
+    // The lazy batch updates, one GEMM each: the block's errors into the rest of its span; at the
+    // span's end, the span's errors into every later column.
+    const auto update = [&](int64_t e1, int64_t e2, const float* e, int64_t c2) {
+      if (e2 < c2)
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, static_cast<int>(c2 - e2), static_cast<int>(rows),
+                    static_cast<int>(e2 - e1), -1.0f, u + e1 * cols + e2, static_cast<int>(cols), e, static_cast<int>(rows),
+                    1.0f, wt.data() + e2 * rows, static_cast<int>(rows));
+    };
+    update(i1, i2, block_err, s2);
+    if (i2 == s2) {
+      update(s1, s2, err.data(), cols);
+      s1 = s2;
+      if (s1 < cols) s2 = span_end(s1);
+    }
     i1 = i2;
   }
   m.loss = std::accumulate(m.column_loss.begin(), m.column_loss.end(), 0.0);
