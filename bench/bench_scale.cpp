@@ -231,9 +231,10 @@ double sgemm_rate() {
 double gib(double mib) { return mib / 1024.0; }
 
 // FLOPs of one GPTQ run: the calibration forward (both passes), the Hessians (tokens·n² per distinct
-// linear input, symmetric) and the solves: the inverse factor 2n³/3 once per distinct input (q/k/v
-// and gate/up share theirs) and GPTQ's updates rows·n² per linear (every block of B columns
-// multiply-adds its errors into the rows × (n − i2) later columns: rows·n²/2 multiply-adds in all).
+// linear input, symmetric) and the solves: the Hessian's Cholesky factor n³/3 once per distinct
+// input (q/k/v and gate/up share theirs; GPTQ needs no inverse in the form the solver uses, see
+// quant/hessian_factor.hpp) and GPTQ's updates rows·n² per linear (every column's differences are
+// multiply-added into the rows × (later columns): rows·n²/2 multiply-adds in all).
 // The proxy loss comes from the solve's own column losses (no product). The head counts as a linear.
 // Outlier smoothing (on by default, timed with the solves) ranks five strengths per distinct input
 // by the proxy loss of RTN on up to 256 rows (128 past 1024 inputs) of each linear reading it:
@@ -250,7 +251,7 @@ Flops quantize_flops(const Shape& s, int nsamples, int seqlen) {
   // product (mlp.down), the second runs the quantized block whole.
   f.forward = tokens * s.layers * (2.0 * (2.0 * linear_params - static_cast<double>(s.ffn) * s.dim) + 2.0 * attention);
   f.hessians = tokens * s.layers * (3.0 * s.dim * s.dim + static_cast<double>(s.ffn) * s.ffn);
-  auto factor = [&](double cols) { f.solves += 2.0 / 3.0 * cols * cols * cols; };
+  auto factor = [&](double cols) { f.solves += 1.0 / 3.0 * cols * cols * cols; };
   auto linear = [&](double rows, double cols) {
     f.solves += rows * cols * cols;
     f.solves += 5.0 * 2.0 * std::min(rows, cols > 1024 ? 128.0 : 256.0) * cols * cols;  // smoothing's candidates

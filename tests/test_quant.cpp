@@ -14,7 +14,7 @@
 #include "baq/half.hpp"
 #include "baq/pack.hpp"
 #include "baq/quant.hpp"
-#include "quant/inverse_hessian.hpp"
+#include "quant/hessian_factor.hpp"
 #include "test_util.hpp"
 
 namespace baq {
@@ -155,10 +155,11 @@ TEST(Rtn, MatchesRoundToNearestWithPartialLastGroup) {
 
 // stories260K's FFN width 172 = 5 groups of 32 + a partial group of 12, quantized with its own grid
 // and counted exactly; GPTQ handles the same layout.
-// U must be upper triangular with UᵀU = (H + λI)⁻¹, checked in double against H itself (n not a
-// multiple of the 64-column leaf block: recursive halves of uneven sizes), and bit-identical for 1
-// and 2 threads.
-TEST(InverseHessian, FactorInvertsTheDampedHessianForAnyThreadCount) {
+// The factor R (upper, stored as P_ij = −R_ij/R_jj above the diagonal and R_jj on it) must give
+// R·Rᵀ = H + λI, checked in double against H itself (n not a multiple of the 64-column leaf block:
+// recursive halves of uneven sizes); the inverse's diagonal, when asked for, must match a naive
+// Gauss–Jordan inverse; both bit-identical for 1 and 2 threads.
+TEST(HessianFactor, FactorRebuildsTheDampedHessianForAnyThreadCount) {
   for (const int64_t n : {5, 300, 700}) {
     std::mt19937 rng(static_cast<unsigned>(n));
     std::normal_distribution<double> nd;
@@ -174,29 +175,39 @@ TEST(InverseHessian, FactorInvertsTheDampedHessianForAnyThreadCount) {
     };
     const int threads = omp_get_max_threads();
     omp_set_num_threads(1);
-    const baq::InverseHessianFactor one = baq::inverse_hessian_factor(fill, n, 0.01, 3, "t");
+    const baq::HessianFactor one = baq::hessian_factor(fill, n, 0.01, 3, "t", true);
     omp_set_num_threads(2);
-    const baq::InverseHessianFactor two = baq::inverse_hessian_factor(fill, n, 0.01, 3, "t");
+    const baq::HessianFactor two = baq::hessian_factor(fill, n, 0.01, 3, "t", true);
     omp_set_num_threads(threads);
-    ASSERT_EQ(one.u, two.u) << "n=" << n;
+    ASSERT_EQ(one.p, two.p) << "n=" << n;
+    ASSERT_EQ(one.inverse_diagonal, two.inverse_diagonal) << "n=" << n;
     ASSERT_EQ(one.retries, 0);
-    const float* u = one.u.data();
+    EXPECT_TRUE(baq::hessian_factor(fill, n, 0.01, 3, "t", false).inverse_diagonal.empty());
+    const float* p = one.p.data();
+    std::vector<double> r(static_cast<size_t>(n * n), 0.0);
     for (int64_t i = 0; i < n; ++i)
-      for (int64_t j = 0; j < i; ++j) ASSERT_EQ(u[i * n + j], 0.0f);
-    // (UᵀU)(H + λI) = I, column by column: y = (H + λI)·e_c, then UᵀU·y.
-    double worst = 0.0;
-    for (int64_t c = 0; c < n; c += std::max<int64_t>(1, n / 17)) {
-      std::vector<double> y(static_cast<size_t>(n)), t(static_cast<size_t>(n), 0.0);
-      for (int64_t i = 0; i < n; ++i) y[i] = h[i * n + c] + (i == c ? one.damp : 0.0);
-      for (int64_t i = 0; i < n; ++i)
-        for (int64_t k = i; k < n; ++k) t[i] += u[i * n + k] * y[k];
-      for (int64_t k = 0; k < n; ++k) {
-        double v = 0.0;
-        for (int64_t i = 0; i <= k; ++i) v += u[i * n + k] * t[i];
-        worst = std::max(worst, std::abs(v - (k == c ? 1.0 : 0.0)));
+      for (int64_t j = 0; j < n; ++j) {
+        if (j < i) {
+          ASSERT_EQ(p[i * n + j], 0.0f);
+        }
+        r[i * n + j] = j == i ? p[j * n + j] : j > i ? -static_cast<double>(p[i * n + j]) * p[j * n + j] : 0.0;
       }
-    }
-    EXPECT_LT(worst, 5e-4) << "n=" << n;  // F32 with a condition number near 1e3: measured 4e-5
+    // (R·Rᵀ)_ij = Σ_{k ≥ max(i, j)} R_ik R_jk against H + λI, relative to the diagonal's scale.
+    double worst = 0.0, scale = 0.0;
+    for (int64_t i = 0; i < n; ++i) scale = std::max(scale, h[i * n + i]);
+    for (int64_t i = 0; i < n; i += std::max<int64_t>(1, n / 23))
+      for (int64_t j = 0; j < n; ++j) {
+        double v = 0.0;
+        for (int64_t k = std::max(i, j); k < n; ++k) v += r[i * n + k] * r[j * n + k];
+        worst = std::max(worst, std::abs(v - h[i * n + j] - (i == j ? one.damp : 0.0)) / scale);
+      }
+    EXPECT_LT(worst, 1e-5) << "n=" << n;  // F32 Cholesky
+    if (n > 300) continue;  // the naive inverse is n³ in double: the two smaller sizes suffice
+    std::vector<double> damped(h);
+    for (int64_t i = 0; i < n; ++i) damped[i * n + i] += one.damp;
+    const std::vector<double> inv = naive_inverse(damped, n);
+    for (int64_t i = 0; i < n; ++i)
+      EXPECT_NEAR(one.inverse_diagonal[i], inv[i * n + i], 2e-3 * inv[i * n + i]) << "n=" << n << " i=" << i;
   }
 }
 
@@ -491,7 +502,8 @@ TEST(Baq, OrderInvariantColumnWeightsAreTheInverseHessianDiagonal) {
     QuantSettings s;
     s.bits = 3;
     s.act_order = act_order;
-    const QuantizedMatrix m = quantize_gptq(l.w.data(), 8, 24, l.h.data(), s, "t");
+    const std::vector<int> uniform(24, 8);  // BAQ's first pass: uniform levels given
+    const QuantizedMatrix m = quantize_gptq(l.w.data(), 8, 24, l.h.data(), s, "t", &uniform);
     const int n = 24;
     std::vector<double> damped(l.h);
     for (int i = 0; i < n; ++i) damped[i * n + i] += m.damp;

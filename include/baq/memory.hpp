@@ -28,7 +28,7 @@ double available_memory();
 
 // baq quantize: one block's mapped weights, the calibration residual stream, the forward's buffers
 // for a batch of windows, the block's Hessians while they are accumulated, and the widest linear's
-// solve (its Hessian, the inverse factor, its weights in F32 and their codes) beside the Hessians
+// solve (its Hessian, its Cholesky factor, its weights in F32 and their codes) beside the Hessians
 // still waiting for their linears.
 MemoryEstimate estimate_quantize_memory(const Model& model, int64_t nsamples, int seqlen, int batch_windows,
                                         bool bf16_activations, int threads);

@@ -95,7 +95,7 @@ MemoryEstimate estimate_quantize_memory(const Model& model, int64_t nsamples, in
       all_hessians += hessian[i];
     }
     pass1 = std::max(pass1, all_hessians + 4.0 * 1024 * 1024);
-    // Solving linear i: the Hessians not yet freed, the inverse factor (one more cols²·8), the weights
+    // Solving linear i: the Hessians not yet freed, its Cholesky factor (one more cols²·8), the weights
     // in F32 three times (input, transposed working copy, dequantized) and their codes and packing.
     double alive = all_hessians;
     for (size_t i = 0; i < linears.size(); ++i) {

@@ -11,7 +11,7 @@
 #include "baq/half.hpp"
 #include "baq/quant.hpp"
 #include "model/cpu_features.hpp"
-#include "quant/inverse_hessian.hpp"
+#include "quant/hessian_factor.hpp"
 
 namespace baq {
 
@@ -53,86 +53,91 @@ BAQ_VECTOR_CLONES double clip_error(const float* v, int64_t n, const GridParams&
   return (part[0] + part[1]) + (part[2] + part[3]);
 }
 
-// Rows per chunk of the column loop (at most): a chunk's weights and errors over a 128-column block
+// Rows per chunk of the column loop (at most): a chunk's weights and updates over a 128-column block
 // take 2 × 16 KB, within L1.
 constexpr int64_t kRowChunk = 32;
 
-// One block [i1, i2) of GPTQ's columns in visiting order, as the chunked column loop sees it: the
-// weights (column-major, updated in place), the factor U, the errors (column-major, block-relative),
-// and where codes and values go (row-major, original column order).
+// One block [i1, i2) of GPTQ's columns in visiting order, as the chunked column loop sees it (see
+// HessianFactor for the update rule): the original weights, column-major, each column overwritten
+// by its differences d = w − q once quantized; the factor P; the updates Δ = w' − w the columns have
+// gathered so far (column-major, column i1 at `delta`); and where codes and values go (row-major,
+// original column order).
 struct BlockColumns {
   float* wt;
   int64_t rows, cols;
-  const float* u;
+  const float* p;
   int64_t i1, i2;
-  float* err;
+  float* delta;
   double* loss;  // Σ e² of each chunk (row r0 / kRowChunk) and block column, at chunk·(i2 − i1) + i − i1
   const int64_t* perm;
   uint8_t* codes;
   float* dequant;
 };
 
-// Column i's error e (n rows) spread over the block's later columns j < i2: w_j −= U_ij·e, column j
-// of w at w_first + (j − first)·stride (the weights in place, or a chunk's contiguous copy).
-BAQ_VECTOR_CLONES void spread_error(const BlockColumns& b, int64_t i, const float* e, int64_t n, float* w_first,
+// Column i's differences d (n rows) spread over the block's later columns j < i2: Δ_j −= P_ij·d,
+// column j of Δ at delta_first + (j − first)·stride (the block's updates, or a chunk's copy).
+BAQ_VECTOR_CLONES void spread_error(const BlockColumns& b, int64_t i, const float* d, int64_t n, float* delta_first,
                                     int64_t first, int64_t stride) {
   for (int64_t j = i + 1; j < b.i2; ++j) {
-    const float uij = b.u[i * b.cols + j];
-    float* wj = w_first + (j - first) * stride;
-    for (int64_t k = 0; k < n; ++k) wj[k] -= uij * e[k];
+    const float pij = b.p[i * b.cols + j];
+    float* dj = delta_first + (j - first) * stride;
+    for (int64_t k = 0; k < n; ++k) dj[k] -= pij * d[k];
   }
 }
 
-// One column of n rows on each row's grid (scale, zero, maxq): codes, values and errors (w − q)/d.
+// One column of n rows, w' = w + Δ, on each row's grid (scale, zero, maxq): codes, values, the
+// differences w − q and the errors (w' − q)·R_ii.
 // Its own function with restrict arguments: inside quantize_columns, proving the buffers apart took
 // more runtime alias checks than GCC versions a loop for, and the loop stayed scalar.
 BAQ_VECTOR_CLONES void quantize_column(const float* __restrict scale, const float* __restrict zero, int maxq,
-                                       const float* __restrict col, float d, int64_t n, float* __restrict code,
-                                       float* __restrict value, float* __restrict e) {
+                                       const float* __restrict w, const float* __restrict delta, float r, int64_t n,
+                                       float* __restrict code, float* __restrict value, float* __restrict diff,
+                                       float* __restrict e) {
   for (int64_t k = 0; k < n; ++k) {
-    const float c = GridParams{scale[k], zero[k], maxq}.code_value(col[k]);
+    const float col = w[k] + delta[k];
+    const float c = GridParams{scale[k], zero[k], maxq}.code_value(col);
     const float q = scale[k] * (c - zero[k]);
     code[k] = c;
     value[k] = q;
-    e[k] = (col[k] - q) / d;
+    diff[k] = w[k] - q;
+    e[k] = (col - q) * r;
   }
 }
 
 // Columns [a, c) of the block, rows [r0, r1) (at most kRowChunk): each quantized on its row's grid
-// (`grids` gives column i's scale and zero per row and its maxq), its error spread over the rest of
-// the block. The chunk's columns [a, i2) are worked on in a contiguous copy: in place, the columns
+// (`grids` gives column i's scale and zero per row and its maxq), its differences spread over the
+// rest of the block. The chunk's columns are worked on in contiguous copies: in place, the columns
 // lie `rows` floats apart, and with rows a multiple of 1024 every column's chunk falls in the same
 // few L1 sets (and on its own page), which made this loop miss cache on nearly every column.
 BAQ_VECTOR_CLONES void quantize_columns(const BlockColumns& b, int64_t a, int64_t c, int64_t r0, int64_t r1,
                                         const std::function<void(int64_t i, float* scale, float* zero, int& maxq)>& grids) {
   const int64_t nr = r1 - r0, n = b.i2 - a;
   thread_local std::vector<float> work;
-  work.resize(static_cast<size_t>(4 * n * kRowChunk));
-  float* w = work.data();                          // columns [a, i2), kRowChunk apart
-  float* e = w + n * kRowChunk;                    // errors of columns [a, c)
-  float* code = e + n * kRowChunk;                 // codes and values of columns [a, c)
+  work.resize(static_cast<size_t>(6 * n * kRowChunk));
+  float* dl = work.data();                        // updates of columns [a, i2), kRowChunk apart
+  float* w = dl + n * kRowChunk;                  // weights of columns [a, c)
+  float* diff = w + n * kRowChunk;                // their differences, errors, codes and values
+  float* e = diff + n * kRowChunk;
+  float* code = e + n * kRowChunk;
   float* value = code + n * kRowChunk;
-  for (int64_t j = 0; j < n; ++j) std::memcpy(w + j * kRowChunk, b.wt + (a + j) * b.rows + r0, static_cast<size_t>(nr) * 4);
+  for (int64_t j = 0; j < n; ++j) std::memcpy(dl + j * kRowChunk, b.delta + (a - b.i1 + j) * b.rows + r0, static_cast<size_t>(nr) * 4);
+  for (int64_t j = 0; j < c - a; ++j) std::memcpy(w + j * kRowChunk, b.wt + (a + j) * b.rows + r0, static_cast<size_t>(nr) * 4);
   float scale[kRowChunk], zero[kRowChunk];
   int maxq = 0;
   for (int64_t i = a; i < c; ++i) {
     grids(i, scale, zero, maxq);
-    const float d = b.u[i * b.cols + i];
-    const float* col = w + (i - a) * kRowChunk;
-    float* ei = e + (i - a) * kRowChunk;
-    float* ci = code + (i - a) * kRowChunk;
-    float* vi = value + (i - a) * kRowChunk;
-    quantize_column(scale, zero, maxq, col, d, nr, ci, vi, ei);
+    const int64_t at = (i - a) * kRowChunk;
+    quantize_column(scale, zero, maxq, w + at, dl + at, b.p[i * b.cols + i], nr, code + at, value + at, diff + at, e + at);
     // Σ e² over the chunk's rows by halving (vectorizes; a fixed order, whatever the thread count).
     float sq[kRowChunk] = {};
-    for (int64_t k = 0; k < nr; ++k) sq[k] = ei[k] * ei[k];
+    for (int64_t k = 0; k < nr; ++k) sq[k] = e[at + k] * e[at + k];
     for (int64_t half = kRowChunk / 2; half > 0; half /= 2)
       for (int64_t k = 0; k < half; ++k) sq[k] += sq[k + half];
     b.loss[(r0 / kRowChunk) * (b.i2 - b.i1) + i - b.i1] = sq[0];
-    spread_error(b, i, ei, nr, w, a, kRowChunk);
+    spread_error(b, i, diff + at, nr, dl, a, kRowChunk);
   }
-  for (int64_t j = c - a; j < n; ++j) std::memcpy(b.wt + (a + j) * b.rows + r0, w + j * kRowChunk, static_cast<size_t>(nr) * 4);
-  for (int64_t i = a; i < c; ++i) std::memcpy(b.err + (i - b.i1) * b.rows + r0, e + (i - a) * kRowChunk, static_cast<size_t>(nr) * 4);
+  for (int64_t j = c - a; j < n; ++j) std::memcpy(b.delta + (a - b.i1 + j) * b.rows + r0, dl + j * kRowChunk, static_cast<size_t>(nr) * 4);
+  for (int64_t i = a; i < c; ++i) std::memcpy(b.wt + i * b.rows + r0, diff + (i - a) * kRowChunk, static_cast<size_t>(nr) * 4);
   for (int64_t k = 0; k < nr; ++k)
     for (int64_t i = a; i < c; ++i) {
       const size_t at = static_cast<size_t>((r0 + k) * b.cols + b.perm[i]);
@@ -183,10 +188,12 @@ QuantizedMatrix quantize_gptq(const float* w, int64_t rows, int64_t cols, const 
       if (dead[i]) hp[i * cols + i] = 1.0f;
     }
   };
-  const std::shared_ptr<const InverseHessianFactor> factor =
-      shared_inverse_hessian_factor(h, cols, perm, fill, s.damp, s.max_damp_retries, name);
-  const InverseHessianFactor& f = *factor;
-  const float* u = f.u.data();
+  // BAQ's order-invariant coefficients weigh each column by 1/[H⁻¹]_jj; nothing else needs the inverse.
+  const bool column_weights = levels != nullptr && s.baq_order_invariant;
+  const std::shared_ptr<const HessianFactor> factor =
+      shared_hessian_factor(h, cols, perm, fill, s.damp, s.max_damp_retries, name, column_weights);
+  const HessianFactor& f = *factor;
+  const float* p = f.p.data();
 
   QuantizedMatrix m;
   m.rows = rows;
@@ -215,8 +222,7 @@ QuantizedMatrix quantize_gptq(const float* w, int64_t rows, int64_t cols, const 
   m.column_loss.assign(static_cast<size_t>(cols), 0.0);
   m.column_sq_error.assign(static_cast<size_t>(cols), 0.0);
   m.column_weight.assign(static_cast<size_t>(cols), 0.0);
-  // [H⁻¹]_ii = Σ_{k≤i} U_ki² (H⁻¹ = UᵀU in the visiting order).
-  {
+  if (column_weights) {
     const std::vector<double>& hinv = f.inverse_diagonal;
     for (int64_t i = 0; i < cols; ++i) m.column_weight[perm[i]] = hinv[i] > 0 ? 1.0 / hinv[i] : 0.0;
   }
@@ -224,32 +230,44 @@ QuantizedMatrix quantize_gptq(const float* w, int64_t rows, int64_t cols, const 
   // Blocks never straddle a group start, so a group's grid is always fitted on fully updated columns
   // and the result does not depend on the block size (beyond rounding).
   //
-  // The lazy updates go in two levels: a block's errors update only the rest of its span [s1, s2) of
-  // several blocks, and the span's errors update every later column at once. With one level, each
-  // block's update is an sgemm of depth 128 that reads and writes all later columns (a 5632 × 2048
-  // layer: 46 MB through memory per block); a span 512 deep does that a quarter as often. A span
-  // never ends inside a group whose grid is fitted from within it (nor inside a Scaled8 superblock
-  // measured from within it): a fit reads columns that must have every earlier error in them.
+  // The updates go in panels of several blocks [p1, p2): at a panel's start, one GEMM gathers what
+  // every earlier column's differences add to its columns (Δ = −D·P, deep: all p1 earlier columns);
+  // within it, each block's differences update the rest of the panel. Columns past the panel are
+  // not touched until their own panel, so a fit inside a panel must not read past it (nor a fit at
+  // its start, but the first: there nothing has been quantized yet) — a group's or a Scaled8
+  // superblock's columns. Δ is at most 4 blocks (512 columns) × rows and 32 MB, unless a fit needs more.
   const int64_t block = std::min<int64_t>(s.block_size, cols);
-  constexpr int64_t kSpanColumns = 512, kSpanErrorBytes = int64_t{32} << 20;
-  const int64_t span_width = std::max(block, std::min(kSpanColumns, kSpanErrorBytes / (4 * rows)) / block * block);
+  constexpr int64_t kPanelBlocks = 4, kPanelBytes = int64_t{32} << 20;
+  const int64_t panel_width = std::max(block, std::min(kPanelBlocks * block, kPanelBytes / (4 * rows) / block * block));
   // Columns a fit at column i reads (i at a group start): its group, or a Scaled8 superblock's groups.
   const auto fit_reads_to = [&](int64_t i) {
     const bool new_super = s.ranges == RangeKind::Scaled8 && (i / gs) % m.super_groups == 0;
     return std::min(cols, i + gs * (new_super ? m.super_groups : 1));
   };
-  const auto span_end = [&](int64_t s1) {
-    int64_t s2 = std::min(cols, s1 + span_width);
-    for (int64_t i = (s1 / gs + 1) * gs; i < s2; i += gs)
-      if (fit_reads_to(i) > s2) return i;
-    return s2;
+  const auto panel_end = [&](int64_t p1) {
+    int64_t p2 = std::min(cols, p1 + panel_width);
+    if (p1 > 0 && p1 % gs == 0) p2 = std::max(p2, fit_reads_to(p1));
+    for (int64_t i = (p1 / gs + 1) * gs; i < p2; i += gs)
+      if (fit_reads_to(i) > p2) return i;
+    return p2;
   };
-  std::vector<float> err(static_cast<size_t>(span_width * rows));
-  std::vector<double> chunk_loss(static_cast<size_t>((rows + kRowChunk - 1) / kRowChunk * block));
-  for (int64_t i1 = 0, s1 = 0, s2 = span_end(0); i1 < cols;) {
+  std::vector<float> delta;
+  std::vector<double> chunk_loss(static_cast<size_t>((rows + kRowChunk - 1) / kRowChunk * block)), mean_loss(static_cast<size_t>(block));
+  for (int64_t i1 = 0, p1 = 0, p2 = 0; i1 < cols;) {
+    if (i1 == p2) {  // a panel starts: its columns' updates from every earlier column
+      p1 = p2;
+      p2 = panel_end(p1);
+      delta.resize(std::max(delta.size(), static_cast<size_t>((p2 - p1) * rows)));
+      if (p1 == 0)
+        std::fill(delta.begin(), delta.begin() + (p2 - p1) * rows, 0.0f);
+      else
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, static_cast<int>(p2 - p1), static_cast<int>(rows),
+                    static_cast<int>(p1), -1.0f, p + p1, static_cast<int>(cols), wt.data(), static_cast<int>(rows), 0.0f,
+                    delta.data(), static_cast<int>(rows));
+    }
     const int64_t group_end = (i1 / gs + 1) * gs;
-    const int64_t i2 = std::min({i1 + block, group_end, s2});
-    float* block_err = err.data() + (i1 - s1) * rows;  // the block's errors, in its span's
+    const int64_t i2 = std::min({i1 + block, group_end, p2});
+    float* block_delta = delta.data() + (i1 - p1) * rows;  // Δ of column i1; the panel's later columns follow
     if (i1 % gs == 0) {
       const int64_t g = i1 / gs, c1 = std::min(cols, i1 + gs);
       // Scaled8: a superblock's bounds are measured when the loop reaches it (later columns keep moving
@@ -267,18 +285,38 @@ QuantizedMatrix quantize_gptq(const float* w, int64_t rows, int64_t cols, const 
         if (m.levels[perm[c]] != group_levels) group_levels = 0;
 #pragma omp parallel for schedule(static) firstprivate(tile)
       for (int64_t r0 = 0; r0 < rows; r0 += kTile) {
-        const int64_t nr = std::min(kTile, rows - r0), n = c1 - i1;
-        tile.resize(static_cast<size_t>(kTile * n));
-        for (int64_t c = i1; c < c1; ++c)
-          for (int64_t rr = 0; rr < nr; ++rr) tile[static_cast<size_t>(rr * n + c - i1)] = wt[c * rows + r0 + rr];
+        const int64_t nr = std::min(kTile, rows - r0), n = c1 - i1, nt = (new_super ? s1 : c1) - i1;
+        tile.resize(static_cast<size_t>(kTile * nt));
+        // GPTQ fits on its columns as updated by every earlier column's error: w_j − Σ_{k<i1} e_k·U_kj.
+        // That is not w + Δ (the P form's partial sums differ; only a column's full sum, when it is
+        // quantized, is the same): it is w + X with X_j = Δ_j + Σ_{i1≤m<j} X_m·P_mj (with U = R⁻¹ in
+        // blocks, Σ_{k<i1} e_k·U_kj = −(D·R[<i1, i1:])·R[i1:, i1:]⁻¹ restricted to the fitted columns).
+        // Before the first column nothing has been quantized: X = 0, and past the first panel too.
+        if (i1 > 0) {
+          for (int64_t c = i1; c < i1 + nt; ++c)
+            for (int64_t rr = 0; rr < nr; ++rr)
+              tile[static_cast<size_t>(rr * nt + c - i1)] = delta[static_cast<size_t>((c - p1) * rows + r0 + rr)];
+          for (int64_t rr = 0; rr < nr; ++rr) {
+            float* x = tile.data() + rr * nt;
+            for (int64_t m1 = 0; m1 + 1 < nt; ++m1) {
+              const float xm = x[m1];
+              const float* pm = p + (i1 + m1) * cols + i1;
+              for (int64_t j = m1 + 1; j < nt; ++j) x[j] += xm * pm[j];
+            }
+          }
+        } else {
+          std::fill(tile.begin(), tile.begin() + nr * nt, 0.0f);
+        }
+        for (int64_t c = i1; c < i1 + nt; ++c)
+          for (int64_t rr = 0; rr < nr; ++rr) tile[static_cast<size_t>(rr * nt + c - i1)] += wt[c * rows + r0 + rr];
         for (int64_t r = r0; r < r0 + nr; ++r) {
-          const float* group_values = tile.data() + (r - r0) * n;
+          const float* group_values = tile.data() + (r - r0) * nt;
           const size_t sk = static_cast<size_t>(r * n_super + g / m.super_groups);
           if (new_super) {
-            float smin = wt[i1 * rows + r], smax = smin;
-            for (int64_t c = i1 + 1; c < s1; ++c) {
-              smin = std::min(smin, wt[c * rows + r]);
-              smax = std::max(smax, wt[c * rows + r]);
+            float smin = group_values[0], smax = smin;
+            for (int64_t c = 1; c < nt; ++c) {
+              smin = std::min(smin, group_values[c]);
+              smax = std::max(smax, group_values[c]);
             }
             superblock_bounds(smin, smax, m.super_lo[sk], m.super_hi[sk]);
           }
@@ -324,30 +362,35 @@ QuantizedMatrix quantize_gptq(const float* w, int64_t rows, int64_t cols, const 
         }
       }
     }
-    // The block's columns, quantized in order, their errors spread over the rest of the block. Rows are
-    // independent here (a row's grid is fixed at its group's start and a block never leaves its
-    // group), so each thread takes chunks of rows through all the block's columns (quantize_columns):
-    // one parallel region per block rather than three per column, and per row loops over contiguous
-    // rows that vectorize (grids fitted once per chunk and level count). A one-level column needs all
-    // rows' updated weights (it stores their mean), so it ends a run of chunked columns.
-    const BlockColumns columns{wt.data(), rows, cols, u, i1, i2, block_err, chunk_loss.data(), perm.data(), m.codes.data(), m.dequant.data()};
+    // The block's columns, quantized in order, their differences spread over the rest of the block.
+    // Rows are independent here (a row's grid is fixed at its group's start and a block never leaves
+    // its group), so each thread takes chunks of rows through all the block's columns
+    // (quantize_columns): one parallel region per block rather than three per column, and per row
+    // loops over contiguous rows that vectorize (grids fitted once per chunk and level count). A
+    // one-level column needs all rows' updated weights (it stores their mean), so it ends a run of
+    // chunked columns.
+    const BlockColumns columns{wt.data(), rows, cols, p, i1, i2, block_delta, chunk_loss.data(), perm.data(), m.codes.data(), m.dequant.data()};
     const int64_t g = i1 / gs;
     for (int64_t a = i1; a < i2;) {
       if (m.levels[perm[a]] == 1) {
         // No code at all: the column is stored as one value, the mean of its (updated) weights.
-        const float d = u[a * cols + a];
-        const float* col = wt.data() + a * rows;
-        float* e = block_err + (a - i1) * rows;
+        float* col = wt.data() + a * rows;
+        const float* dl = block_delta + (a - i1) * rows;
         double sum = 0.0;
-        for (int64_t r = 0; r < rows; ++r) sum += col[r];
+        for (int64_t r = 0; r < rows; ++r) sum += col[r] + dl[r];
         const float mean = round_to_f16(static_cast<float>(sum / static_cast<double>(rows)));
         m.column_mean[perm[a]] = mean;
+        const float ra = f.r(a);
+        double loss = 0.0;
         for (int64_t r = 0; r < rows; ++r) {
           m.codes[r * cols + perm[a]] = 0;
           m.dequant[r * cols + perm[a]] = mean;
-          e[r] = (col[r] - mean) / d;
+          const float e = (col[r] + dl[r] - mean) * ra;
+          loss += static_cast<double>(e) * e;
+          col[r] -= mean;  // its differences, for the later columns' updates
         }
-        spread_error(columns, a, e, rows, wt.data(), 0, rows);
+        mean_loss[static_cast<size_t>(a - i1)] = loss;
+        spread_error(columns, a, col, rows, block_delta, i1, rows);
         ++a;
         continue;
       }
@@ -375,35 +418,26 @@ QuantizedMatrix quantize_gptq(const float* w, int64_t rows, int64_t cols, const 
     }
     for (int64_t i = i1; i < i2; ++i) {
       m.group_of[perm[i]] = static_cast<int32_t>(g);
-      const float d = u[i * cols + i];
-      const float* e = block_err + (i - i1) * rows;
       double col_loss = 0.0;  // the chunks' sums in row order: the same for any thread count
       if (m.levels[perm[i]] == 1)
-        for (int64_t r = 0; r < rows; ++r) col_loss += static_cast<double>(e[r]) * e[r];
+        col_loss = mean_loss[static_cast<size_t>(i - i1)];
       else
         for (int64_t chunk = 0; chunk * kRowChunk < rows; ++chunk) col_loss += chunk_loss[static_cast<size_t>(chunk * (i2 - i1) + i - i1)];
       m.column_loss[perm[i]] = col_loss;
-      m.column_sq_error[perm[i]] = col_loss * static_cast<double>(d) * static_cast<double>(d);
+      const double ri = f.r(i);
+      m.column_sq_error[perm[i]] = col_loss / (ri * ri);  // Σ (w' − q)², GPTQ's ℓ·U_ii²
     }
-    // The lazy batch updates, one GEMM each: the block's errors into the rest of its span; at the
-    // span's end, the span's errors into every later column.
-    const auto update = [&](int64_t e1, int64_t e2, const float* e, int64_t c2) {
-      if (e2 < c2)
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, static_cast<int>(c2 - e2), static_cast<int>(rows),
-                    static_cast<int>(e2 - e1), -1.0f, u + e1 * cols + e2, static_cast<int>(cols), e, static_cast<int>(rows),
-                    1.0f, wt.data() + e2 * rows, static_cast<int>(rows));
-    };
-    update(i1, i2, block_err, s2);
-    if (i2 == s2) {
-      update(s1, s2, err.data(), cols);
-      s1 = s2;
-      if (s1 < cols) s2 = span_end(s1);
-    }
+    // The block's differences into the rest of its panel: one GEMM.
+    if (i2 < p2)
+      cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, static_cast<int>(p2 - i2), static_cast<int>(rows),
+                  static_cast<int>(i2 - i1), -1.0f, p + i1 * cols + i2, static_cast<int>(cols), wt.data() + i1 * rows,
+                  static_cast<int>(rows), 1.0f, delta.data() + (i2 - p1) * rows, static_cast<int>(rows));
     i1 = i2;
   }
   m.loss = std::accumulate(m.column_loss.begin(), m.column_loss.end(), 0.0);
-  // The proxy loss without its 2·rows·cols² product (twice the FLOPs of the updates above): with the
-  // errors e_i = (w'_i − q_i)/U_ii and the updates w'_j = w_j − Σ_{i<j} e_i·U_ij, W − Q = e·U, so
+  // The proxy loss without its 2·rows·cols² product (twice the FLOPs of the updates above): with
+  // GPTQ's errors e_i = (w'_i − q_i)/U_ii and updates w'_j = w_j − Σ_{i<j} e_i·U_ij (what the P form
+  // computes), W − Q = e·U, so
   // Σ_j ℓ_j = Σ_r ‖e_r‖² = Σ_r d_r (UᵀU)⁻¹ d_rᵀ with d = W − Q in visiting order — the quadratic form of
   // the Hessian as factorised: H + λI, plus 1 on a dead input's diagonal (whose row and column of H
   // are zero, and whose weights the solve took as zero). What λ and those ones add is subtracted.

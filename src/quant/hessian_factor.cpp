@@ -1,4 +1,4 @@
-#include "quant/inverse_hessian.hpp"
+#include "quant/hessian_factor.hpp"
 
 #include <cblas.h>
 
@@ -13,8 +13,7 @@
 namespace baq {
 namespace {
 
-// Leaves of this many columns: the recursion's diagonal blocks are factorised and inverted by plain
-// loops in double (a few percent of the work), everything else is BLAS-3 (64 measured as fast as
+// Leaves of this many columns: the recursion's diagonal blocks are factorised by plain loops in double (a few percent of the work), everything else is BLAS-3 (64 measured as fast as
 // 128 on n = 5632 and 2048, 32 slower). LAPACK's own potrf/potri switch
 // algorithms with the thread count (OpenBLAS runs a different blocking when threaded), which changed
 // quantized weights between 1 and 2 threads; syrk and trsm split rows and columns of their
@@ -38,19 +37,6 @@ bool cholesky_block(float* a, int64_t kb, int64_t n) {
   return true;
 }
 
-// In-place inverse of the lower-triangular kb × kb block at a.
-void invert_lower_block(float* a, int64_t kb, int64_t n) {
-  for (int64_t j = 0; j < kb; ++j) {
-    a[j * n + j] = static_cast<float>(1.0 / a[j * n + j]);
-    // Column j of the inverse below the diagonal: x_i = −(Σ_{j≤k<i} L_ik x_k) / L_ii.
-    for (int64_t i = j + 1; i < kb; ++i) {
-      double s = 0.0;
-      for (int64_t k = j; k < i; ++k) s += static_cast<double>(a[i * n + k]) * a[k * n + j];
-      a[i * n + j] = static_cast<float>(-s / a[i * n + i]);
-    }
-  }
-}
-
 // Where a recursive step splits n columns: near the middle, on a block boundary.
 int64_t split(int64_t n) { return std::max<int64_t>(kBlock, (n / 2 + kBlock / 2) / kBlock * kBlock); }
 
@@ -71,38 +57,22 @@ bool cholesky_lower(float* a, int64_t n, int64_t lda) {
   return cholesky_lower(b + n1, n2, lda);
 }
 
-// Inverse of the lower-triangular factor at a, in place: [A 0; B C]⁻¹ = [A⁻¹ 0; −C⁻¹·B·A⁻¹ C⁻¹],
-// B's block by two triangular solves with A and C as they are, then A and C inverted (recursive
-// halves, as cholesky_lower).
-void invert_lower(float* a, int64_t n, int64_t lda) {
-  if (n <= kBlock) return invert_lower_block(a, n, lda);
-  const int64_t n1 = split(n), n2 = n - n1;
-  float* b = a + n1 * lda;
-  const int l = static_cast<int>(lda);
-  cblas_strsm(CblasRowMajor, CblasRight, CblasLower, CblasNoTrans, CblasNonUnit, static_cast<int>(n2), static_cast<int>(n1), -1.0f,
-              a, l, b, l);
-  cblas_strsm(CblasRowMajor, CblasLeft, CblasLower, CblasNoTrans, CblasNonUnit, static_cast<int>(n2), static_cast<int>(n1), 1.0f,
-              b + n1, l, b, l);
-  invert_lower(a, n1, lda);
-  invert_lower(b + n1, n2, lda);
-}
-
 }  // namespace
 
-InverseHessianFactor inverse_hessian_factor(const std::function<void(float*)>& fill, int64_t n, double damp_fraction,
-                                            int max_retries, const std::string& name) {
-  InverseHessianFactor f;
-  f.u.resize(static_cast<size_t>(n * n));
-  float* a = f.u.data();
+HessianFactor hessian_factor(const std::function<void(float*)>& fill, int64_t n, double damp_fraction, int max_retries,
+                             const std::string& name, bool inverse_diagonal) {
+  HessianFactor f;
+  f.n = n;
+  f.p.resize(static_cast<size_t>(n * n));
+  float* a = f.p.data();
   fill(a);
   double mean_diag = 0.0;
   for (int64_t i = 0; i < n; ++i) mean_diag += a[i * n + i];
   mean_diag /= static_cast<double>(n);
   if (!(mean_diag > 0.0)) mean_diag = 1.0;  // all inputs zero: any positive scale will do
   f.damp = damp_fraction * mean_diag;
-  // With J the order reversal, JHJ = LLᵀ gives H = RRᵀ for the upper R = JLJ, so H⁻¹ = (R⁻¹)ᵀR⁻¹ and
-  // U = R⁻¹ = J·L⁻¹·J: one Cholesky and one triangular inverse (2n³/3) instead of GPTQ's
-  // Cholesky, inverse from it and Cholesky again (4n³/3).
+  // With J the order reversal, JHJ = LLᵀ gives H = RRᵀ for the upper R = JLJ: one Cholesky of the
+  // reversed matrix (reversing the row-major array reverses both indices).
   for (int attempt = 0;; ++attempt) {
     if (attempt > max_retries)
       fail("{}: Hessian is not positive definite even with damping {:.3g} ({} retries); too few calibration tokens?",
@@ -116,20 +86,33 @@ InverseHessianFactor inverse_hessian_factor(const std::function<void(float*)>& f
     }
     f.damp = f.damp > 0.0 ? f.damp * 10.0 : 1e-6 * mean_diag;
   }
-  invert_lower(a, n, n);
+  if (inverse_diagonal) {
+    // [H⁻¹]_ii = Σ_k U_ki², U = R⁻¹ = J·L⁻¹·J: column i of U is column n−1−i of L⁻¹ reversed. L⁻¹'s
+    // columns [c0, c1) are zero above row c0: solved from L's trailing block, 256 at a time (n³/3 in
+    // all, a buffer of n × 256), each column's squares summed in row order (any thread count).
+    constexpr int64_t kCols = 256;
+    f.inverse_diagonal.assign(static_cast<size_t>(n), 0.0);
+    std::vector<float> x(static_cast<size_t>(n * std::min(n, kCols)));
+    for (int64_t c0 = 0; c0 < n; c0 += kCols) {
+      const int64_t nb = std::min(kCols, n - c0), m = n - c0;
+      std::fill(x.begin(), x.begin() + m * nb, 0.0f);
+      for (int64_t t = 0; t < nb; ++t) x[static_cast<size_t>(t * nb + t)] = 1.0f;
+      cblas_strsm(CblasRowMajor, CblasLeft, CblasLower, CblasNoTrans, CblasNonUnit, static_cast<int>(m), static_cast<int>(nb),
+                  1.0f, a + c0 * n + c0, static_cast<int>(n), x.data(), static_cast<int>(nb));
+      for (int64_t t = 0; t < nb; ++t) {
+        double sum = 0.0;
+        for (int64_t k = t; k < m; ++k) sum += static_cast<double>(x[k * nb + t]) * x[k * nb + t];
+        f.inverse_diagonal[static_cast<size_t>(n - 1 - (c0 + t))] = sum;
+      }
+    }
+  }
   for (int64_t i = 0; i < n; ++i)
     for (int64_t j = i + 1; j < n; ++j) a[i * n + j] = 0.0f;
   std::reverse(a, a + n * n);
-  // Each thread sums its own columns over the rows of U, in row order: any thread count, same sums.
-  f.inverse_diagonal.assign(static_cast<size_t>(n), 0.0);
-  constexpr int64_t kCols = 256;
-#pragma omp parallel for schedule(dynamic)
-  for (int64_t i0 = 0; i0 < n; i0 += kCols) {
-    const int64_t i1 = std::min(n, i0 + kCols);
-    double* d = f.inverse_diagonal.data();
-    for (int64_t k = 0; k < i1; ++k)
-      for (int64_t i = std::max(k, i0); i < i1; ++i) d[i] += static_cast<double>(a[k * n + i]) * a[k * n + i];
-  }
+  // R (upper) to what the solver multiplies by: P_ij = −R_ij/R_jj above the diagonal, R_jj kept.
+#pragma omp parallel for schedule(dynamic, 64)
+  for (int64_t i = 0; i < n; ++i)
+    for (int64_t j = i + 1; j < n; ++j) a[i * n + j] = -a[i * n + j] / a[j * n + j];
   return f;
 }
 
@@ -159,7 +142,7 @@ uint64_t fingerprint(const double* h, int64_t n) {
 struct FactorCache {
   std::mutex mutex;
   FactorKey key;
-  std::shared_ptr<const InverseHessianFactor> factor;
+  std::shared_ptr<const HessianFactor> factor;
 };
 
 FactorCache& factor_cache() {
@@ -169,17 +152,16 @@ FactorCache& factor_cache() {
 
 }  // namespace
 
-std::shared_ptr<const InverseHessianFactor> shared_inverse_hessian_factor(const double* h, int64_t n,
-                                                                          const std::vector<int64_t>& perm,
-                                                                          const std::function<void(float*)>& fill,
-                                                                          double damp_fraction, int max_retries,
-                                                                          const std::string& name) {
+std::shared_ptr<const HessianFactor> shared_hessian_factor(const double* h, int64_t n, const std::vector<int64_t>& perm,
+                                                           const std::function<void(float*)>& fill, double damp_fraction,
+                                                           int max_retries, const std::string& name, bool inverse_diagonal) {
   FactorKey key{fingerprint(h, n), n, perm, damp_fraction, max_retries};
   FactorCache& cache = factor_cache();
   std::lock_guard<std::mutex> lock(cache.mutex);
-  if (cache.factor != nullptr && cache.key == key) return cache.factor;
+  if (cache.factor != nullptr && cache.key == key && (!inverse_diagonal || !cache.factor->inverse_diagonal.empty()))
+    return cache.factor;
   cache.factor.reset();  // before the new one is made: never two factors at once
-  cache.factor = std::make_shared<const InverseHessianFactor>(inverse_hessian_factor(fill, n, damp_fraction, max_retries, name));
+  cache.factor = std::make_shared<const HessianFactor>(hessian_factor(fill, n, damp_fraction, max_retries, name, inverse_diagonal));
   cache.key = std::move(key);
   return cache.factor;
 }
