@@ -178,9 +178,17 @@ QuantizedMatrix quantize_gptq(const float* w, int64_t rows, int64_t cols, const 
   constexpr int64_t kTile = 64;
 #pragma omp parallel for schedule(static)
   for (int64_t i0 = 0; i0 < cols; i0 += kTile)
-    for (int64_t r0 = 0; r0 < rows; r0 += kTile)
-      for (int64_t i = i0; i < std::min(cols, i0 + kTile); ++i)
-        for (int64_t r = r0; r < std::min(rows, r0 + kTile); ++r) wt[i * rows + r] = dead[i] ? 0.0f : w[r * cols + perm[i]];
+    for (int64_t r0 = 0; r0 < rows; r0 += kTile) {
+      const int64_t ie = std::min(cols, i0 + kTile), r1 = std::min(rows, r0 + kTile);
+      if (!s.act_order)  // the natural order: each row's 64 values read as one run (the loop vectorizes)
+        for (int64_t r = r0; r < r1; ++r)
+          for (int64_t i = i0; i < ie; ++i) wt[i * rows + r] = w[r * cols + i];
+      else
+        for (int64_t i = i0; i < ie; ++i)
+          for (int64_t r = r0; r < r1; ++r) wt[i * rows + r] = w[r * cols + perm[i]];
+      for (int64_t i = i0; i < ie; ++i)
+        if (dead[i]) std::fill(wt.begin() + i * rows + r0, wt.begin() + i * rows + r1, 0.0f);
+    }
   const auto fill = [&](float* hp) {
 #pragma omp parallel for schedule(static)
     for (int64_t i = 0; i < cols; ++i) {
@@ -304,11 +312,12 @@ QuantizedMatrix quantize_gptq(const float* w, int64_t rows, int64_t cols, const 
               for (int64_t j = m1 + 1; j < nt; ++j) x[j] += xm * pm[j];
             }
           }
+          for (int64_t c = i1; c < i1 + nt; ++c)
+            for (int64_t rr = 0; rr < nr; ++rr) tile[static_cast<size_t>(rr * nt + c - i1)] += wt[c * rows + r0 + rr];
         } else {
-          std::fill(tile.begin(), tile.begin() + nr * nt, 0.0f);
+          for (int64_t c = 0; c < nt; ++c)
+            for (int64_t rr = 0; rr < nr; ++rr) tile[static_cast<size_t>(rr * nt + c)] = wt[c * rows + r0 + rr];
         }
-        for (int64_t c = i1; c < i1 + nt; ++c)
-          for (int64_t rr = 0; rr < nr; ++rr) tile[static_cast<size_t>(rr * nt + c - i1)] += wt[c * rows + r0 + rr];
         for (int64_t r = r0; r < r0 + nr; ++r) {
           const float* group_values = tile.data() + (r - r0) * nt;
           const size_t sk = static_cast<size_t>(r * n_super + g / m.super_groups);
