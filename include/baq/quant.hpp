@@ -88,7 +88,9 @@ struct QuantizedMatrix {
   GridParams grid(int64_t row, int64_t col) const;
   std::vector<double> column_loss;  // per column, original order
   // Per column: Σ_rows (w−q)² as rounded, and 1/[H⁻¹]_jj — the loss weight the column would have with
-  // every other column left to absorb its error, whatever the order GPTQ visits it in (GPTQ only).
+  // every other column left to absorb its error, whatever the order GPTQ visits it in (GPTQ given
+  // level counts with baq_order_invariant, as BAQ's passes are: it costs the inverse's diagonal,
+  // n³/3; zero otherwise).
   std::vector<double> column_sq_error, column_weight;
   double loss = 0.0;                // Σ column_loss
   double damp = 0.0;                // damping λ actually added to the Hessian
