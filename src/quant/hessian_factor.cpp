@@ -13,11 +13,12 @@
 namespace baq {
 namespace {
 
-// Leaves of this many columns: the recursion's diagonal blocks are factorised by plain loops in double (a few percent of the work), everything else is BLAS-3 (64 measured as fast as
-// 128 on n = 5632 and 2048, 32 slower). LAPACK's own potrf/potri switch
-// algorithms with the thread count (OpenBLAS runs a different blocking when threaded), which changed
-// quantized weights between 1 and 2 threads; syrk and trsm split rows and columns of their
-// output between threads, never a sum, so this factor is the same for any thread count.
+// Leaves of this many columns: the recursion's diagonal blocks are factorised by plain loops in
+// double (a few percent of the work), everything else is BLAS-3 (64 measured as fast as 128 on
+// n = 5632 and 2048, 32 slower). LAPACK's own potrf switches algorithms with the thread count
+// (OpenBLAS runs a different blocking when threaded), which changed quantized weights between 1 and
+// 2 threads; syrk and trsm split rows and columns of their output between threads, never a sum, so
+// this factor is the same for any thread count.
 constexpr int64_t kBlock = 64;
 
 // In-place lower Cholesky of the kb × kb block at a (leading dimension n). False if not positive.
