@@ -53,8 +53,9 @@ BAQ_VECTOR_CLONES double clip_error(const float* v, int64_t n, const GridParams&
   return (part[0] + part[1]) + (part[2] + part[3]);
 }
 
-// Rows per chunk of the column loop (at most): a chunk's weights and updates over a 128-column block
-// take 2 × 16 KB, within L1.
+// Rows per chunk of the column loop (at most): over a 128-column block, what a column's step reads
+// and writes (its weights, and the updates of the block's later columns) takes 2 × 16 KB, within L1;
+// the chunk's differences, errors, codes and values beside them another 4 × 16 KB.
 constexpr int64_t kRowChunk = 32;
 
 // One block [i1, i2) of GPTQ's columns in visiting order, as the chunked column loop sees it (see
