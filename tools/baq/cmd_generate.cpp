@@ -49,11 +49,7 @@ Command add_generate_command(CLI::App& app) {
   sub->add_option("--seed", a->seed, "Sampling seed")->capture_default_str();
   sub->add_flag("--parse-special,!--no-parse-special", a->parse_special,
                 "Match special-token spellings (<|eot_id|>, [INST]) in the prompt as their tokens (default: on)");
-  sub->add_option("--input-bits", a->input_bits,
-                  "Input rounding in the fused products of packed weights (AVX-512 VNNI): 16 bits, or 8 (llama.cpp's "
-                  "Q8 trade: one integer product per 64 weights instead of two; faster at 2-3 bits, more damage: see README)")
-      ->check(CLI::IsMember({8, 16}))
-      ->capture_default_str();
+  add_input_bits_option(sub, a->input_bits);
   return {sub, [a] {
             const auto t0 = std::chrono::steady_clock::now();
             set_fused_input_bits(a->input_bits);

@@ -43,11 +43,7 @@ Command add_ppl_command(CLI::App& app) {
                 "Match special-token spellings (<s>, <|endoftext|>) in the text as their tokens (default: plain text)");
   sub->add_option("--reference", a->reference,
                   "Full-precision model to compare against over the same windows: KL divergence, Δp, top-1 agreement");
-  sub->add_option("--input-bits", a->input_bits,
-                  "Input rounding in the fused products of packed weights (AVX-512 VNNI): 16 bits, or 8 (llama.cpp's "
-                  "Q8 trade: one integer product per 64 weights instead of two; faster at 2-3 bits, more damage: see README)")
-      ->check(CLI::IsMember({8, 16}))
-      ->capture_default_str();
+  add_input_bits_option(sub, a->input_bits);
   return {sub, [a] {
             set_fused_input_bits(a->input_bits);
             LoadedModel m = load_model(a->model, a->tokenizer);

@@ -12,6 +12,16 @@ inline constexpr const char* kModelArgumentHelp =
     "Hugging Face folder (safetensors or pytorch_model.bin, sharded or not), .safetensors, .baq, GGUF, "
     "torch.save .bin (config.json beside it) or llama2.c .bin";
 
+// --input-bits, for the commands that run packed weights (generate, ppl): the input rounding their
+// fused products use (set_fused_input_bits).
+inline void add_input_bits_option(CLI::App* sub, int& bits) {
+  sub->add_option("--input-bits", bits,
+                  "Input rounding in the fused products of packed weights (AVX-512 VNNI): 16 bits, or 8 (llama.cpp's "
+                  "Q8 trade: one integer product per 64 weights instead of two; faster at 2-3 bits, more damage: see README)")
+      ->check(CLI::IsMember({8, 16}))
+      ->capture_default_str();
+}
+
 // A subcommand registers its flags on `app` and hands back what to run when it is chosen.
 struct Command {
   CLI::App* app = nullptr;
