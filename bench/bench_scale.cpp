@@ -37,8 +37,11 @@
 #include <nlohmann/json.hpp>
 
 #include "baq/blas.hpp"
+#include "machine_bounds.hpp"
 
 namespace fs = std::filesystem;
+using baq::bench::sgemm_rate;
+using baq::bench::stream_bandwidth;
 
 namespace {
 
@@ -182,50 +185,6 @@ void write_checkpoint(const Shape& s, const fs::path& dir) {
   for (int b = 0; b < 256; ++b) put_piece(fmt::format("<0x{:02X}>", b));
   for (int i = 259; i < s.vocab; ++i) put_piece(fmt::format("~{}", i));
   std::ofstream(dir / "tokenizer.bin", std::ios::binary) << tok;
-}
-
-// The machine's bounds, measured in this run: stream read bandwidth and sgemm rate (all threads).
-// The read is the fastest this machine does: the widest vector loads it has, 64 independent sums, and
-// lines asked for 4 KB ahead. (A plain loop of one dependent sum per 64 bytes, used before, measured
-// about 12 GB/s where this measures ~20–25: it bounded the additions, not the memory, and made every
-// kernel look closer to the bound than it was.)
-__attribute__((target_clones("avx512f", "avx2", "default"))) float block_sum(const float* a, size_t n) {
-  float s[64] = {};
-  for (size_t b = 0; b < n; b += 64) {
-    for (size_t line = 0; line < 4; ++line) __builtin_prefetch(a + b + 1024 + 16 * line);
-    for (size_t k = 0; k < 64; ++k) s[k] += a[b + k];
-  }
-  float total = 0;
-  for (float v : s) total += v;
-  return total;
-}
-
-double stream_bandwidth() {
-  const size_t n = size_t{1} << 28;  // 1 GiB of floats: beyond any cache
-  std::vector<float> a(n, 1.0f);
-  double best = 0;
-  for (int rep = 0; rep < 4; ++rep) {
-    const auto t0 = std::chrono::steady_clock::now();
-    double total = 0;
-#pragma omp parallel for reduction(+ : total) schedule(static)
-    for (size_t i = 0; i < n; i += 4096) total += block_sum(a.data() + i, 4096);
-    const double sec = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    if (total > 0) best = std::max(best, 4.0 * static_cast<double>(n) / sec);
-  }
-  return best;
-}
-
-double sgemm_rate() {
-  const int n = 2048;
-  std::vector<float> a(static_cast<size_t>(n) * n, 0.5f), b(a.size(), 0.25f), c(a.size());
-  double best = 0;
-  for (int rep = 0; rep < 3; ++rep) {
-    const auto t0 = std::chrono::steady_clock::now();
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, n, n, 1.0f, a.data(), n, b.data(), n, 0.0f, c.data(), n);
-    const double sec = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    best = std::max(best, 2.0 * n * n * static_cast<double>(n) / sec);
-  }
-  return best;
 }
 
 double gib(double mib) { return mib / 1024.0; }

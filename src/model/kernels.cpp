@@ -98,7 +98,7 @@ __attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma,f16c"))) float dot_avx
   const auto* bytes = static_cast<const char*>(row);
   const int64_t size = static_cast<int64_t>(dtype_size(dtype));
   for (; j + 32 <= n; j += 32) {
-    for (int64_t line = 0; line < size / 2; ++line) __builtin_prefetch(bytes + (j * size + 4096 + 64 * line));
+    for (int64_t line = 0; line < size / 2; ++line) __builtin_prefetch(bytes + (j * size + 4096 + 64 * line), 0, 2);
     acc0 = _mm512_fmadd_ps(load16(dtype, row, j), _mm512_loadu_ps(x + j), acc0);
     acc1 = _mm512_fmadd_ps(load16(dtype, row, j + 16), _mm512_loadu_ps(x + j + 16), acc1);
   }
