@@ -17,6 +17,9 @@ namespace baq {
 namespace {
 
 constexpr int64_t kChunk = 128;
+// The VNNI kernel's longest input segment (columns rounded with one step per kernel lane, and summed
+// in integers before F32): 512 keeps a lane's step to the largest |x| of its 128 columns.
+constexpr int64_t kMaxSegment = 512;
 
 int code_bits(int levels) {
   int b = 0;
@@ -111,7 +114,7 @@ void planes_unpack_row(const PackedLinear& p, int64_t r, uint8_t* codes) {
 namespace {
 
 // What one product's input contributes besides x: Σ_{j∈g} x_j per group, and (for the VNNI kernel,
-// filled by round_input) x rounded per segment of `seg` columns (64 or 128, so that groups hold whole
+// filled by round_input) x rounded per segment of `seg` columns (64 to kMaxSegment, so that groups hold whole
 // segments) with four steps (one per kernel lane, max|x| over that lane's columns): to 16 bits, step
 // max|x|/32512 and q_j = round(x_j/step) = 256·hi_j + lo_j, hi in [−127, 127] and lo in [−128, 127] —
 // two int8 halves; or, under set_fused_input_bits(8), to 8 bits, step max|x|/127 and q_j = hi_j. Kept
@@ -405,8 +408,9 @@ constexpr VnniLanes vnni_lanes() {
 // R rows at once with AVX-512 VNNI: 64 columns' codes are built as bytes straight from the planes —
 // a plane's 16-byte group broadcast to the four 128-bit lanes, rotated to its slot where it must move
 // (see VnniLanes) and masked — then multiplied by both input halves at 64 products per instruction.
-// Integer sums stay exact within a segment (|Σ code·hi| ≤ 255·127·128 < 2^23, times 256 < 2^31) and
-// enter F32 once per segment at its step, and meet the scale once per group.
+// Integer sums stay exact within a segment (a lane sums seg/16 products of |code| ≤ 255 and |q| ≤
+// 32512: at most 32 · 255 · 32512 < 2^29 for kMaxSegment) and enter F32 once per segment at its step,
+// and meet the scale once per group.
 template <int B, int R, bool kWide>
 __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni"))) void rows_vnni(const ProductInput& xr, const PackedLinear& p,
                                                                               int64_t r0, const float* scale, float* dots) {
@@ -428,10 +432,11 @@ __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni"))) void rows_vnni(c
     acc_hi[i] = acc_lo[i] = _mm512_setzero_si512();
   }
   // Segment s and its group g counted as the loop goes (a division per segment cost as much as the
-  // segment's products): groups hold whole segments, `seg` is 64 or 128.
+  // segment's products): groups hold whole segments of `seg` columns (64..kMaxSegment), a segment
+  // whole 64-column halves.
   int64_t s = 0, g = 0;
-  const int64_t per_group = p.n_groups > 1 ? gs / seg : chunks * (kChunk / seg) + 1;
-  int64_t left = per_group;
+  const int64_t per_group = p.n_groups > 1 ? gs / seg : chunks * kChunk / seg + 1, per_segment = seg / 64;
+  int64_t left = per_group, halves = per_segment;
   // The same place two calls' rows on, asked for as each chunk starts: the core's own prefetchers see
   // short interleaved streams (a 2048-wide row of 2-bit codes is 8 lines) and left a token at about
   // half the bandwidth of a plain read. (Two calls ahead measured better than one or four, and into
@@ -466,7 +471,8 @@ __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni"))) void rows_vnni(c
         acc_hi[i] = _mm512_dpbusd_epi32(acc_hi[i], code, xh);
         if constexpr (kWide) acc_lo[i] = _mm512_dpbusd_epi32(acc_lo[i], code, xl);
       }
-      if (h == 1 || seg == 64) {  // the segment ends: into F32 at its step (one broadcast for all rows)
+      if (--halves == 0) {  // the segment ends: into F32 at its step (one broadcast for all rows)
+        halves = per_segment;
         const __m512 step = _mm512_loadu_ps(xr.step.data() + 16 * s);
         for (int i = 0; i < R; ++i) {
           const __m512i q = _mm512_add_epi32(_mm512_slli_epi32(acc_hi[i], 8), acc_lo[i]);
@@ -674,7 +680,13 @@ void planes_matvec_rows(const float* x, const PackedLinear& p, int64_t r0, int64
     }
   };
   if (isa == KernelIsa::Avx512Vnni && (ng == 1 || gs % 64 == 0)) {
-    round_input(input, p.cols / kChunk * kChunk, ng == 1 || gs % kChunk == 0 ? kChunk : 64, fused_input_bits());
+    // The longest segment that divides the whole chunks and the groups: a segment's end costs a row
+    // four vector operations (as many as 128 columns' products of 2-bit codes), so 128-column segments
+    // left the 2-bit kernel at half its multiplies' rate.
+    const int64_t full = p.cols / kChunk * kChunk;
+    int64_t seg = kMaxSegment;
+    while (seg > 64 && (full % seg != 0 || (ng > 1 && gs % seg != 0))) seg /= 2;
+    round_input(input, full, seg, fused_input_bits());
     const ProductInput& xr = input;
     const bool wide = xr.bits == 16;
     RowsVnni four, one;
