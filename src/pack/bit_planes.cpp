@@ -410,21 +410,25 @@ constexpr VnniLanes vnni_lanes() {
 // (see VnniLanes) and masked — then multiplied by both input halves at 64 products per instruction.
 // Integer sums stay exact within a segment (a lane sums seg/16 products of |code| ≤ 255 and |q| ≤
 // 32512: at most 32 · 255 · 32512 < 2^29 for kMaxSegment) and enter F32 once per segment at its step,
-// and meet the scale once per group.
+// and meet the scale once per group. `blocks` runs of R rows one after another (rows r0..r0+blocks·R,
+// their dots in order): one call per task, so the lanes' constants are set up once, not per R rows
+// (a 2048-wide row of 2-bit codes is ~100 cycles of products).
 template <int B, int R, bool kWide>
 __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni"))) void rows_vnni(const ProductInput& xr, const PackedLinear& p,
-                                                                              int64_t r0, const float* scale, float* dots) {
+                                                                              int64_t r0, int64_t blocks, const float* scale,
+                                                                              float* dots) {
   using P = Planes<B>;
   static constexpr VnniLanes kLanes = vnni_lanes<B>();
   const int64_t chunks = p.cols / kChunk, gs = p.group_size > 0 ? p.group_size : p.cols, seg = xr.seg;
-  const uint8_t* plane[R][3];
-  row_planes<B, R>(p, r0, plane);
   __m512i rotate[2][3], mask[3];
   for (int k = 0; k < P::kCount; ++k) {
     for (int h = 0; h < 2; ++h) rotate[h][k] = _mm512_load_si512(kLanes.counts[h][k]);
     mask[k] = _mm512_load_si512(kLanes.masks[k]);
   }
   const __m512 unshift = _mm512_load_ps(kLanes.unshift);
+  for (int64_t block = 0; block < blocks; ++block, r0 += R, scale += R * p.n_groups, dots += R) {
+  const uint8_t* plane[R][3];
+  row_planes<B, R>(p, r0, plane);
   __m512 total[R], group[R];
   __m512i acc_hi[R], acc_lo[R];
   for (int i = 0; i < R; ++i) {
@@ -494,6 +498,7 @@ __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni"))) void rows_vnni(c
   if (g < p.n_groups)  // the last group, when the whole chunks end inside it
     for (int i = 0; i < R; ++i) total[i] = _mm512_fmadd_ps(group[i], _mm512_set1_ps(scale[i * p.n_groups + g]), total[i]);
   for (int i = 0; i < R; ++i) dots[i] = _mm512_reduce_add_ps(_mm512_mul_ps(total[i], unshift));
+  }
 }
 
 // Rows r0..r1−1 decoded to F32 (out: (r1−r0) × cols) from the prepared grids, 16 columns at a time:
@@ -591,7 +596,7 @@ __attribute__((target("avx2,fma"))) float row_dot_avx2(const float* x, const Pac
 
 using RowDot = float (*)(const float*, const PackedLinear&, int64_t, const float*);
 using RowsDot = void (*)(const float*, const PackedLinear&, int64_t, const float*, float*);
-using RowsVnni = void (*)(const ProductInput&, const PackedLinear&, int64_t, const float*, float*);
+using RowsVnni = void (*)(const ProductInput&, const PackedLinear&, int64_t, int64_t, const float*, float*);
 
 // f.operator()<B>() for B = bits (1..8): the one switch from a linear's width to the kernels compiled
 // for it.
@@ -694,7 +699,19 @@ void planes_matvec_rows(const float* x, const PackedLinear& p, int64_t r0, int64
       four = wide ? rows_vnni<B, 4, true> : rows_vnni<B, 4, false>;
       one = wide ? rows_vnni<B, 1, true> : rows_vnni<B, 1, false>;
     });
-    rows([&](int64_t r, float* d) { four(xr, p, r, scale + r * ng, d); }, [&](int64_t r, float* d) { one(xr, p, r, scale + r * ng, d); });
+    // Up to 64 rows' dots per call (whole fours), then the rows left one by one.
+    float dots[64];
+    int64_t r = r0;
+    while (r + 4 <= r1) {
+      const int64_t n = std::min<int64_t>(64, (r1 - r) / 4 * 4);
+      four(xr, p, r, n / 4, scale + r * ng, dots);
+      for (int64_t i = 0; i < n; ++i) finish(r + i, dots[i]);
+      r += n;
+    }
+    for (; r < r1; ++r) {
+      one(xr, p, r, 1, scale + r * ng, dots);
+      finish(r, dots[0]);
+    }
     return;
   }
   if (isa == KernelIsa::Avx512 || isa == KernelIsa::Avx512Vnni) {
