@@ -705,7 +705,13 @@ void planes_matvec_rows(const float* x, const PackedLinear& p, int64_t r0, int64
     while (r + 4 <= r1) {
       const int64_t n = std::min<int64_t>(64, (r1 - r) / 4 * 4);
       four(xr, p, r, n / 4, scale + r * ng, dots);
-      for (int64_t i = 0; i < n; ++i) finish(r + i, dots[i]);
+      if (ng == 1 && !tail) {  // finish's common case as one loop the compiler vectorizes (was ~5 % of a token)
+        const float* rs = scale + r;
+        const uint8_t* rz = zero + r;
+        for (int64_t i = 0; i < n; ++i) out[r + i] = dots[i] - rs[i] * static_cast<float>(rz[i]) * xsum[0];
+      } else {
+        for (int64_t i = 0; i < n; ++i) finish(r + i, dots[i]);
+      }
       r += n;
     }
     for (; r < r1; ++r) {
