@@ -687,11 +687,13 @@ void planes_matvec_rows(const float* x, const PackedLinear& p, int64_t r0, int64
   if (isa == KernelIsa::Avx512Vnni && (ng == 1 || gs % 64 == 0)) {
     // The longest segment that divides the whole chunks and the groups: a segment's end costs a row
     // four vector operations (as many as 128 columns' products of 2-bit codes), so 128-column segments
-    // left the 2-bit kernel at half its multiplies' rate.
+    // left the 2-bit kernel at half its multiplies' rate. Rounded to 8 bits, x keeps 128-column
+    // segments (a step per 32 columns): there a step's reach is the damage (see `baq generate`).
     const int64_t full = p.cols / kChunk * kChunk;
-    int64_t seg = kMaxSegment;
+    const int input_bits = fused_input_bits();
+    int64_t seg = input_bits == 8 ? kChunk : kMaxSegment;
     while (seg > 64 && (full % seg != 0 || (ng > 1 && gs % seg != 0))) seg /= 2;
-    round_input(input, full, seg, fused_input_bits());
+    round_input(input, full, seg, input_bits);
     const ProductInput& xr = input;
     const bool wide = xr.bits == 16;
     RowsVnni four, one;
