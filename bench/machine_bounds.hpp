@@ -13,13 +13,15 @@
 namespace baq::bench {
 
 // The read is the fastest this machine does: the widest vector loads it has, 64 independent sums, and
-// lines asked for 4 KB ahead. (A plain loop of one dependent sum per 64 bytes, used before, measured
-// about 12 GB/s where this measures ~20–25: it bounded the additions, not the memory, and made every
-// kernel look closer to the bound than it was.)
+// lines asked for 4 KB ahead into L2 (into L1 read 3–8 % slower, as it did for the kernels). (A plain
+// loop of one dependent sum per 64 bytes, used before, measured about 12 GB/s where this measures
+// ~20–25: it bounded the additions, not the memory, and made every kernel look closer to the bound
+// than it was.) Huge pages read 5–8 % faster again in a trial; the weights are in 4 KB pages (file
+// pages of a checkpoint, heap copies of packed codes), so this reads 4 KB pages too.
 __attribute__((target_clones("avx512f", "avx2", "default"))) inline float block_sum(const float* a, size_t n) {
   float s[64] = {};
   for (size_t b = 0; b < n; b += 64) {
-    for (size_t line = 0; line < 4; ++line) __builtin_prefetch(a + b + 1024 + 16 * line);
+    for (size_t line = 0; line < 4; ++line) __builtin_prefetch(a + b + 1024 + 16 * line, 0, 2);
     for (size_t k = 0; k < 64; ++k) s[k] += a[b + k];
   }
   float total = 0;

@@ -17,7 +17,8 @@ inline constexpr const char* kModelArgumentHelp =
 inline void add_input_bits_option(CLI::App* sub, int& bits) {
   sub->add_option("--input-bits", bits,
                   "Input rounding in the fused products of packed weights (AVX-512 VNNI): 16 bits, or 8 (llama.cpp's "
-                  "Q8 trade: one integer product per 64 weights instead of two; faster at 2-3 bits, more damage: see README)")
+                  "Q8 trade: one integer product per 64 weights instead of two; more damage, and faster only where "
+                  "the products and not memory bound the token: see README)")
       ->check(CLI::IsMember({8, 16}))
       ->capture_default_str();
 }
