@@ -93,12 +93,14 @@ __attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma,f16c"))) float dot_avx
                                                                                    int64_t n) {
   __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
   int64_t j = 0;
-  // Lines 4 KB on asked for as each 32 columns start (a row, then the next row: one stream per thread;
-  // the core's prefetchers alone left generation from BF16 weights at ~2/3 of a plain read's rate).
+  // Lines 8 KB on asked for into L2 as each 32 columns start (a row, then the next row: one stream per
+  // thread; the core's prefetchers alone left generation from BF16 weights at ~2/3 of a plain read's
+  // rate). The 1.1B shape, best of 5 interleaved, at a moment the VM read 55 GB/s: 4 / 8 / 16 KB
+  // ahead 20.9 / 24.4 / 23.2 tokens/s.
   const auto* bytes = static_cast<const char*>(row);
   const int64_t size = static_cast<int64_t>(dtype_size(dtype));
   for (; j + 32 <= n; j += 32) {
-    for (int64_t line = 0; line < size / 2; ++line) __builtin_prefetch(bytes + (j * size + 4096 + 64 * line), 0, 2);
+    for (int64_t line = 0; line < size / 2; ++line) __builtin_prefetch(bytes + (j * size + 8192 + 64 * line), 0, 2);
     acc0 = _mm512_fmadd_ps(load16(dtype, row, j), _mm512_loadu_ps(x + j), acc0);
     acc1 = _mm512_fmadd_ps(load16(dtype, row, j + 16), _mm512_loadu_ps(x + j + 16), acc1);
   }
