@@ -206,6 +206,7 @@ BENCHMARK(BM_GptqClipSearch)->ArgsProduct({{2048, 4096}, {0, 1}})->Unit(benchmar
 int main(int argc, char** argv) {
   baq::configure_blas();
   baq::retain_freed_memory();  // as the baq binary runs: GPTQSolve's buffers reused, not faulted in again
+  baq::set_radix_twins(true);  // as generation runs radix (BAQ) layers
   benchmark::Initialize(&argc, argv);
   if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
   benchmark::RunSpecifiedBenchmarks();

@@ -126,10 +126,13 @@ TEST(QuantFormats, PlanesWasteUnderOnePercent) {
 // tiles, the rest a pair whose last rows are past the end). The VNNI path rounds x per block to 16
 // bits (step at most max|x|/32512), or 8 when asked (max|x|/127): there the bound adds Σ_j |w_j|·step/2.
 // At 16 bits its input segments run to 512 columns where the whole chunks and the groups allow
-// (2092 columns per-row; 256 and 384 take 256 and 128); at 8 bits to 128.
+// (2092 columns per-row; 256 and 384 take 256 and 128); at 8 bits to 128. Under VNNI, radix linears
+// with per-row grids (and mixed level counts, one-level columns among them) run through their planes
+// twin: x/(L − 1) into the planes kernel, the zero terms per level count after.
 TEST(QuantFormats, FusedMatvecEqualsDecodedRows) {
   const std::pair<KernelIsa, int> paths[] = {{KernelIsa::Avx512Vnni, 16}, {KernelIsa::Avx512Vnni, 8}, {KernelIsa::Avx512, 16},
                                               {KernelIsa::Avx2, 16}, {KernelIsa::Scalar, 16}};
+  set_radix_twins(true);
   for (const auto& [isa, input_bits] : paths) {
   set_fused_input_bits(input_bits);
   limit_kernel_isa(isa);
@@ -141,7 +144,7 @@ TEST(QuantFormats, FusedMatvecEqualsDecodedRows) {
             if (ranges == RangeKind::Scaled8 && gs == 0) continue;
             std::vector<int> levels(static_cast<size_t>(cols), 1 << bits);
             if (!uniform)
-              for (size_t j = 0; j < levels.size(); ++j) levels[j] = 2 + static_cast<int>((j * 13 + bits) % 9);
+              for (size_t j = 0; j < levels.size(); ++j) levels[j] = 1 + static_cast<int>((j * 13 + bits) % 10);  // one-level columns too
             QuantizedMatrix m = random_matrix(43, cols, levels, gs, ranges, static_cast<uint32_t>(cols + gs + bits));
             QuantSettings s;
             s.group_size = static_cast<int>(gs);
@@ -174,6 +177,7 @@ TEST(QuantFormats, FusedMatvecEqualsDecodedRows) {
   }
   limit_kernel_isa(KernelIsa::Avx512Vnni);
   set_fused_input_bits(16);
+  set_radix_twins(false);
 }
 
 // A short batch (a prompt) goes through the fused product row block by row block, every input in
@@ -182,15 +186,17 @@ TEST(QuantFormats, FusedMatvecEqualsDecodedRows) {
 // W (within the fused products' rounding of the decoded product), unless the fused inputs are 8-bit:
 // then every batch is fused, so that perplexity measures what generation computes.
 TEST(QuantFormats, ShortBatchEqualsOneInputAtATime) {
+  set_radix_twins(true);  // mixed levels with per-row grids (gs 0) run through the planes twin
   for (int bits : {2, 3, 4})
-    for (bool uniform : {true, false}) {
+    for (bool uniform : {true, false})
+    for (int gs : {64, 0}) {
       const int64_t cols = 256;
       std::vector<int> levels(static_cast<size_t>(cols), 1 << bits);
       if (!uniform)
         for (size_t j = 0; j < levels.size(); ++j) levels[j] = 2 + static_cast<int>((j * 13 + bits) % 9);
-      QuantizedMatrix m = random_matrix(100, cols, levels, 64, RangeKind::F16, static_cast<uint32_t>(bits));
+      QuantizedMatrix m = random_matrix(100, cols, levels, gs, RangeKind::F16, static_cast<uint32_t>(bits));
       QuantSettings s;
-      s.group_size = 64;
+      s.group_size = gs;
       const PackedLinear p = pack_linear(m, s);
       const Tensor d = dequantize(p);
       for (int input_bits : {16, 8})
@@ -219,6 +225,7 @@ TEST(QuantFormats, ShortBatchEqualsOneInputAtATime) {
       }
     }
   set_fused_input_bits(16);
+  set_radix_twins(false);
 }
 
 // What the packer will store is known before solving: planned_storage equals storage_bits of the

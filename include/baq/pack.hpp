@@ -11,6 +11,7 @@
 // the .baq file stores its sections and the kernels use its decode and fused matvec. Every stored bit
 // is counted (storage_bits).
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <span>
 #include <string>
@@ -142,9 +143,21 @@ struct PackedLinear {
   std::vector<float> row_scale;
   std::vector<uint8_t> row_zero;
   void prepare();
-  // Bytes held in memory for decoding: the code stream and the prepared grids.
+  // Radix codes (BAQ's mixed level counts) again as uniform b-bit planes, b for the largest level
+  // count, for the AVX-512 VNNI kernel, which runs them 5–15× faster than the radix tiles decode
+  // them: a grid's scale is its (row, group)'s range D over L − 1 (fit_grid), so with x'_j =
+  // x_j/(L_j − 1) a row's product is Σ_g D_g·Σ_{j∈g} code_j·x'_j − Σ_{g,L} D_g·zero_gL·Σ_{j∈g, L_j=L} x'_j
+  // plus the one-level columns' share. The twin's grids are the D (its zeros 0); column_factor holds
+  // 1/(L_j − 1) (0 for one-level columns). Built by prepare_fused() once the codes are in place, under
+  // set_radix_twins(true), where the CPU has VNNI, groups are natural whole 64-column runs and a row's
+  // grids are few beside its columns; else null, and the radix tiles run.
+  std::shared_ptr<const PackedLinear> planes_twin;
+  std::vector<float> column_factor;
+  void prepare_fused();
+  // Bytes held in memory for decoding: the code stream, the prepared grids and the planes twin.
   double held_bytes() const {
-    return static_cast<double>(code_bytes()) + 4.0 * static_cast<double>(row_scale.size()) + static_cast<double>(row_zero.size());
+    return static_cast<double>(code_bytes()) + 4.0 * static_cast<double>(row_scale.size()) + static_cast<double>(row_zero.size()) +
+           (planes_twin ? planes_twin->held_bytes() + 4.0 * static_cast<double>(column_factor.size()) : 0.0);
   }
 };
 
@@ -168,6 +181,11 @@ void limit_kernel_isa(KernelIsa isa);
 KernelIsa kernel_isa();
 void set_fused_input_bits(int bits);  // 16 or 8
 int fused_input_bits();
+// Whether packing and loading also build radix linears' planes twins (PackedLinear::planes_twin):
+// worth their memory only where the fused product runs every token — generation, and perplexity at
+// 8-bit inputs. Off unless a command turns it on before it loads or packs.
+void set_radix_twins(bool on);
+bool radix_twins();
 
 // out (rows_x × p.rows) = x (rows_x × p.cols) · Wᵀ: up to kFusedBatch rows of x by the fused matvec
 // (the same sums as generating them one by one), more by matmul_converted_rows (W decoded a panel of

@@ -152,6 +152,7 @@ PackedLinear packed_from_record(const nlohmann::json& fields, const uint8_t* d, 
   if (s.codes > 0) std::memcpy(p.codes(), d + off[7], s.codes);
   // Every bit pattern decodes to codes below their level counts (planes: b-bit fields; radix: a
   // field is a fraction below 1), so the codes need no check.
+  p.prepare_fused();
   return p;
 }
 

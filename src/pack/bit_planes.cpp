@@ -741,4 +741,37 @@ void planes_matvec_rows(const float* x, const PackedLinear& p, int64_t r0, int64
   for (int64_t r = r0; r < r1; ++r) out[r] = row_dot_scalar(x, p, r, scale + r * ng, zero + r * ng, xsum.data(), codes);
 }
 
+void planes_twin_matvec_rows(const float* x, const PackedLinear& p, int64_t r0, int64_t r1, float* out) {
+  const PackedLinear& twin = *p.planes_twin;
+  const int64_t nd = static_cast<int64_t>(p.distinct_levels.size()), ng = p.n_groups, grids = ng * nd;
+  // Per call (a task's rows): x' = x/(L − 1), its sums per (group, level count) and the one-level
+  // columns' share, a few passes over x beside the task's rows × cols products.
+  thread_local std::vector<float> scaled, sums;
+  scaled.resize(static_cast<size_t>(p.cols));
+  sums.assign(static_cast<size_t>(grids), 0.0f);
+  float constant = 0.0f;
+  for (int64_t j = 0; j < p.cols; ++j) {
+    const auto c = static_cast<size_t>(j);
+    scaled[c] = x[j] * p.column_factor[c];
+    if (p.one_level[c]) constant += p.column_value[c] * x[j];
+    else sums[p.grid_index[c]] += scaled[c];
+  }
+  // x' lives in this thread's buffer, not among a steady batch's inputs: checked by content.
+  const Steady steady = t_steady;
+  t_steady.x = nullptr;
+  planes_matvec_rows(scaled.data(), twin, r0, r1, out);
+  t_steady = steady;
+  for (int64_t r = r0; r < r1; ++r) {
+    const float* range = twin.row_scale.data() + r * ng;
+    const uint8_t* zero = p.row_zero.data() + r * grids;
+    float shift = 0.0f;
+    for (int64_t g = 0; g < ng; ++g) {
+      float part = 0.0f;
+      for (int64_t d = 0; d < nd; ++d) part += static_cast<float>(zero[g * nd + d]) * sums[static_cast<size_t>(g * nd + d)];
+      shift += range[g] * part;
+    }
+    out[r] += constant - shift;
+  }
+}
+
 }  // namespace baq

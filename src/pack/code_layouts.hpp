@@ -34,5 +34,7 @@ void planes_pack_row(PackedLinear& p, int64_t r, const uint8_t* codes);
 void planes_unpack_row(const PackedLinear& p, int64_t r, uint8_t* codes);
 void planes_matvec_rows(const float* x, const PackedLinear& p, int64_t r0, int64_t r1, float* out);
 bool planes_decode_rows(const PackedLinear& p, int64_t r0, int64_t r1, float* out);
+// A radix linear's rows by its planes twin (PackedLinear::planes_twin, set).
+void planes_twin_matvec_rows(const float* x, const PackedLinear& p, int64_t r0, int64_t r1, float* out);
 
 }  // namespace baq

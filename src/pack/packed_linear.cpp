@@ -62,6 +62,7 @@ PackedLinear pack_linear(const QuantizedMatrix& m, const QuantSettings& s) {
   p.prepare();
   p.allocate_codes();
   for (int64_t r = 0; r < m.rows; ++r) p.format->pack_row(p, r, m.codes.data() + r * m.cols);
+  p.prepare_fused();
   return p;
 }
 
@@ -97,6 +98,7 @@ PackedLinear concat_rows(std::vector<PackedLinear> parts) {
     all.qhi.insert(all.qhi.end(), p.qhi.begin(), p.qhi.end());
   }
   all.prepare();
+  all.prepare_fused();
   return all;
 }
 
@@ -223,6 +225,57 @@ void PackedLinear::prepare() {
   grid_index.resize(levels.size());
   for (size_t j = 0; j < levels.size(); ++j)
     grid_index[j] = static_cast<uint32_t>(group(static_cast<int64_t>(j))) * static_cast<uint32_t>(distinct_levels.size()) + level_index[j];
+}
+
+void PackedLinear::prepare_fused() {
+  planes_twin.reset();
+  column_factor.clear();
+  const int64_t gs = group_size > 0 ? group_size : cols, nd = static_cast<int64_t>(distinct_levels.size()), grids = n_groups * nd;
+  // The twin's zero terms cost a row `grids` multiply-adds beside its `cols` products.
+  if (!radix_twins() || format == nullptr || format->codes != CodeKind::Radix || kernel_isa() != KernelIsa::Avx512Vnni || !group_of.empty() ||
+      (n_groups > 1 && gs % 64 != 0) || cols < 128 || rows == 0 || row_scale.size() != static_cast<size_t>(rows * grids) ||
+      16 * grids > cols)
+    return;
+  int top = 1;
+  for (int L : levels) top = std::max(top, L);
+  int64_t with_range = -1;  // a level count of 2 or more: its grids give each (row, group)'s range
+  for (int64_t d = 0; d < nd; ++d)
+    if (distinct_levels[static_cast<size_t>(d)] >= 2) with_range = d;
+  if (with_range < 0) return;
+  int b = 1;
+  while ((1 << b) < top) ++b;
+  auto t = std::make_shared<PackedLinear>();
+  t->rows = rows;
+  t->cols = cols;
+  t->n_groups = n_groups;
+  t->group_size = gs;
+  t->format = &quant_format(RangeKind::F16, CodeKind::Planes);
+  t->levels.assign(static_cast<size_t>(cols), 1 << b);
+  t->plane_bits = plane_widths(b);
+  t->row_bits = t->format->row_bits(*t);
+  t->allocate_codes();
+  t->row_scale.resize(static_cast<size_t>(rows * n_groups));
+  t->row_zero.assign(t->row_scale.size(), 0);
+  const float steps = static_cast<float>(distinct_levels[static_cast<size_t>(with_range)] - 1);
+#pragma omp parallel
+  {
+    std::vector<uint8_t> codes(static_cast<size_t>(cols));
+#pragma omp for schedule(static)
+    for (int64_t r = 0; r < rows; ++r) {
+      format->unpack_row(*this, r, codes.data());
+      for (int64_t j = 0; j < cols; ++j)
+        if (one_level[static_cast<size_t>(j)]) codes[static_cast<size_t>(j)] = 0;
+      t->format->pack_row(*t, r, codes.data());
+      for (int64_t g = 0; g < n_groups; ++g)
+        t->row_scale[static_cast<size_t>(r * n_groups + g)] = row_scale[static_cast<size_t>(r * grids + g * nd + with_range)] * steps;
+    }
+  }
+  column_factor.resize(static_cast<size_t>(cols));
+  for (int64_t j = 0; j < cols; ++j) {
+    const int L = levels[static_cast<size_t>(j)];
+    column_factor[static_cast<size_t>(j)] = L >= 2 ? 1.0f / static_cast<float>(L - 1) : 0.0f;
+  }
+  planes_twin = std::move(t);
 }
 
 Tensor dequantize(const PackedLinear& p) {

@@ -87,6 +87,13 @@ void set_fused_input_bits(int bits) {
 
 int fused_input_bits() { return g_fused_input_bits; }
 
+namespace {
+bool g_radix_twins = false;
+}  // namespace
+
+void set_radix_twins(bool on) { g_radix_twins = on; }
+bool radix_twins() { return g_radix_twins; }
+
 KernelIsa kernel_isa() {
   static const bool avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
                              __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx2");

@@ -222,6 +222,7 @@ void radix_unpack_row(const PackedLinear& p, int64_t r, uint8_t* codes) {
 }
 
 void radix_matvec_rows(const float* x, const PackedLinear& p, int64_t r0, int64_t r1, float* out) {
+  if (p.planes_twin && kernel_isa() == KernelIsa::Avx512Vnni) return planes_twin_matvec_rows(x, p, r0, r1, out);
   if (!cpu_has_avx2() || r0 % kLanes != 0 || (r1 % kLanes != 0 && r1 != p.rows)) {
     std::vector<float> w(static_cast<size_t>(p.cols));
     for (int64_t r = r0; r < r1; ++r) {

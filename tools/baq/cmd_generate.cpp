@@ -53,6 +53,7 @@ Command add_generate_command(CLI::App& app) {
   return {sub, [a] {
             const auto t0 = std::chrono::steady_clock::now();
             set_fused_input_bits(a->input_bits);
+            set_radix_twins(true);  // every token runs the fused product
             LoadedModel m = load_model(a->model, a->tokenizer);
             const double load_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
             const MemoryEstimate memory = estimate_generate_memory(*m.model);
