@@ -180,6 +180,44 @@ TEST(QuantFormats, FusedMatvecEqualsDecodedRows) {
   set_radix_twins(false);
 }
 
+// BAQ's usual shape for the planes twin: wide rows, groups, a few level counts around 2^b (7, 8, 9 at
+// 3 bits) and some one-level columns, under both range storages: the twin's products (x/(L − 1) per
+// column, each group at its range) and zero terms (per group and level count) give the decoded rows'
+// dot within the 16-bit input's rounding, and the twin is built (else the radix tiles would answer).
+TEST(QuantFormats, RadixPlanesTwinWithGroupsEqualsDecodedRows) {
+  if (kernel_isa() != KernelIsa::Avx512Vnni) GTEST_SKIP() << "no AVX-512 VNNI";
+  set_radix_twins(true);
+  for (RangeKind ranges : {RangeKind::F16, RangeKind::Scaled8}) {
+    const int64_t cols = 2048, gs = 128;
+    std::vector<int> levels(static_cast<size_t>(cols));
+    for (size_t j = 0; j < levels.size(); ++j) levels[j] = j % 97 == 0 ? 1 : 7 + static_cast<int>((j * 13) % 3);
+    QuantizedMatrix m = random_matrix(40, cols, levels, gs, ranges, 11);
+    QuantSettings s;
+    s.group_size = static_cast<int>(gs);
+    s.ranges = ranges;
+    const PackedLinear p = pack_linear(m, s);
+    ASSERT_TRUE(p.planes_twin != nullptr) << p.format->name;
+    const Tensor d = dequantize(p);
+    std::vector<float> x(static_cast<size_t>(cols)), y(static_cast<size_t>(p.rows));
+    for (size_t j = 0; j < x.size(); ++j)
+      x[j] = static_cast<float>(std::sin(0.37 * static_cast<double>(j) + 0.1) * (1.0 + static_cast<double>(j % 700) / 100.0));
+    packed_matvec_rows(x.data(), p, 0, p.rows, y.data());
+    double xmax = 0;
+    for (float v : x) xmax = std::max(xmax, std::abs(static_cast<double>(v)));
+    for (int64_t r = 0; r < p.rows; ++r) {
+      double ref = 0, mag = 0, wsum = 0;
+      for (int64_t j = 0; j < cols; ++j) {
+        const double w = d.data[r * cols + j];
+        ref += w * x[static_cast<size_t>(j)];
+        mag += std::abs(w * x[static_cast<size_t>(j)]);
+        wsum += std::abs(w);
+      }
+      ASSERT_NEAR(y[static_cast<size_t>(r)], ref, 2e-6 * mag + wsum * xmax / 32512.0 / 2 + 1e-9) << p.format->name << " row " << r;
+    }
+  }
+  set_radix_twins(false);
+}
+
 // A short batch (a prompt) goes through the fused product row block by row block, every input in
 // turn, each keeping its own prepared rounding on the thread: it must give, bit for bit, what the
 // inputs give one at a time (as generation computes them), for every format row. A long batch decodes
