@@ -407,10 +407,17 @@ int main(int argc, char** argv) {
         models.emplace_back(fmt::format(".baq RTN {} bits", bits), o);
     }
     models.emplace_back(".baq GPTQ 4 bits", out);
-    // The 2- and 3-bit files again with 8-bit inputs to the fused products (--input-bits 8: one
+    // BAQ's mixed level counts (radix codes, run through their planes twin): the calibration of the
+    // quantize row above.
+    const std::string baq3 = (dir / fmt::format("{}.baq3.baq", s.name)).string();
+    if ((reuse && fs::exists(baq3)) ||
+        run({baq, "quantize", model.string(), "--method", "baq", "--calib", calib, "--nsamples", std::to_string(nsamples),
+             "--seqlen", std::to_string(seqlen), "--bits", "3", "--out", baq3}).status == 0)
+      models.emplace_back(".baq BAQ 3 bits", baq3);
+    // The 2- and 3-bit RTN files again with 8-bit inputs to the fused products (--input-bits 8: one
     // integer product per 64 weights; its damage is in the README).
     const size_t files = models.size();
-    for (size_t i = 1; i + 1 < files; ++i) {
+    for (size_t i = 1; i <= 2 && i < files; ++i) {
       std::pair<std::string, std::string> again = models[i];  // a copy: emplace_back may reallocate
       models.emplace_back(again.first + ", --input-bits 8", again.second);
     }

@@ -153,6 +153,7 @@ struct PackedLinear {
   // grids are few beside its columns; else null, and the radix tiles run.
   std::shared_ptr<const PackedLinear> planes_twin;
   std::vector<float> column_factor;
+  uint64_t twin_serial = 0;  // unique to this twin in the process: the kernel's per-thread input cache keys on it
   void prepare_fused();
   // Bytes held in memory for decoding: the code stream, the prepared grids and the planes twin.
   double held_bytes() const {

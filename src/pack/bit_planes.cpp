@@ -744,23 +744,66 @@ void planes_matvec_rows(const float* x, const PackedLinear& p, int64_t r0, int64
 void planes_twin_matvec_rows(const float* x, const PackedLinear& p, int64_t r0, int64_t r1, float* out) {
   const PackedLinear& twin = *p.planes_twin;
   const int64_t nd = static_cast<int64_t>(p.distinct_levels.size()), ng = p.n_groups, grids = ng * nd;
-  // Per call (a task's rows): x' = x/(L − 1), its sums per (group, level count) and the one-level
-  // columns' share, a few passes over x beside the task's rows × cols products.
-  thread_local std::vector<float> scaled, sums;
-  scaled.resize(static_cast<size_t>(p.cols));
-  sums.assign(static_cast<size_t>(grids), 0.0f);
-  float constant = 0.0f;
-  for (int64_t j = 0; j < p.cols; ++j) {
-    const auto c = static_cast<size_t>(j);
-    scaled[c] = x[j] * p.column_factor[c];
-    if (p.one_level[c]) constant += p.column_value[c] * x[j];
-    else sums[p.grid_index[c]] += scaled[c];
+  // x' = x/(L − 1), its sums per (group, level count) and the one-level columns' share: once per
+  // input and linear on each thread, not per task (the sums' scattered adds, made per task, were a
+  // third of a BAQ token). A steady input (a token's, under SteadyInput) is known by its number, any
+  // other by its content. Four linears' at once: gate and up take turns task by task, q, k and v
+  // follow one another.
+  struct Prepared {
+    uint64_t serial = 0, steady = 0, id = 0, used = 0;
+    std::vector<float> source, scaled, sums;
+    float constant = 0.0f;
+  };
+  thread_local Prepared slots[4];
+  thread_local uint64_t clock = 0;
+  Prepared* pick = &slots[0];
+  for (Prepared& slot : slots) {
+    if (slot.serial == p.twin_serial) {
+      pick = &slot;
+      break;
+    }
+    if (slot.used < pick->used) pick = &slot;
   }
-  // x' lives in this thread's buffer, not among a steady batch's inputs: checked by content.
-  const Steady steady = t_steady;
-  t_steady.x = nullptr;
-  planes_matvec_rows(scaled.data(), twin, r0, r1, out);
-  t_steady = steady;
+  Prepared& in = *pick;
+  in.used = ++clock;
+  const Steady outer = t_steady;
+  const uint64_t steady = outer.x == x ? outer.id : 0;
+  const size_t n = static_cast<size_t>(p.cols);
+  const bool same = in.serial == p.twin_serial && in.source.size() == n &&
+                    (steady != 0 ? in.steady == steady : std::memcmp(in.source.data(), x, n * sizeof(float)) == 0);
+  if (!same) {
+    in.serial = p.twin_serial;
+    in.id = ++t_steady.last;  // x' changed: a number of its own for product_input's cache
+    in.source.assign(x, x + p.cols);
+    in.scaled.resize(n);
+    in.constant = 0.0f;
+    for (size_t c = 0; c < n; ++c) {
+      in.scaled[c] = x[c] * p.column_factor[c];
+      if (p.one_level[c]) in.constant += p.column_value[c] * x[c];
+    }
+    // Four interleaved partial sums: most columns share a level count, and one running sum in memory
+    // waits for its own last store at every column. (One-level columns add their x' of 0.)
+    const auto g4 = static_cast<size_t>(grids);
+    in.sums.assign(4 * g4, 0.0f);
+    size_t c = 0;
+    for (; c + 4 <= n; c += 4)
+      for (size_t k = 0; k < 4; ++k) in.sums[k * g4 + p.grid_index[c + k]] += in.scaled[c + k];
+    for (; c < n; ++c) in.sums[p.grid_index[c]] += in.scaled[c];
+    for (size_t g = 0; g < g4; ++g) in.sums[g] = (in.sums[g] + in.sums[g4 + g]) + (in.sums[2 * g4 + g] + in.sums[3 * g4 + g]);
+  }
+  in.steady = steady;
+  const std::vector<float>& sums = in.sums;
+  // x' is steady while `in` holds it: the planes kernel's input cache needs no comparison.
+  t_steady.x = in.scaled.data();
+  t_steady.count = 1;
+  t_steady.stride = 0;
+  t_steady.id = in.id;
+  planes_matvec_rows(in.scaled.data(), twin, r0, r1, out);
+  t_steady.x = outer.x;
+  t_steady.count = outer.count;
+  t_steady.stride = outer.stride;
+  t_steady.id = outer.id;
+  const float constant = in.constant;
   for (int64_t r = r0; r < r1; ++r) {
     const float* range = twin.row_scale.data() + r * ng;
     const uint8_t* zero = p.row_zero.data() + r * grids;

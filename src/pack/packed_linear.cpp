@@ -1,4 +1,5 @@
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstring>
 #include <optional>
@@ -275,6 +276,8 @@ void PackedLinear::prepare_fused() {
     const int L = levels[static_cast<size_t>(j)];
     column_factor[static_cast<size_t>(j)] = L >= 2 ? 1.0f / static_cast<float>(L - 1) : 0.0f;
   }
+  static std::atomic<uint64_t> serials{0};
+  twin_serial = ++serials;
   planes_twin = std::move(t);
 }
 
