@@ -120,6 +120,32 @@ TEST(QuantFormats, PlanesWasteUnderOnePercent) {
     }
 }
 
+// An input whose magnitude differs from segment to segment: each segment must be rounded and scaled
+// at its own step.
+std::vector<float> varying_input(int64_t cols) {
+  std::vector<float> x(static_cast<size_t>(cols));
+  for (size_t j = 0; j < x.size(); ++j)
+    x[j] = static_cast<float>(std::sin(0.37 * static_cast<double>(j) + 0.1) * (1.0 + static_cast<double>(j % 700) / 100.0));
+  return x;
+}
+
+// Row r of the decoded weights dotted with x in double, with Σ|w·x| (F32 rounding's scale) and Σ|w|
+// (the input rounding's).
+struct DecodedDot {
+  double ref = 0, mag = 0, wsum = 0;
+};
+DecodedDot decoded_dot(const Tensor& d, int64_t r, const std::vector<float>& x) {
+  const auto cols = static_cast<int64_t>(x.size());
+  DecodedDot out;
+  for (int64_t j = 0; j < cols; ++j) {
+    const double w = d.data[r * cols + j];
+    out.ref += w * x[static_cast<size_t>(j)];
+    out.mag += std::abs(w * x[static_cast<size_t>(j)]);
+    out.wsum += std::abs(w);
+  }
+  return out;
+}
+
 // The fused one-token product of every format, every width and group size, equals the decoded rows
 // dotted in double (to F32 rounding): the SIMD planes paths (AVX-512, AVX2), their scalar fallback
 // (groups of 24 columns, not a multiple of 16) and the radix path (43 rows: the first 32 as pairs of
@@ -151,25 +177,18 @@ TEST(QuantFormats, FusedMatvecEqualsDecodedRows) {
             s.ranges = ranges;
             const PackedLinear p = pack_linear(m, s);
             const Tensor d = dequantize(p);
-            std::vector<float> x(static_cast<size_t>(cols)), y(static_cast<size_t>(p.rows), -7.0f);
-            // Magnitudes that differ from segment to segment: each must be rounded and scaled at its own step.
-            for (size_t j = 0; j < x.size(); ++j)
-              x[j] = static_cast<float>(std::sin(0.37 * static_cast<double>(j) + 0.1) * (1.0 + static_cast<double>(j % 700) / 100.0));
+            const std::vector<float> x = varying_input(cols);
+            std::vector<float> y(static_cast<size_t>(p.rows), -7.0f);
             packed_matvec_rows(x.data(), p, 0, 32, y.data());
             packed_matvec_rows(x.data(), p, 32, p.rows, y.data());
             double xmax = 0;
             for (float v : x) xmax = std::max(xmax, std::abs(static_cast<double>(v)));
             for (int64_t r = 0; r < p.rows; ++r) {
-              double ref = 0, mag = 0, wsum = 0;
-              for (int64_t j = 0; j < cols; ++j) {
-                ref += static_cast<double>(d.data[r * cols + j]) * x[static_cast<size_t>(j)];
-                mag += std::abs(static_cast<double>(d.data[r * cols + j]) * x[static_cast<size_t>(j)]);
-                wsum += std::abs(static_cast<double>(d.data[r * cols + j]));
-              }
+              const DecodedDot e = decoded_dot(d, r, x);
               // Half the input's step per weight.
               const double step = input_bits == 16 ? xmax / 32512.0 : xmax / 127.0;
-              const double rounding = isa == KernelIsa::Avx512Vnni ? wsum * step / 2 : 0.0;
-              ASSERT_NEAR(y[static_cast<size_t>(r)], ref, 2e-6 * mag + rounding + 1e-9) << p.format->name << " cols " << cols
+              const double rounding = isa == KernelIsa::Avx512Vnni ? e.wsum * step / 2 : 0.0;
+              ASSERT_NEAR(y[static_cast<size_t>(r)], e.ref, 2e-6 * e.mag + rounding + 1e-9) << p.format->name << " cols " << cols
                                                                               << " gs " << gs << " bits " << bits
                                                                               << " row " << r << " isa " << static_cast<int>(isa);
             }
@@ -198,21 +217,14 @@ TEST(QuantFormats, RadixPlanesTwinWithGroupsEqualsDecodedRows) {
     const PackedLinear p = pack_linear(m, s);
     ASSERT_TRUE(p.planes_twin != nullptr) << p.format->name;
     const Tensor d = dequantize(p);
-    std::vector<float> x(static_cast<size_t>(cols)), y(static_cast<size_t>(p.rows));
-    for (size_t j = 0; j < x.size(); ++j)
-      x[j] = static_cast<float>(std::sin(0.37 * static_cast<double>(j) + 0.1) * (1.0 + static_cast<double>(j % 700) / 100.0));
+    const std::vector<float> x = varying_input(cols);
+    std::vector<float> y(static_cast<size_t>(p.rows));
     packed_matvec_rows(x.data(), p, 0, p.rows, y.data());
     double xmax = 0;
     for (float v : x) xmax = std::max(xmax, std::abs(static_cast<double>(v)));
     for (int64_t r = 0; r < p.rows; ++r) {
-      double ref = 0, mag = 0, wsum = 0;
-      for (int64_t j = 0; j < cols; ++j) {
-        const double w = d.data[r * cols + j];
-        ref += w * x[static_cast<size_t>(j)];
-        mag += std::abs(w * x[static_cast<size_t>(j)]);
-        wsum += std::abs(w);
-      }
-      ASSERT_NEAR(y[static_cast<size_t>(r)], ref, 2e-6 * mag + wsum * xmax / 32512.0 / 2 + 1e-9) << p.format->name << " row " << r;
+      const DecodedDot e = decoded_dot(d, r, x);
+      ASSERT_NEAR(y[static_cast<size_t>(r)], e.ref, 2e-6 * e.mag + e.wsum * xmax / 32512.0 / 2 + 1e-9) << p.format->name << " row " << r;
     }
   }
   set_radix_twins(false);
