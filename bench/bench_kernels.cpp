@@ -106,8 +106,9 @@ void BM_Sgemm(benchmark::State& state) {
 }
 
 // One token through an n×n linear (a matrix-vector product, what generation does per layer): the
-// packed layer (BAQ-like mixed levels 3..15 per column, per-row grids) decoded and multiplied, against
-// the F32 sgemv over the same weights. The packed side reads ~8x fewer bytes; decode speed decides.
+// packed layer (BAQ-like mixed levels 3..15 per column, per-row grids) as generation runs it — its
+// planes twin under AVX-512 VNNI (4-bit planes here), else the radix tiles — against the F32 sgemv
+// over the same weights.
 const baq::PackedLinear& packed_layer(int n) {
   static std::map<int, baq::PackedLinear> cache;
   auto it = cache.find(n);

@@ -755,7 +755,7 @@ void planes_twin_matvec_rows(const float* x, const PackedLinear& p, int64_t r0, 
     float constant = 0.0f;
   };
   thread_local Prepared slots[4];
-  thread_local uint64_t clock = 0;
+  thread_local uint64_t tick = 0;
   Prepared* pick = &slots[0];
   for (Prepared& slot : slots) {
     if (slot.serial == p.twin_serial) {
@@ -765,7 +765,7 @@ void planes_twin_matvec_rows(const float* x, const PackedLinear& p, int64_t r0, 
     if (slot.used < pick->used) pick = &slot;
   }
   Prepared& in = *pick;
-  in.used = ++clock;
+  in.used = ++tick;
   const Steady outer = t_steady;
   const uint64_t steady = outer.x == x ? outer.id : 0;
   const size_t n = static_cast<size_t>(p.cols);
