@@ -233,9 +233,9 @@ void PackedLinear::prepare_fused() {
   column_factor.clear();
   const int64_t gs = group_size > 0 ? group_size : cols, nd = static_cast<int64_t>(distinct_levels.size()), grids = n_groups * nd;
   // The twin's zero terms cost a row `grids` multiply-adds beside its `cols` products.
-  if (!radix_twins() || format == nullptr || format->codes != CodeKind::Radix || kernel_isa() != KernelIsa::Avx512Vnni || !group_of.empty() ||
-      (n_groups > 1 && gs % 64 != 0) || cols < 128 || rows == 0 || row_scale.size() != static_cast<size_t>(rows * grids) ||
-      16 * grids > cols)
+  if (!radix_twins() || format == nullptr || format->codes != CodeKind::Radix || kernel_isa() != KernelIsa::Avx512Vnni ||
+      !group_of.empty() || (n_groups > 1 && gs % 64 != 0) || cols < 128 || rows == 0 ||
+      row_scale.size() != static_cast<size_t>(rows * grids) || 16 * grids > cols)
     return;
   int top = 1;
   for (int L : levels) top = std::max(top, L);
