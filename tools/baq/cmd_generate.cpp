@@ -119,6 +119,7 @@ Command add_generate_command(CLI::App& app) {
             }
             const double gen_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t2).count();
             fmt::print("\n");
+            std::fflush(stdout);  // the text's last line ends before the statistics (stderr) start
             fmt::print(stderr,
                        "prompt {} tokens in {:.3f} s, generated {} tokens in {:.2f} s ({:.1f} tokens/s), load {:.3f} s, "
                        "peak memory {:.1f} MiB\n",
