@@ -427,77 +427,77 @@ __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni"))) void rows_vnni(c
   }
   const __m512 unshift = _mm512_load_ps(kLanes.unshift);
   for (int64_t block = 0; block < blocks; ++block, r0 += R, scale += R * p.n_groups, dots += R) {
-  const uint8_t* plane[R][3];
-  row_planes<B, R>(p, r0, plane);
-  __m512 total[R], group[R];
-  __m512i acc_hi[R], acc_lo[R];
-  for (int i = 0; i < R; ++i) {
-    total[i] = group[i] = _mm512_setzero_ps();
-    acc_hi[i] = acc_lo[i] = _mm512_setzero_si512();
-  }
-  // Segment s and its group g counted as the loop goes (a division per segment cost as much as the
-  // segment's products): groups hold whole segments of `seg` columns (64..kMaxSegment), a segment
-  // whole 64-column halves.
-  int64_t s = 0, g = 0;
-  const int64_t per_group = p.n_groups > 1 ? gs / seg : chunks * kChunk / seg + 1, per_segment = seg / 64;
-  int64_t left = per_group, halves = per_segment;
-  // The same place two calls' rows on, asked for as each chunk starts: the core's own prefetchers see
-  // short interleaved streams (a 2048-wide row of 2-bit codes is 8 lines) and left a token at about
-  // half the bandwidth of a plain read. (Two calls ahead measured better than one or four, and into
-  // L2 better than into L1 — T1, not T0 — by 20–60 % from memory: an L1 of 32 KB holds only a few
-  // calls' rows beside the inputs.)
-  const int64_t ahead = 2 * R * (p.row_bits / 8);
-  for (int64_t c = 0; c < chunks; ++c) {
+    const uint8_t* plane[R][3];
+    row_planes<B, R>(p, r0, plane);
+    __m512 total[R], group[R];
+    __m512i acc_hi[R], acc_lo[R];
+    for (int i = 0; i < R; ++i) {
+      total[i] = group[i] = _mm512_setzero_ps();
+      acc_hi[i] = acc_lo[i] = _mm512_setzero_si512();
+    }
+    // Segment s and its group g counted as the loop goes (a division per segment cost as much as the
+    // segment's products): groups hold whole segments of `seg` columns (64..kMaxSegment), a segment
+    // whole 64-column halves.
+    int64_t s = 0, g = 0;
+    const int64_t per_group = p.n_groups > 1 ? gs / seg : chunks * kChunk / seg + 1, per_segment = seg / 64;
+    int64_t left = per_group, halves = per_segment;
+    // The same place two calls' rows on, asked for as each chunk starts: the core's own prefetchers see
+    // short interleaved streams (a 2048-wide row of 2-bit codes is 8 lines) and left a token at about
+    // half the bandwidth of a plain read. (Two calls ahead measured better than one or four, and into
+    // L2 better than into L1 — T1, not T0 — by 20–60 % from memory: an L1 of 32 KB holds only a few
+    // calls' rows beside the inputs.)
+    const int64_t ahead = 2 * R * (p.row_bits / 8);
+    for (int64_t c = 0; c < chunks; ++c) {
 #pragma GCC unroll 2
-    for (int h = 0; h < 2; ++h) {
-      const int64_t j = c * kChunk + 64 * h;
-      const __m512i xh = _mm512_loadu_si512(xr.hi.data() + j);
-      const __m512i xl = kWide ? _mm512_loadu_si512(xr.lo.data() + j) : xh;
+      for (int h = 0; h < 2; ++h) {
+        const int64_t j = c * kChunk + 64 * h;
+        const __m512i xh = _mm512_loadu_si512(xr.hi.data() + j);
+        const __m512i xl = kWide ? _mm512_loadu_si512(xr.lo.data() + j) : xh;
 #pragma GCC unroll 4
-      for (int i = 0; i < R; ++i) {
-        __m512i code = _mm512_setzero_si512();
-#pragma GCC unroll 3
-        for (int k = 0; k < P::kCount; ++k) {
-          const int w = P::kWidths[k];
-          const uint8_t* bytes = plane[i][k] + c * 16 * w;
-          __m512i v;
-          if (w == 4) {
-            v = _mm512_castsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(bytes + 32 * h)));
-            v = _mm512_shuffle_i64x2(v, v, _MM_SHUFFLE(1, 1, 0, 0));
-          } else {
-            v = _mm512_broadcast_i32x4(_mm_loadu_si128(reinterpret_cast<const __m128i*>(bytes + (w == 2 ? 16 * h : 0))));
-          }
-          if (h == 0) __builtin_prefetch(bytes + ahead, 0, 2);  // into L2 (_mm_prefetch breaks unoptimised builds)
-          if (kLanes.rotate[h][k]) v = _mm512_rorv_epi64(v, rotate[h][k]);
-          // (or and and, not a ternary-logic instruction: its immediate does not survive unoptimised builds)
-          code = k == 0 ? _mm512_and_si512(v, mask[k]) : _mm512_or_si512(code, _mm512_and_si512(v, mask[k]));
-        }
-        acc_hi[i] = _mm512_dpbusd_epi32(acc_hi[i], code, xh);
-        if constexpr (kWide) acc_lo[i] = _mm512_dpbusd_epi32(acc_lo[i], code, xl);
-      }
-      if (--halves == 0) {  // the segment ends: into F32 at its step (one broadcast for all rows)
-        halves = per_segment;
-        const __m512 step = _mm512_loadu_ps(xr.step.data() + 16 * s);
         for (int i = 0; i < R; ++i) {
-          const __m512i q = _mm512_add_epi32(_mm512_slli_epi32(acc_hi[i], 8), acc_lo[i]);
-          group[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(q), step, group[i]);
-          acc_hi[i] = acc_lo[i] = _mm512_setzero_si512();
-        }
-        ++s;
-        if (--left == 0) {  // the group ends: at its scale
-          for (int i = 0; i < R; ++i) {
-            total[i] = _mm512_fmadd_ps(group[i], _mm512_set1_ps(scale[i * p.n_groups + g]), total[i]);
-            group[i] = _mm512_setzero_ps();
+          __m512i code = _mm512_setzero_si512();
+#pragma GCC unroll 3
+          for (int k = 0; k < P::kCount; ++k) {
+            const int w = P::kWidths[k];
+            const uint8_t* bytes = plane[i][k] + c * 16 * w;
+            __m512i v;
+            if (w == 4) {
+              v = _mm512_castsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(bytes + 32 * h)));
+              v = _mm512_shuffle_i64x2(v, v, _MM_SHUFFLE(1, 1, 0, 0));
+            } else {
+              v = _mm512_broadcast_i32x4(_mm_loadu_si128(reinterpret_cast<const __m128i*>(bytes + (w == 2 ? 16 * h : 0))));
+            }
+            if (h == 0) __builtin_prefetch(bytes + ahead, 0, 2);  // into L2 (_mm_prefetch breaks unoptimised builds)
+            if (kLanes.rotate[h][k]) v = _mm512_rorv_epi64(v, rotate[h][k]);
+            // (or and and, not a ternary-logic instruction: its immediate does not survive unoptimised builds)
+            code = k == 0 ? _mm512_and_si512(v, mask[k]) : _mm512_or_si512(code, _mm512_and_si512(v, mask[k]));
           }
-          ++g;
-          left = per_group;
+          acc_hi[i] = _mm512_dpbusd_epi32(acc_hi[i], code, xh);
+          if constexpr (kWide) acc_lo[i] = _mm512_dpbusd_epi32(acc_lo[i], code, xl);
+        }
+        if (--halves == 0) {  // the segment ends: into F32 at its step (one broadcast for all rows)
+          halves = per_segment;
+          const __m512 step = _mm512_loadu_ps(xr.step.data() + 16 * s);
+          for (int i = 0; i < R; ++i) {
+            const __m512i q = _mm512_add_epi32(_mm512_slli_epi32(acc_hi[i], 8), acc_lo[i]);
+            group[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(q), step, group[i]);
+            acc_hi[i] = acc_lo[i] = _mm512_setzero_si512();
+          }
+          ++s;
+          if (--left == 0) {  // the group ends: at its scale
+            for (int i = 0; i < R; ++i) {
+              total[i] = _mm512_fmadd_ps(group[i], _mm512_set1_ps(scale[i * p.n_groups + g]), total[i]);
+              group[i] = _mm512_setzero_ps();
+            }
+            ++g;
+            left = per_group;
+          }
         }
       }
     }
-  }
-  if (g < p.n_groups)  // the last group, when the whole chunks end inside it
-    for (int i = 0; i < R; ++i) total[i] = _mm512_fmadd_ps(group[i], _mm512_set1_ps(scale[i * p.n_groups + g]), total[i]);
-  for (int i = 0; i < R; ++i) dots[i] = _mm512_reduce_add_ps(_mm512_mul_ps(total[i], unshift));
+    if (g < p.n_groups)  // the last group, when the whole chunks end inside it
+      for (int i = 0; i < R; ++i) total[i] = _mm512_fmadd_ps(group[i], _mm512_set1_ps(scale[i * p.n_groups + g]), total[i]);
+    for (int i = 0; i < R; ++i) dots[i] = _mm512_reduce_add_ps(_mm512_mul_ps(total[i], unshift));
   }
 }
 
@@ -671,17 +671,31 @@ void planes_matvec_rows(const float* x, const PackedLinear& p, int64_t r0, int64
     }
     out[r] = (tail ? dot + tail_dot(x, p, r, rs) : dot) - shift;
   };
-  // Four rows per kernel call while they last, then one: `rows(kernel_of_four, kernel_of_one)`.
-  auto rows = [&](auto&& four, auto&& one) {
-    float dots[4];
+  // A run of n rows' dots finished: per-row grids without a tail as one loop the compiler vectorizes
+  // (row by row, its branches and a zero byte load each were ~5 % of a 2-bit token), else row by row.
+  auto finish_rows = [&](int64_t r, int64_t n, const float* dots) {
+    if (ng == 1 && !tail) {
+      const float* rs = scale + r;
+      const uint8_t* rz = zero + r;
+      for (int64_t i = 0; i < n; ++i) out[r + i] = dots[i] - rs[i] * static_cast<float>(rz[i]) * xsum[0];
+    } else {
+      for (int64_t i = 0; i < n; ++i) finish(r + i, dots[i]);
+    }
+  };
+  // Runs of up to 64 rows in whole fours (`fours(r, n, dots)`), then the rows left one by one
+  // (`one(r, dots)`), each run finished at once.
+  auto rows = [&](auto&& fours, auto&& one) {
+    float dots[64];
     int64_t r = r0;
-    for (; r + 4 <= r1; r += 4) {
-      four(r, dots);
-      for (int i = 0; i < 4; ++i) finish(r + i, dots[i]);
+    while (r + 4 <= r1) {
+      const int64_t n = std::min<int64_t>(64, (r1 - r) / 4 * 4);
+      fours(r, n, dots);
+      finish_rows(r, n, dots);
+      r += n;
     }
     for (; r < r1; ++r) {
       one(r, dots);
-      finish(r, dots[0]);
+      finish_rows(r, 1, dots);
     }
   };
   if (isa == KernelIsa::Avx512Vnni && (ng == 1 || gs % 64 == 0)) {
@@ -701,25 +715,9 @@ void planes_matvec_rows(const float* x, const PackedLinear& p, int64_t r0, int64
       four = wide ? rows_vnni<B, 4, true> : rows_vnni<B, 4, false>;
       one = wide ? rows_vnni<B, 1, true> : rows_vnni<B, 1, false>;
     });
-    // Up to 64 rows' dots per call (whole fours), then the rows left one by one.
-    float dots[64];
-    int64_t r = r0;
-    while (r + 4 <= r1) {
-      const int64_t n = std::min<int64_t>(64, (r1 - r) / 4 * 4);
-      four(xr, p, r, n / 4, scale + r * ng, dots);
-      if (ng == 1 && !tail) {  // finish's common case as one loop the compiler vectorizes (was ~5 % of a token)
-        const float* rs = scale + r;
-        const uint8_t* rz = zero + r;
-        for (int64_t i = 0; i < n; ++i) out[r + i] = dots[i] - rs[i] * static_cast<float>(rz[i]) * xsum[0];
-      } else {
-        for (int64_t i = 0; i < n; ++i) finish(r + i, dots[i]);
-      }
-      r += n;
-    }
-    for (; r < r1; ++r) {
-      one(xr, p, r, 1, scale + r * ng, dots);
-      finish(r, dots[0]);
-    }
+    // A run's fours in one kernel call: the lanes' constants set up once per run.
+    rows([&](int64_t r, int64_t n, float* d) { four(xr, p, r, n / 4, scale + r * ng, d); },
+         [&](int64_t r, float* d) { one(xr, p, r, 1, scale + r * ng, d); });
     return;
   }
   if (isa == KernelIsa::Avx512 || isa == KernelIsa::Avx512Vnni) {
@@ -729,7 +727,10 @@ void planes_matvec_rows(const float* x, const PackedLinear& p, int64_t r0, int64
       four = groups ? rows_avx512<B, 4, true> : rows_avx512<B, 4, false>;
       one = groups ? rows_avx512<B, 1, true> : rows_avx512<B, 1, false>;
     });
-    rows([&](int64_t r, float* d) { four(x, p, r, scale + r * ng, d); }, [&](int64_t r, float* d) { one(x, p, r, scale + r * ng, d); });
+    rows([&](int64_t r, int64_t n, float* d) {
+           for (int64_t i = 0; i < n; i += 4) four(x, p, r + i, scale + (r + i) * ng, d + i);
+         },
+         [&](int64_t r, float* d) { one(x, p, r, scale + r * ng, d); });
     return;
   }
   if (isa == KernelIsa::Avx2) {
@@ -793,16 +794,11 @@ void planes_twin_matvec_rows(const float* x, const PackedLinear& p, int64_t r0, 
   }
   in.steady = steady;
   const std::vector<float>& sums = in.sums;
-  // x' is steady while `in` holds it: the planes kernel's input cache needs no comparison.
-  t_steady.x = in.scaled.data();
-  t_steady.count = 1;
-  t_steady.stride = 0;
-  t_steady.id = in.id;
+  // x' is steady while `in` holds it: the planes kernel's input cache needs no comparison. (The
+  // thread's count of numbers, `last`, moves on; the rest of the caller's state comes back.)
+  t_steady = {in.scaled.data(), 1, 0, in.id, t_steady.last};
   planes_matvec_rows(in.scaled.data(), twin, r0, r1, out);
-  t_steady.x = outer.x;
-  t_steady.count = outer.count;
-  t_steady.stride = outer.stride;
-  t_steady.id = outer.id;
+  t_steady = {outer.x, outer.count, outer.stride, outer.id, t_steady.last};
   const float constant = in.constant;
   for (int64_t r = r0; r < r1; ++r) {
     const float* range = twin.row_scale.data() + r * ng;
