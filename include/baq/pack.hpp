@@ -182,6 +182,9 @@ void limit_kernel_isa(KernelIsa isa);
 KernelIsa kernel_isa();
 void set_fused_input_bits(int bits);  // 16 or 8
 int fused_input_bits();
+// Whether packed_matmul runs every batch, however long, through the fused product (8-bit inputs,
+// so that perplexity measures what generation computes); else only batches up to kFusedBatch.
+bool every_batch_fused();
 // Whether packing and loading also build radix linears' planes twins (PackedLinear::planes_twin):
 // worth their memory only where the fused product runs every token — generation, and perplexity at
 // 8-bit inputs. Off unless a command turns it on before it loads or packs.

@@ -87,6 +87,8 @@ void set_fused_input_bits(int bits) {
 
 int fused_input_bits() { return g_fused_input_bits; }
 
+bool every_batch_fused() { return g_fused_input_bits == 8; }
+
 namespace {
 bool g_radix_twins = false;
 }  // namespace
@@ -123,7 +125,7 @@ void packed_matmul(const float* x, int64_t rows_x, const PackedLinear& p, float*
   // sgemm costs a fixed ~0.4 s on a 2-bit 1.1B model however few the inputs (17 tokens: 0.6 s
   // against 0.2 s fused), then a little less per input than the fused product: they cross at
   // 110–130 inputs there.
-  if (rows_x <= kFusedBatch || fused_input_bits() == 8) {
+  if (rows_x <= kFusedBatch || every_batch_fused()) {
     constexpr int64_t kRowsPerJob = 32;
     const int64_t jobs = (p.rows + kRowsPerJob - 1) / kRowsPerJob;
     // At most kFusedBatch inputs at a time: each keeps its prepared rounding on every thread.

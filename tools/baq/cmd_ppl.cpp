@@ -46,7 +46,7 @@ Command add_ppl_command(CLI::App& app) {
   add_input_bits_option(sub, a->input_bits);
   return {sub, [a] {
             set_fused_input_bits(a->input_bits);
-            set_radix_twins(a->input_bits == 8);  // only then does every batch run the fused product
+            set_radix_twins(every_batch_fused());  // the twins serve the fused product only
             LoadedModel m = load_model(a->model, a->tokenizer);
             const std::string text = read_text_file(a->text);
             // Special-token spellings in evaluation text are text (llama-perplexity's default).
