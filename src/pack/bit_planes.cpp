@@ -467,7 +467,9 @@ __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni"))) void rows_vnni(c
             } else {
               v = _mm512_broadcast_i32x4(_mm_loadu_si128(reinterpret_cast<const __m128i*>(bytes + (w == 2 ? 16 * h : 0))));
             }
-            if (h == 0) __builtin_prefetch(bytes + ahead, 0, 2);  // into L2 (_mm_prefetch breaks unoptimised builds)
+            // Into L2 (_mm_prefetch breaks unoptimised builds), once per line: a plane of w bits
+            // has 16·w bytes a chunk, so a line every 4/w chunks.
+            if (h == 0 && (c * w) % 4 == 0) __builtin_prefetch(bytes + ahead, 0, 2);
             if (kLanes.rotate[h][k]) v = _mm512_rorv_epi64(v, rotate[h][k]);
             // (or and and, not a ternary-logic instruction: its immediate does not survive unoptimised builds)
             code = k == 0 ? _mm512_and_si512(v, mask[k]) : _mm512_or_si512(code, _mm512_and_si512(v, mask[k]));
