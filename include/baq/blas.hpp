@@ -1,8 +1,11 @@
 #pragma once
 // OpenBLAS set-up. OpenBLAS 0.3.21 (Debian 12) does not know recent Xeons (e.g. family 6 model 207)
 // and falls back to its generic "Prescott" SSE3 kernels, 3-5x slower than what the CPU can run;
-// configure_blas() switches such a fallback to the best kernel set the CPU supports. A user's own
-// OPENBLAS_CORETYPE is respected. Idempotent; call before the first BLAS call.
+// configure_blas() switches any kernel set narrower than the CPU's vectors — OpenBLAS's pick or an
+// OPENBLAS_CORETYPE in the environment — to the best one it supports (and sets OPENBLAS_CORETYPE to
+// it for child processes): a narrower set is slower, and Haswell's gave thread-count-dependent
+// results on AVX-512 CPUs. An OPENBLAS_CORETYPE at least as wide is kept. Idempotent; call before the
+// first BLAS call.
 #include <cstdint>
 #include <functional>
 #include <string>

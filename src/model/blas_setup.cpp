@@ -5,6 +5,7 @@
 
 #include <cstdlib>
 #include <cstring>
+#include <strings.h>
 
 namespace baq {
 
@@ -20,23 +21,35 @@ const char* best_core_type() {
   return nullptr;
 }
 
+// Whether OpenBLAS's kernel set `name` already uses vectors as wide as the set `best` (any case).
+bool as_wide_as(const char* name, const char* best) {
+  for (const char* wide : {"SkylakeX", "Cooperlake", "SapphireRapids"})
+    if (strcasecmp(name, wide) == 0) return true;
+  return strcmp(best, "Haswell") == 0 && (strcasecmp(name, "Haswell") == 0 || strcasecmp(name, "Zen") == 0);
+}
+
 }  // namespace
 
 void configure_blas() {
   static const bool done = [] {
-    if (std::getenv("OPENBLAS_CORETYPE") != nullptr) return true;
-    if (blas_core_name() != "Prescott") return true;
     const char* core = best_core_type();
+    // A kernel set narrower than the CPU's vectors is replaced, whether OpenBLAS picked it (0.3.21
+    // falls back to Prescott on recent Xeons) or the environment asked for it (a machine of ours sets
+    // OPENBLAS_CORETYPE=Haswell on AVX-512 Zen 5 vCPUs): there Haswell's threaded sgemm, strsm and
+    // ssyrk gave different bits for 1 and 2 threads — different quantized weights — and SkylakeX's
+    // do not. A set at least as wide, the user's or OpenBLAS's, is kept.
+    const char* forced = std::getenv("OPENBLAS_CORETYPE");
+    if (core == nullptr || as_wide_as(forced != nullptr ? forced : blas_core_name().c_str(), core)) return true;
     // Only a DYNAMIC_ARCH OpenBLAS exports these; any other BLAS is left as it is.
     using Hook = void (*)();
     auto quit = reinterpret_cast<Hook>(dlsym(RTLD_DEFAULT, "gotoblas_dynamic_quit"));
     auto init = reinterpret_cast<Hook>(dlsym(RTLD_DEFAULT, "gotoblas_dynamic_init"));
-    if (core == nullptr || quit == nullptr || init == nullptr) return true;
-    // gotoblas_dynamic_init() reads OPENBLAS_CORETYPE to pick the kernel table, then initialises it.
-    ::setenv("OPENBLAS_CORETYPE", core, 0);
+    if (quit == nullptr || init == nullptr) return true;
+    // gotoblas_dynamic_init() reads OPENBLAS_CORETYPE to pick the kernel table, then initialises it;
+    // child processes (baq run by the tests, MPI ranks) inherit the choice.
+    ::setenv("OPENBLAS_CORETYPE", core, 1);
     quit();
     init();
-    ::unsetenv("OPENBLAS_CORETYPE");
     return true;
   }();
   (void)done;
