@@ -10,6 +10,7 @@
 #include <random>
 #include <set>
 
+#include "baq/blas.hpp"
 #include "baq/error.hpp"
 #include "baq/half.hpp"
 #include "baq/pack.hpp"
@@ -153,8 +154,22 @@ TEST(Rtn, MatchesRoundToNearestWithPartialLastGroup) {
   EXPECT_DOUBLE_EQ(b.widths + b.means, 0.0);
 }
 
-// stories260K's FFN width 172 = 5 groups of 32 + a partial group of 12, quantized with its own grid
-// and counted exactly; GPTQ handles the same layout.
+// The thread-count determinism tests (the Hessian factor's, quantize's, MPI's) rest on BLAS giving
+// the same bits for 1 and 2 threads in the calls baq makes. OpenBLAS's Haswell kernels did not on
+// AVX-512 Zen 5 vCPUs (strsm, ssyrk, sgemm), and this VM kind's environment asks for them
+// (OPENBLAS_CORETYPE=Haswell): configure_blas, which every test binary runs, must have put a kernel
+// set as wide as the CPU in their place.
+TEST(Blas, KernelSetAsWideAsTheCpu) {
+  const std::string core = baq::blas_core_name();
+  __builtin_cpu_init();
+  if (core.empty()) GTEST_SKIP() << "not a DYNAMIC_ARCH OpenBLAS";
+  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl")) {
+    EXPECT_TRUE(core == "SkylakeX" || core == "Cooperlake" || core == "SapphireRapids") << core;
+  } else if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
+    EXPECT_NE(core, "Prescott");
+  }
+}
+
 // The factor R (upper, stored as P_ij = −R_ij/R_jj above the diagonal and R_jj on it) must give
 // R·Rᵀ = H + λI, checked in double against H itself (n not a multiple of the 64-column leaf block:
 // recursive halves of uneven sizes); the inverse's diagonal, when asked for, must match a naive
@@ -211,6 +226,8 @@ TEST(HessianFactor, FactorRebuildsTheDampedHessianForAnyThreadCount) {
   }
 }
 
+// stories260K's FFN width 172 = 5 groups of 32 + a partial group of 12, quantized with its own grid
+// and counted exactly; GPTQ handles the same layout.
 TEST(Gptq, PartialLastGroupOnWidth172) {
   const Layer l = random_layer(8, 172, 14);
   QuantSettings s;
