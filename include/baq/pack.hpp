@@ -172,11 +172,11 @@ bool cpu_has_avx2();
 
 // The widest instruction set the packed kernels may use: the best the CPU has by default; tests lower
 // it to check that every path computes the same. Avx512Vnni multiplies bit-plane codes by the input
-// rounded to integers per block of 64 or 128 columns, with a step per quarter of the block's lanes:
-// to 16 bits (step ≤ max|x|/32512, two int8 halves) by default, or to 8 bits (step ≤ max|x|/127,
-// llama.cpp's choice for its k-quants) when set_fused_input_bits(8) — one product per 64 weights
-// instead of two, at a measured cost in damage (README). The error of a dot is at most
-// Σ_j |w_j|·step/2. Every other level multiplies in F32.
+// rounded to integers per segment of columns, with a step per quarter of the segment's lanes: to 16
+// bits (step ≤ max|x|/32512, two int8 halves; segments up to 512 columns) by default, or to 8 bits
+// (step ≤ max|x|/127, segments up to 128 columns, llama.cpp's choice for its k-quants) when
+// set_fused_input_bits(8) — one product per 64 weights instead of two, at a measured cost in damage
+// (README). The error of a dot is at most Σ_j |w_j|·step/2. Every other level multiplies in F32.
 enum class KernelIsa { Avx512Vnni, Avx512, Avx2, Scalar };
 void limit_kernel_isa(KernelIsa isa);
 KernelIsa kernel_isa();
