@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <bit>
 #include <cmath>
 #include <numeric>
 #include <omp.h>
@@ -15,6 +16,7 @@
 #include "baq/half.hpp"
 #include "baq/pack.hpp"
 #include "baq/quant.hpp"
+#include "quant/clip_error.hpp"
 #include "quant/hessian_factor.hpp"
 #include "test_util.hpp"
 
@@ -310,6 +312,37 @@ TEST(Gptq, ClipSearchPicksTheRangeWithTheLeastPowerError) {
       }
     EXPECT_GT(shrunk, 0) << "gs " << gs;
   }
+}
+
+// The clip search's terms |x − q(x)|^2.4: against std::pow in double of the same float errors, over values
+// from 1e-20 to clipped outliers, exact zeros and run lengths that are not a multiple of 16; and the
+// AVX-512 path (where the CPU has it) gives the portable loop's bits, so a machine's vector width
+// never changes which range the search picks.
+TEST(Gptq, ClipTermsMatchThePowerAndEachOther) {
+  std::mt19937 rng(5);
+  std::normal_distribution<float> normal;
+  int64_t checked = 0;
+  for (int t = 0; t < 300; ++t) {
+    std::vector<float> v(static_cast<size_t>(1 + t % 53));
+    const float magnitude = t % 7 == 0 ? 1e-20f : static_cast<float>(1 + t % 13);
+    for (auto& x : v) x = normal(rng) * magnitude;
+    if (t % 5 == 0) v[0] = 0.0f;
+    const GridParams g = fit_grid(-1.5f * static_cast<float>(1 + t % 3), 2.0f, (1 << (2 + t % 5)) - 1, t % 2 == 1);
+    std::vector<float> wide(v.size()), portable(v.size());
+    clip_terms(v.data(), static_cast<int64_t>(v.size()), g, wide.data(), true);
+    clip_terms(v.data(), static_cast<int64_t>(v.size()), g, portable.data(), false);
+    double sum = 0;
+    for (size_t i = 0; i < v.size(); ++i) {
+      ASSERT_EQ(std::bit_cast<uint32_t>(wide[i]), std::bit_cast<uint32_t>(portable[i])) << "t " << t << " i " << i;
+      const float d = std::abs(v[i] - g.scale * (g.code_value(v[i]) - g.zero));  // the rounding error in float, as stored
+      const double expected = std::pow(static_cast<double>(d), 2.4);
+      EXPECT_NEAR(portable[i], expected, 2e-6 * expected + 1e-37) << "t " << t << " x " << v[i];
+      sum += portable[i];
+      ++checked;
+    }
+    EXPECT_NEAR(clip_error(v.data(), static_cast<int64_t>(v.size()), g), sum, 1e-12 * sum + 1e-37);
+  }
+  EXPECT_GT(checked, 5000);
 }
 
 TEST(Gptq, ProxyLossBelowRtn) {

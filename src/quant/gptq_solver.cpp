@@ -1,7 +1,6 @@
 #include <cblas.h>
 
 #include <algorithm>
-#include <bit>
 #include <cmath>
 #include <cstring>
 #include <functional>
@@ -11,72 +10,39 @@
 #include "baq/half.hpp"
 #include "baq/quant.hpp"
 #include "model/cpu_features.hpp"
+#include "quant/clip_error.hpp"
 #include "quant/hessian_factor.hpp"
 
 namespace baq {
 
 namespace {
 
-// |d|^2.4 = d²·(d²)^(1/5) for d ≥ 0, the fifth root by Newton's method from an exponent-halving
-// guess (3 steps: ~1e-7 relative, far below what separates two candidate ranges), in arithmetic that
-// vectorizes where powf is a library call per value.
-inline float pow_2_4(float d) {
-  const float a = d * d;
-  const float a_safe = a + 1e-30f;  // > 0; a select here would stop the loop vectorizing
-  // ≈ bits(a)/5 + 4/5·bits(1.0f): the exponent divided by 5
-  float x = std::bit_cast<float>(std::bit_cast<uint32_t>(a_safe) / 5 + 852282573u);
-  for (int k = 0; k < 3; ++k) {
-    const float x2 = x * x;
-    x = 0.8f * x + 0.2f * a_safe / (x2 * x2);
-  }
-  return a * x;  // d = 0 gives 0
-}
-
-// The clip search's rounding error of `n` values on one grid, GPTQ's Σ|w − q(w)|^2.4, the code being
-// the one the solver stores (GridParams::code_value, which vectorizes).
-BAQ_VECTOR_CLONES double clip_error(const float* v, int64_t n, const GridParams& g) {
-  const auto error = [&](float x) { return pow_2_4(std::abs(x - g.scale * (g.code_value(x) - g.zero))); };
-  // Errors of a run of values into a buffer (a loop without a reduction vectorizes), summed in double
-  // in four interleaved partial sums (one chain of dependent additions would cost 4 cycles a value),
-  // in a fixed order: the same sum on any machine.
-  constexpr int64_t kRun = 256;
-  float buf[kRun];
-  double part[4] = {0, 0, 0, 0};
-  for (int64_t i0 = 0; i0 < n; i0 += kRun) {
-    const int64_t m = std::min(kRun, n - i0);
-    for (int64_t i = 0; i < m; ++i) buf[i] = error(v[i0 + i]);
-    int64_t i = 0;
-    for (; i + 4 <= m; i += 4)
-      for (int k = 0; k < 4; ++k) part[k] += static_cast<double>(buf[i + k]);
-    for (; i < m; ++i) part[0] += static_cast<double>(buf[i]);
-  }
-  return (part[0] + part[1]) + (part[2] + part[3]);
-}
-
-// Rows per chunk of the column loop (at most): over a 128-column block, what a column's step reads
-// and writes (its weights, and the updates of the block's later columns) takes 2 × 16 KB, within L1;
-// the chunk's differences, errors, codes and values beside them another 4 × 16 KB.
+// Rows per chunk of the column loop: a column's chunk is four AVX2 (two AVX-512) vectors, so the
+// updates a column gathers stay in registers while the block's earlier columns stream past them.
 constexpr int64_t kRowChunk = 32;
 
 // One block [i1, i2) of GPTQ's columns in visiting order, as the chunked column loop sees it (see
 // HessianFactor for the update rule): the original weights, column-major, each column overwritten
-// by its differences d = w − q once quantized; the factor P; the updates Δ = w' − w the columns have
-// gathered so far (column-major, column i1 at `delta`); and where codes and values go (row-major,
-// original column order).
+// by its differences d = w − q once quantized; the block's factor transposed (pt[(j − i1)·B + i − i1]
+// = P_ij for i < j, B = i2 − i1: the column of P a later column reads, contiguous); the updates
+// Δ = w' − w the columns have gathered so far (column-major, column i1 at `delta`); and where codes
+// and values go (row-major, original column order).
 struct BlockColumns {
   float* wt;
   int64_t rows, cols;
   const float* p;
+  const float* pt;
   int64_t i1, i2;
   float* delta;
   double* loss;  // Σ e² of each chunk (row r0 / kRowChunk) and block column, at chunk·(i2 − i1) + i − i1
   const int64_t* perm;
+  bool natural_order;  // perm is the identity
   uint8_t* codes;
   float* dequant;
 };
 
-// Column i's differences d (n rows) spread over the block's later columns j < i2: Δ_j −= P_ij·d,
-// column j of Δ at delta_first + (j − first)·stride (the block's updates, or a chunk's copy).
+// Column i's differences d (all rows) spread over the block's later columns j < i2: Δ_j −= P_ij·d
+// (column j of Δ at delta_first + (j − first)·stride). Only a one-level column takes this path.
 BAQ_VECTOR_CLONES void spread_error(const BlockColumns& b, int64_t i, const float* d, int64_t n, float* delta_first,
                                     int64_t first, int64_t stride) {
   for (int64_t j = i + 1; j < b.i2; ++j) {
@@ -86,15 +52,38 @@ BAQ_VECTOR_CLONES void spread_error(const BlockColumns& b, int64_t i, const floa
   }
 }
 
-// One column of n rows, w' = w + Δ, on each row's grid (scale, zero, maxq): codes, values, the
-// differences w − q and the errors (w' − q)·R_ii.
-// Its own function with restrict arguments: inside quantize_columns, proving the buffers apart took
-// more runtime alias checks than GCC versions a loop for, and the loop stayed scalar.
+// What columns [a, j) of a chunk add to column j's update: acc −= P_ij·d_i in increasing i, the
+// order (and the separate multiply and subtract) of spreading each column's error as it is
+// quantized, so the values are those of the right-looking update — but the 32 sums stay in registers
+// where that stored and reloaded them once per pair of columns.
+BAQ_VECTOR_CLONES void gather_updates(float* __restrict acc, const float* __restrict pt_j, const float* __restrict d,
+                                      int64_t count) {
+  float sum[kRowChunk];
+  for (int64_t k = 0; k < kRowChunk; ++k) sum[k] = acc[k];
+  for (int64_t i = 0; i < count; ++i) {
+    const float pij = pt_j[i];
+    for (int64_t k = 0; k < kRowChunk; ++k) sum[k] -= pij * d[i * kRowChunk + k];
+  }
+  for (int64_t k = 0; k < kRowChunk; ++k) acc[k] = sum[k];
+}
+
+// A column's chunk of nr ≤ kRowChunk rows: a whole chunk as a fixed-size copy the compiler inlines
+// (a library call per column of 32 values cost more than the copy).
+inline void copy_rows(float* __restrict to, const float* __restrict from, int64_t nr) {
+  if (nr == kRowChunk)
+    std::memcpy(to, from, kRowChunk * sizeof(float));
+  else
+    std::memcpy(to, from, static_cast<size_t>(nr) * sizeof(float));
+}
+
+// One column of a chunk, w' = w + Δ, on each row's grid (scale, zero, maxq): codes, values, the
+// differences w − q and the errors (w' − q)·R_ii (rows past the chunk's end are padding: zero
+// weights on a unit grid).
 BAQ_VECTOR_CLONES void quantize_column(const float* __restrict scale, const float* __restrict zero, int maxq,
-                                       const float* __restrict w, const float* __restrict delta, float r, int64_t n,
+                                       const float* __restrict w, const float* __restrict delta, float r,
                                        float* __restrict code, float* __restrict value, float* __restrict diff,
                                        float* __restrict e) {
-  for (int64_t k = 0; k < n; ++k) {
+  for (int64_t k = 0; k < kRowChunk; ++k) {
     const float col = w[k] + delta[k];
     const float c = GridParams{scale[k], zero[k], maxq}.code_value(col);
     const float q = scale[k] * (c - zero[k]);
@@ -106,39 +95,63 @@ BAQ_VECTOR_CLONES void quantize_column(const float* __restrict scale, const floa
 }
 
 // Columns [a, c) of the block, rows [r0, r1) (at most kRowChunk): each quantized on its row's grid
-// (`grids` gives column i's scale and zero per row and its maxq), its differences spread over the
-// rest of the block. The chunk's columns are worked on in contiguous copies: in place, the columns
-// lie `rows` floats apart, and with rows a multiple of 1024 every column's chunk falls in the same
-// few L1 sets (and on its own page), which made this loop miss cache on nearly every column.
+// (`grids` gives column i's scale and zero per row and its maxq) after gathering what the chunk's
+// earlier columns add to it; then what they add to the block's later columns [c, i2). The chunk's
+// columns are worked on in contiguous copies padded to kRowChunk rows: in place, the columns lie
+// `rows` floats apart, and with rows a multiple of 1024 every column's chunk falls in the same few
+// L1 sets (and on its own page).
 BAQ_VECTOR_CLONES void quantize_columns(const BlockColumns& b, int64_t a, int64_t c, int64_t r0, int64_t r1,
                                         const std::function<void(int64_t i, float* scale, float* zero, int& maxq)>& grids) {
-  const int64_t nr = r1 - r0, n = b.i2 - a;
+  const int64_t nr = r1 - r0, n = b.i2 - a, B = b.i2 - b.i1;
   thread_local std::vector<float> work;
   work.resize(static_cast<size_t>(6 * n * kRowChunk));
+  if (nr < kRowChunk) std::fill(work.begin(), work.begin() + 2 * n * kRowChunk, 0.0f);  // padding rows of Δ and w
   float* dl = work.data();                        // updates of columns [a, i2), kRowChunk apart
   float* w = dl + n * kRowChunk;                  // weights of columns [a, c)
   float* diff = w + n * kRowChunk;                // their differences, errors, codes and values
   float* e = diff + n * kRowChunk;
   float* code = e + n * kRowChunk;
   float* value = code + n * kRowChunk;
-  for (int64_t j = 0; j < n; ++j) std::memcpy(dl + j * kRowChunk, b.delta + (a - b.i1 + j) * b.rows + r0, static_cast<size_t>(nr) * 4);
-  for (int64_t j = 0; j < c - a; ++j) std::memcpy(w + j * kRowChunk, b.wt + (a + j) * b.rows + r0, static_cast<size_t>(nr) * 4);
+  for (int64_t j = 0; j < n; ++j) copy_rows(dl + j * kRowChunk, b.delta + (a - b.i1 + j) * b.rows + r0, nr);
+  for (int64_t j = 0; j < c - a; ++j) copy_rows(w + j * kRowChunk, b.wt + (a + j) * b.rows + r0, nr);
   float scale[kRowChunk], zero[kRowChunk];
+  std::fill(scale, scale + kRowChunk, 1.0f);
+  std::fill(zero, zero + kRowChunk, 0.0f);
   int maxq = 0;
   for (int64_t i = a; i < c; ++i) {
     grids(i, scale, zero, maxq);
     const int64_t at = (i - a) * kRowChunk;
-    quantize_column(scale, zero, maxq, w + at, dl + at, b.p[i * b.cols + i], nr, code + at, value + at, diff + at, e + at);
+    gather_updates(dl + at, b.pt + (i - b.i1) * B + (a - b.i1), diff, i - a);
+    quantize_column(scale, zero, maxq, w + at, dl + at, b.p[i * b.cols + i], code + at, value + at, diff + at, e + at);
     // Σ e² over the chunk's rows by halving (vectorizes; a fixed order, whatever the thread count).
-    float sq[kRowChunk] = {};
-    for (int64_t k = 0; k < nr; ++k) sq[k] = e[at + k] * e[at + k];
+    float sq[kRowChunk];
+    for (int64_t k = 0; k < kRowChunk; ++k) sq[k] = e[at + k] * e[at + k];
     for (int64_t half = kRowChunk / 2; half > 0; half /= 2)
       for (int64_t k = 0; k < half; ++k) sq[k] += sq[k + half];
     b.loss[(r0 / kRowChunk) * (b.i2 - b.i1) + i - b.i1] = sq[0];
-    spread_error(b, i, diff + at, nr, dl, a, kRowChunk);
   }
-  for (int64_t j = c - a; j < n; ++j) std::memcpy(b.delta + (a - b.i1 + j) * b.rows + r0, dl + j * kRowChunk, static_cast<size_t>(nr) * 4);
-  for (int64_t i = a; i < c; ++i) std::memcpy(b.wt + i * b.rows + r0, diff + (i - a) * kRowChunk, static_cast<size_t>(nr) * 4);
+  for (int64_t j = c; j < b.i2; ++j) {
+    float* dj = dl + (j - a) * kRowChunk;
+    gather_updates(dj, b.pt + (j - b.i1) * B + (a - b.i1), diff, c - a);
+    copy_rows(b.delta + (j - b.i1) * b.rows + r0, dj, nr);
+  }
+  for (int64_t i = a; i < c; ++i) copy_rows(b.wt + i * b.rows + r0, diff + (i - a) * kRowChunk, nr);
+  // Codes and values into their rows. In the natural order a chunk's columns are a run of each row:
+  // OpenBLAS's transpose writes them (an element-wise loop here read one value per 128 bytes and took
+  // a quarter of this function), the codes through a row-major copy narrowed to bytes a row at a time.
+  const int64_t m = c - a;
+  if (b.natural_order) {
+    cblas_somatcopy(CblasRowMajor, CblasTrans, static_cast<int>(m), static_cast<int>(nr), 1.0f, value, static_cast<int>(kRowChunk),
+                    b.dequant + r0 * b.cols + a, static_cast<int>(b.cols));
+    float* rowwise = w;  // the weights' copy is no longer needed
+    cblas_somatcopy(CblasRowMajor, CblasTrans, static_cast<int>(m), static_cast<int>(nr), 1.0f, code, static_cast<int>(kRowChunk),
+                    rowwise, static_cast<int>(m));
+    for (int64_t k = 0; k < nr; ++k) {
+      uint8_t* to = b.codes + (r0 + k) * b.cols + a;
+      for (int64_t i = 0; i < m; ++i) to[i] = static_cast<uint8_t>(rowwise[k * m + i]);
+    }
+    return;
+  }
   for (int64_t k = 0; k < nr; ++k)
     for (int64_t i = a; i < c; ++i) {
       const size_t at = static_cast<size_t>((r0 + k) * b.cols + b.perm[i]);
@@ -175,21 +188,27 @@ QuantizedMatrix quantize_gptq(const float* w, int64_t rows, int64_t cols, const 
   std::vector<char> dead(static_cast<size_t>(cols));
   for (int64_t i = 0; i < cols; ++i) dead[i] = h[perm[i] * cols + perm[i]] == 0.0;
   std::vector<float> wt(static_cast<size_t>(cols * rows));
-  // In tiles of 64 × 64: a column of W read whole would touch a cache line per row.
-  constexpr int64_t kTile = 64;
-#pragma omp parallel for schedule(static)
-  for (int64_t i0 = 0; i0 < cols; i0 += kTile)
-    for (int64_t r0 = 0; r0 < rows; r0 += kTile) {
-      const int64_t ie = std::min(cols, i0 + kTile), r1 = std::min(rows, r0 + kTile);
-      if (!s.act_order)  // the natural order: each row's 64 values read as one run (the loop vectorizes)
-        for (int64_t r = r0; r < r1; ++r)
-          for (int64_t i = i0; i < ie; ++i) wt[i * rows + r] = w[r * cols + i];
-      else
-        for (int64_t i = i0; i < ie; ++i)
-          for (int64_t r = r0; r < r1; ++r) wt[i * rows + r] = w[r * cols + perm[i]];
-      for (int64_t i = i0; i < ie; ++i)
-        if (dead[i]) std::fill(wt.begin() + i * rows + r0, wt.begin() + i * rows + r1, 0.0f);
+  // OpenBLAS's blocked transpose: a column of W read whole would touch a cache line per row, and a
+  // tiled loop of ours ran at a sixth of its speed (5632 × 2048: 39 against 7 ms).
+  cblas_somatcopy(CblasRowMajor, CblasTrans, static_cast<int>(rows), static_cast<int>(cols), 1.0f, w, static_cast<int>(cols),
+                  wt.data(), static_cast<int>(rows));
+  if (s.act_order) {  // row i of Wᵀ becomes input perm[i]: the permutation's cycles, one row in hand
+    std::vector<float> held(static_cast<size_t>(rows));
+    std::vector<char> placed(static_cast<size_t>(cols), 0);
+    for (int64_t start = 0; start < cols; ++start) {
+      if (placed[start] || perm[start] == start) continue;
+      std::copy_n(wt.begin() + start * rows, rows, held.begin());
+      int64_t i = start;
+      for (; perm[i] != start; i = perm[i]) {
+        std::copy_n(wt.begin() + perm[i] * rows, rows, wt.begin() + i * rows);
+        placed[i] = 1;
+      }
+      std::copy_n(held.begin(), rows, wt.begin() + i * rows);
+      placed[i] = 1;
     }
+  }
+  for (int64_t i = 0; i < cols; ++i)
+    if (dead[i]) std::fill(wt.begin() + i * rows, wt.begin() + (i + 1) * rows, 0.0f);
   const auto fill = [&](float* hp) {
 #pragma omp parallel for schedule(static)
     for (int64_t i = 0; i < cols; ++i) {
@@ -260,7 +279,7 @@ QuantizedMatrix quantize_gptq(const float* w, int64_t rows, int64_t cols, const 
       if (fit_reads_to(i) > p2) return i;
     return p2;
   };
-  std::vector<float> delta;
+  std::vector<float> delta, pt(static_cast<size_t>(block * block));
   std::vector<double> chunk_loss(static_cast<size_t>((rows + kRowChunk - 1) / kRowChunk * block)), mean_loss(static_cast<size_t>(block));
   for (int64_t i1 = 0, p1 = 0, p2 = 0; i1 < cols;) {
     if (i1 == p2) {  // a panel starts: its columns' updates from every earlier column
@@ -379,7 +398,10 @@ QuantizedMatrix quantize_gptq(const float* w, int64_t rows, int64_t cols, const 
     // loops over contiguous rows that vectorize (grids fitted once per chunk and level count). A
     // one-level column needs all rows' updated weights (it stores their mean), so it ends a run of
     // chunked columns.
-    const BlockColumns columns{wt.data(), rows, cols, p, i1, i2, block_delta, chunk_loss.data(), perm.data(), m.codes.data(), m.dequant.data()};
+    const int64_t nb = i2 - i1;
+    for (int64_t j = 0; j < nb; ++j)
+      for (int64_t i = 0; i < j; ++i) pt[static_cast<size_t>(j * nb + i)] = p[(i1 + i) * cols + i1 + j];
+    const BlockColumns columns{wt.data(), rows, cols, p, pt.data(), i1, i2, block_delta, chunk_loss.data(), perm.data(), !s.act_order, m.codes.data(), m.dequant.data()};
     const int64_t g = i1 / gs;
     for (int64_t a = i1; a < i2;) {
       if (m.levels[perm[a]] == 1) {

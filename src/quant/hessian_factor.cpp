@@ -3,6 +3,7 @@
 #include <cblas.h>
 
 #include <algorithm>
+#include <bit>
 #include <cmath>
 #include <cstring>
 #include <mutex>
@@ -36,6 +37,12 @@ bool cholesky_block(float* a, int64_t kb, int64_t n) {
     }
   }
   return true;
+}
+
+// std::reverse on all threads (an n × n matrix reversed twice per factor: 15 ms at n = 5632 on one).
+void reverse_in_place(float* a, int64_t count) {
+#pragma omp parallel for schedule(static)
+  for (int64_t i = 0; i < count / 2; ++i) std::swap(a[i], a[count - 1 - i]);
 }
 
 // Where a recursive step splits n columns: near the middle, on a block boundary.
@@ -80,7 +87,7 @@ HessianFactor hessian_factor(const std::function<void(float*)>& fill, int64_t n,
            name, f.damp / 10.0, max_retries);
     if (attempt > 0) fill(a);
     for (int64_t i = 0; i < n; ++i) a[i * n + i] += static_cast<float>(f.damp);
-    std::reverse(a, a + n * n);
+    reverse_in_place(a, n * n);
     if (cholesky_lower(a, n, n)) {
       f.retries = attempt;
       break;
@@ -107,9 +114,9 @@ HessianFactor hessian_factor(const std::function<void(float*)>& fill, int64_t n,
       }
     }
   }
-  for (int64_t i = 0; i < n; ++i)
-    for (int64_t j = i + 1; j < n; ++j) a[i * n + j] = 0.0f;
-  std::reverse(a, a + n * n);
+#pragma omp parallel for schedule(dynamic, 64)
+  for (int64_t i = 0; i < n; ++i) std::fill(a + i * n + i + 1, a + (i + 1) * n, 0.0f);
+  reverse_in_place(a, n * n);
   // R (upper) to what the solver multiplies by: P_ij = −R_ij/R_jj above the diagonal, R_jj kept.
 #pragma omp parallel for schedule(dynamic, 64)
   for (int64_t i = 0; i < n; ++i)
@@ -128,15 +135,30 @@ struct FactorKey {
   bool operator==(const FactorKey&) const = default;
 };
 
-// 64-bit FNV-1a over the Hessian's values, a word at a time (the order is in the key as it is).
+// 64-bit FNV-1a over the Hessian's values, a word at a time (the order is in the key as it is), in
+// 64 fixed slices of rows hashed on all threads, four interleaved chains each (one chain is a
+// dependent multiply per word: 40 ms of a 5632-wide layer's solve), the slices' hashes then hashed in
+// order: the same key for any thread count.
 uint64_t fingerprint(const double* h, int64_t n) {
-  uint64_t x = 1469598103934665603ull;
-  const auto mix = [&](uint64_t v) { x = (x ^ v) * 1099511628211ull; };
-  for (int64_t i = 0; i < n * n; ++i) {
-    uint64_t v;
-    std::memcpy(&v, h + i, 8);
-    mix(v);
+  constexpr int kSlices = 64, kChains = 4;
+  const auto fnv = [](uint64_t x, uint64_t v) { return (x ^ v) * 1099511628211ull; };
+  std::vector<uint64_t> slice(kSlices);
+  const int64_t total = n * n, per_slice = (total + kSlices - 1) / kSlices;
+#pragma omp parallel for schedule(static)
+  for (int t = 0; t < kSlices; ++t) {
+    uint64_t x[kChains];
+    for (int c = 0; c < kChains; ++c) x[c] = 1469598103934665603ull + static_cast<uint64_t>(c);
+    const int64_t i0 = std::min(total, t * per_slice), i1 = std::min(total, i0 + per_slice);
+    int64_t i = i0;
+    for (; i + kChains <= i1; i += kChains)
+      for (int c = 0; c < kChains; ++c) x[c] = fnv(x[c], std::bit_cast<uint64_t>(h[i + c]));
+    for (; i < i1; ++i) x[0] = fnv(x[0], std::bit_cast<uint64_t>(h[i]));
+    uint64_t y = 1469598103934665603ull;
+    for (int c = 0; c < kChains; ++c) y = fnv(y, x[c]);
+    slice[static_cast<size_t>(t)] = y;
   }
+  uint64_t x = 1469598103934665603ull;
+  for (uint64_t v : slice) x = fnv(x, v);
   return x;
 }
 
