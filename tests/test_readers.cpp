@@ -3,11 +3,13 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <vector>
 
 #include "baq/error.hpp"
 #include "baq/io.hpp"
 #include "baq/perplexity.hpp"
 #include "baq/model.hpp"
+#include "baq/tensor.hpp"
 #include "test_util.hpp"
 
 namespace baq::test {
@@ -70,6 +72,39 @@ TEST(Safetensors, MalformedFilesFailClearly) {
   SafetensorsReader r(p);
   EXPECT_EQ(r.load("a").first_non_finite(), 1);  // viewed as stored; NaN is found where values are used
   expect_error([&] { r.load("b"); }, {p, "missing tensor 'b'"});
+}
+
+// The non-finite scan reports the first bad value's index wherever it falls (first value, either side
+// of the scan's 16384-value chunks, the last), with a later bad value present too, for F32, double
+// and the half-precision exponent tests; −1 on clean data.
+TEST(Tensor, FirstNonFiniteFindsTheFirstBadValue) {
+  for (int64_t n : {1, 16383, 16384, 16385, 70001}) {
+    std::vector<float> f(static_cast<size_t>(n), 0.5f);
+    std::vector<double> d(static_cast<size_t>(n), -2.0);
+    EXPECT_EQ(first_non_finite(f.data(), n), -1);
+    EXPECT_EQ(first_non_finite(d.data(), n), -1);
+    for (int64_t at : {int64_t{0}, int64_t{16383}, int64_t{16384}, n - 1}) {
+      if (at >= n) continue;
+      std::vector<float> fb = f;
+      std::vector<double> db = d;
+      fb[static_cast<size_t>(at)] = at % 2 == 0 ? NAN : -INFINITY;
+      db[static_cast<size_t>(at)] = at % 2 == 0 ? INFINITY : NAN;
+      fb.back() = NAN, db.back() = NAN;  // a later one does not hide it
+      EXPECT_EQ(first_non_finite(fb.data(), n), at) << n << " " << at;
+      EXPECT_EQ(first_non_finite(db.data(), n), at) << n << " " << at;
+      std::vector<uint16_t> half(static_cast<size_t>(n), 0x3c00);  // 1.0 in F16; 0x3c00 is finite in BF16 too
+      half[static_cast<size_t>(at)] = 0x7f80 | 0x0001;                // BF16 NaN, also an F16 NaN (exponent 0x7c00 set)
+      Tensor t;
+      t.shape = {n};
+      t.raw = half.data();
+      t.dtype = DType::BF16;
+      EXPECT_EQ(t.first_non_finite(), at);
+      t.dtype = DType::F16;
+      EXPECT_EQ(t.first_non_finite(), at);
+      half[static_cast<size_t>(at)] = 0x7800;  // 32768 in F16, 2^113 in BF16: finite in both
+      EXPECT_EQ(t.first_non_finite(), -1);
+    }
+  }
 }
 
 class ModelFolder : public ::testing::Test {

@@ -49,6 +49,10 @@ struct Tensor {
   void release_pages() const;
 };
 
+// The index of the first NaN or infinity among `n` floats, or −1 (on all threads).
+int64_t first_non_finite(const float* x, int64_t n);
+int64_t first_non_finite(const double* x, int64_t n);
+
 // F16/BF16 → F32 for `n` values (vectorised where the CPU allows).
 void convert_to_f32(DType dtype, const void* src, int64_t n, float* out);
 

@@ -7,6 +7,7 @@
 #include <cmath>
 
 #include "baq/error.hpp"
+#include "baq/tensor.hpp"
 
 namespace baq {
 
@@ -20,10 +21,8 @@ void HessianCollector::observe(int block, const Linear& linear, const float* x, 
   }
   const auto t0 = std::chrono::steady_clock::now();
   const int64_t cols = linear.in_features();
-  for (int64_t i = 0; i < rows * cols; ++i)
-    if (!std::isfinite(x[i]))
-      fail("blocks.{}.{}: calibration activations hold a non-finite value (NaN/Inf) at row {}", block, linear.name,
-           i / cols);
+  if (const int64_t i = first_non_finite(x, rows * cols); i >= 0)
+    fail("blocks.{}.{}: calibration activations hold a non-finite value (NaN/Inf) at row {}", block, linear.name, i / cols);
   Accumulator& a = acc_[linear.name];
   if (a.sum.empty()) {
     a.cols = cols;

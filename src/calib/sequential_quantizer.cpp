@@ -11,6 +11,7 @@
 #include "baq/error.hpp"
 #include "baq/half.hpp"
 #include "baq/ranks.hpp"
+#include "baq/tensor.hpp"
 #include "calib/hessian_collector.hpp"
 #include "calib/layer_sensitivity.hpp"
 #include "calib/outlier_smoothing.hpp"
@@ -147,10 +148,8 @@ std::shared_ptr<PackedLinear> quantize_outer(LayerRecord& rec, const Tensor& wei
     w.resize(static_cast<size_t>(n * cols));
     weight.rows_to_f32(r0, r0 + n, w.data());
     if (!column_scale.empty()) scale_columns(w.data(), n, cols, column_scale);
-    for (size_t k = 0; k < w.size(); ++k)
-      if (!std::isfinite(w[k]))
-        fail("tensor '{}' holds a non-finite value (NaN or Inf) at row {}, column {}", rec.name,
-             r0 + static_cast<int64_t>(k) / cols, static_cast<int64_t>(k) % cols);
+    if (const int64_t k = first_non_finite(w.data(), static_cast<int64_t>(w.size())); k >= 0)
+      fail("tensor '{}' holds a non-finite value (NaN or Inf) at row {}, column {}", rec.name, r0 + k / cols, k % cols);
     QuantizedMatrix q;
     LayerRecord& pr = part_rec[static_cast<size_t>(i)];
     pr.name = rec.name;
@@ -158,8 +157,8 @@ std::shared_ptr<PackedLinear> quantize_outer(LayerRecord& rec, const Tensor& wei
       q = h != nullptr ? quantize_gptq(w.data(), n, cols, h->data(), s, rec.name) : quantize_rtn(w.data(), n, cols, s);
       if (h != nullptr) pr.proxy_loss = proxy_loss(w.data(), q, h->data());
     });
-    for (float v : q.dequant)
-      if (!std::isfinite(v)) fail("{}: quantization produced a non-finite weight", rec.name);
+    if (first_non_finite(q.dequant.data(), static_cast<int64_t>(q.dequant.size())) >= 0)
+      fail("{}: quantization produced a non-finite weight", rec.name);
     pr.loss = q.loss;
     pr.damp = q.damp;
     pr.damp_retries = q.damp_retries;
@@ -353,8 +352,8 @@ QuantizeRun run_sequential(Model& model, std::span<const int> calibration, int s
         rec.loss = q.loss;
         rec.damp = q.damp;
         rec.damp_retries = q.damp_retries;
-        for (float v : q.dequant)
-          if (!std::isfinite(v)) fail("{}: quantization produced a non-finite weight", rec.name);
+        if (first_non_finite(q.dequant.data(), static_cast<int64_t>(q.dequant.size())) >= 0)
+          fail("{}: quantization produced a non-finite weight", rec.name);
         timed(run.stages.pack, [&] { packs[li] = std::make_shared<PackedLinear>(pack_linear(q, rec.settings)); });
         rec.seconds = seconds_since(t0);
       }

@@ -7,6 +7,7 @@
 #include <immintrin.h>
 
 #include <algorithm>
+#include <bit>
 #include <cmath>
 #include <stdexcept>
 
@@ -255,9 +256,24 @@ void norm(NormKind kind, const float* x, const float* weight, const float* bias,
 
 namespace {
 
+// e^x to ~2 ulp in operations that vectorize (ggml's softmax and SiLU make the same trade): x = n·ln2 + r
+// with |r| ≤ ln2/2 (ln2 in two parts, so n·ln2_hi is exact), e^r by its Taylor polynomial to r⁶
+// (truncation 1.2e-7), 2^n by the exponent bits. x is clamped to [−87.3, 88.3], where 2^n stays a
+// normal float: e^x below 1e-38 (nothing in a softmax row or a SiLU gate) reads as about 1e-38, and
+// above 2e38 (overflow) as 2e38.
+inline float exp_fast(float x) {
+  x = std::min(std::max(x, -87.3f), 88.3f);
+  constexpr float kRound = 12582912.0f;  // 1.5 · 2^23: adding and subtracting it rounds to an integer
+  const float n = (x * 1.44269504f + kRound) - kRound;
+  const float r = (x - n * 0.693145752f) - n * 1.42860677e-6f;
+  const float p =
+      1.0f + r * (1.0f + r * (0.5f + r * (0.166666672f + r * (0.0416666679f + r * (0.00833333377f + r * 0.00138888892f)))));
+  return p * std::bit_cast<float>((static_cast<int32_t>(n) + 127) << 23);
+}
+
 inline float apply(Activation act, float a) {
   switch (act) {
-    case Activation::Silu: return a / (1.0f + std::exp(-a));
+    case Activation::Silu: return a / (1.0f + exp_fast(-a));
     case Activation::Relu: return std::max(a, 0.0f);
     case Activation::Gelu: return 0.5f * a * (1.0f + std::erf(a * 0.70710678118654752f));
     case Activation::GeluTanh: {
@@ -268,22 +284,74 @@ inline float apply(Activation act, float a) {
   return a;
 }
 
+// g ← act(g)·u (or act(g) when u is null) over a run of values. SiLU's exponential is exp_fast, so
+// the loop vectorizes (std::exp is a library call per value: a quarter of a calibration forward's
+// time beside its products went to it); the other activations call libm.
+BAQ_VECTOR_CLONES void activate_run(Activation act, float* __restrict g, const float* __restrict u, int64_t n) {
+  if (act == Activation::Silu) {
+    if (u != nullptr)
+      for (int64_t i = 0; i < n; ++i) g[i] = g[i] / (1.0f + exp_fast(-g[i])) * u[i];
+    else
+      for (int64_t i = 0; i < n; ++i) g[i] = g[i] / (1.0f + exp_fast(-g[i]));
+    return;
+  }
+  if (u != nullptr)
+    for (int64_t i = 0; i < n; ++i) g[i] = apply(act, g[i]) * u[i];
+  else
+    for (int64_t i = 0; i < n; ++i) g[i] = apply(act, g[i]);
+}
+
+constexpr int64_t kActivationRun = 4096;
+
+void activate_all(Activation act, float* g, const float* u, int64_t n) {
+  const int64_t runs = (n + kActivationRun - 1) / kActivationRun;
+#pragma omp parallel for schedule(static) if (runs > 1)
+  for (int64_t c = 0; c < runs; ++c) {
+    const int64_t i0 = c * kActivationRun;
+    activate_run(act, g + i0, u != nullptr ? u + i0 : nullptr, std::min(kActivationRun, n - i0));
+  }
+}
+
+void activate_all_team(Activation act, float* g, const float* u, int64_t n) {
+  const int64_t runs = (n + kActivationRun - 1) / kActivationRun;
+#pragma omp for schedule(static)
+  for (int64_t c = 0; c < runs; ++c) {
+    const int64_t i0 = c * kActivationRun;
+    activate_run(act, g + i0, u != nullptr ? u + i0 : nullptr, std::min(kActivationRun, n - i0));
+  }
+}
+
+// Softmax of a run of scores in place: the exponentials by exp_fast (vectorized) and summed in 16
+// interleaved partial sums added in a fixed order (the same result on any machine and thread count).
+BAQ_VECTOR_CLONES void softmax_run(float* v, int64_t n) {
+  float mx = v[0];
+  for (int64_t j = 1; j < n; ++j) mx = std::max(mx, v[j]);
+  constexpr int64_t kLanes = 16;
+  float part[kLanes] = {};
+  int64_t j = 0;
+  for (; j + kLanes <= n; j += kLanes)
+    for (int64_t k = 0; k < kLanes; ++k) {
+      const float e = exp_fast(v[j + k] - mx);
+      v[j + k] = e;
+      part[k] += e;
+    }
+  for (; j < n; ++j) {
+    v[j] = exp_fast(v[j] - mx);
+    part[0] += v[j];
+  }
+  for (int64_t half = kLanes / 2; half > 0; half /= 2)
+    for (int64_t k = 0; k < half; ++k) part[k] += part[k + half];
+  const float inv = 1.0f / part[0];
+  for (int64_t i = 0; i < n; ++i) v[i] *= inv;
+}
+
 }  // namespace
 
-void activate(Activation act, float* x, int64_t n) {
-#pragma omp parallel for schedule(static) if (n > 4096)
-  for (int64_t i = 0; i < n; ++i) x[i] = apply(act, x[i]);
-}
+void activate(Activation act, float* x, int64_t n) { activate_all(act, x, nullptr, n); }
 
-void gated(Activation act, float* g, const float* u, int64_t n) {
-#pragma omp parallel for schedule(static) if (n > 4096)
-  for (int64_t i = 0; i < n; ++i) g[i] = apply(act, g[i]) * u[i];
-}
+void gated(Activation act, float* g, const float* u, int64_t n) { activate_all(act, g, u, n); }
 
-void activate_team(Activation act, float* x, int64_t n) {
-#pragma omp for schedule(static)
-  for (int64_t i = 0; i < n; ++i) x[i] = apply(act, x[i]);
-}
+void activate_team(Activation act, float* x, int64_t n) { activate_all_team(act, x, nullptr, n); }
 
 void matvec_gated_team(const float* x, const Linear& gate, const Linear& up, Activation act, float* g, float* u) {
   constexpr int64_t kRows = 64;
@@ -296,14 +364,11 @@ void matvec_gated_team(const float* x, const Linear& gate, const Linear& up, Act
     const int64_t r0 = c * kRows, r1 = std::min(rows, r0 + kRows);
     job_rows(x, gj, r0, r1, dot);
     job_rows(x, uj, r0, r1, dot);
-    for (int64_t r = r0; r < r1; ++r) g[r] = apply(act, g[r]) * u[r];
+    activate_run(act, g + r0, u + r0, r1 - r0);
   }
 }
 
-void gated_team(Activation act, float* g, const float* u, int64_t n) {
-#pragma omp for schedule(static)
-  for (int64_t i = 0; i < n; ++i) g[i] = apply(act, g[i]) * u[i];
-}
+void gated_team(Activation act, float* g, const float* u, int64_t n) { activate_all_team(act, g, u, n); }
 
 RopeTable::RopeTable(int max_pos, const std::vector<float>& frequencies)
     : head_size(static_cast<int>(frequencies.size()) * 2) {
@@ -378,16 +443,8 @@ void attention(const float* q, const KeysValues& kv, BatchShape shape, const Att
         const int first = a.window > 0 ? std::max(0, last - a.window + 1) : 0;
         if (a.softcap > 0.0f)
           for (int j = first; j <= last; ++j) row[j] = a.softcap * std::tanh(row[j] / a.softcap);
-        float mx = row[first];
-        for (int j = first + 1; j <= last; ++j) mx = std::max(mx, row[j]);
-        float sum = 0.0f;
-        for (int j = first; j <= last; ++j) {
-          row[j] = std::exp(row[j] - mx);
-          sum += row[j];
-        }
-        const float inv = 1.0f / sum;
+        softmax_run(row + first, last - first + 1);
         for (int j = 0; j < first; ++j) row[j] = 0.0f;
-        for (int j = first; j <= last; ++j) row[j] *= inv;
         for (int j = last + 1; j < S; ++j) row[j] = 0.0f;
       }
       cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, head_dim, S, 1.0f, scores, S, vb, kw, 0.0f, ob, qw);
@@ -457,17 +514,12 @@ void attention_team(const float* q, const KeysValues& kv, const AttentionShape& 
     const int64_t kv_at = static_cast<int64_t>(h / group) * hd;
     if (wide) head_scores_avx512(qh, kv.k + kv_at, kw, hd, first, S, scores);
     else head_scores_generic(qh, kv.k + kv_at, kw, hd, first, S, scores);
-    float mx = -INFINITY;
     for (int j = first; j < S; ++j) {
       float dot = scores[j] * a.scale;
       if (a.softcap > 0.0f) dot = a.softcap * std::tanh(dot / a.softcap);
       scores[j] = dot;
-      mx = std::max(mx, dot);
     }
-    float sum = 0.0f;
-    for (int j = first; j < S; ++j) sum += scores[j] = std::exp(scores[j] - mx);
-    const float inv = 1.0f / sum;
-    for (int j = first; j < S; ++j) scores[j] *= inv;
+    softmax_run(scores + first, S - first);
     float* oh = out + static_cast<int64_t>(h) * hd;
     if (wide) head_values_avx512(scores, kv.v + kv_at, kw, hd, first, S, oh);
     else head_values_generic(scores, kv.v + kv_at, kw, hd, first, S, oh);

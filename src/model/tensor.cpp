@@ -1,5 +1,6 @@
 #include "baq/tensor.hpp"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 
@@ -118,19 +119,49 @@ Tensor Tensor::to_f32() const {
   return t;
 }
 
+namespace {
+
+// The first value whose exponent bits (`mask`, of `Word`-sized values) are all ones, or −1. Chunks are
+// tested whole by a loop without an early exit, which vectorizes (a per-value exit and a dtype test per
+// value ran at 1.6 ns a value: 3 % of a quantize run, which checks every weight twice); only a chunk
+// that holds one is searched for the index.
+template <typename Word>
+int64_t first_all_ones_exponent(const Word* w, int64_t n, Word mask) {
+  constexpr int64_t kChunk = 16384;
+  const int64_t chunks = (n + kChunk - 1) / kChunk;
+  int64_t first_bad_chunk = chunks;
+#pragma omp parallel for reduction(min : first_bad_chunk) schedule(static)
+  for (int64_t c = 0; c < chunks; ++c) {
+    const int64_t i0 = c * kChunk, i1 = std::min(n, i0 + kChunk);
+    int any = 0;
+    for (int64_t i = i0; i < i1; ++i) any |= static_cast<int>((w[i] & mask) == mask);
+    if (any != 0) first_bad_chunk = std::min(first_bad_chunk, c);
+  }
+  if (first_bad_chunk == chunks) return -1;
+  for (int64_t i = first_bad_chunk * kChunk;; ++i)
+    if ((w[i] & mask) == mask) return i;
+}
+
+}  // namespace
+
+int64_t first_non_finite(const float* x, int64_t n) {
+  return first_all_ones_exponent(reinterpret_cast<const uint32_t*>(x), n, uint32_t{0x7f800000});
+}
+
+int64_t first_non_finite(const double* x, int64_t n) {
+  return first_all_ones_exponent(reinterpret_cast<const uint64_t*>(x), n, uint64_t{0x7ff0000000000000});
+}
+
 int64_t Tensor::first_non_finite() const {
   const int64_t n = numel();
-  int64_t bad = n;
   const auto* h = static_cast<const uint16_t*>(raw);
-#pragma omp parallel for reduction(min : bad) schedule(static)
-  for (int64_t i = 0; i < n; ++i) {
-    // F16/BF16 are non-finite exactly when their exponent bits are all ones.
-    const bool finite = dtype == DType::F32 ? std::isfinite(data[i])
-                        : dtype == DType::F16 ? (h[i] & 0x7c00) != 0x7c00
-                                              : (h[i] & 0x7f80) != 0x7f80;
-    if (!finite) bad = std::min(bad, i);
+  // F16/BF16 are non-finite exactly when their exponent bits are all ones.
+  switch (dtype) {
+    case DType::F32: return baq::first_non_finite(data, n);
+    case DType::F16: return first_all_ones_exponent(h, n, uint16_t{0x7c00});
+    case DType::BF16: return first_all_ones_exponent(h, n, uint16_t{0x7f80});
+    default: return -1;
   }
-  return bad == n ? -1 : bad;
 }
 
 void Tensor::release_pages() const {

@@ -7,6 +7,7 @@
 #include <numeric>
 
 #include "baq/error.hpp"
+#include "baq/tensor.hpp"
 #include "baq/half.hpp"
 #include "baq/quant.hpp"
 #include "model/cpu_features.hpp"
@@ -171,10 +172,10 @@ QuantizedMatrix quantize_gptq(const float* w, int64_t rows, int64_t cols, const 
       if (L < 1 || L > 256) fail("{}: level count {} outside 1..256", name, L);
   }
   if (s.block_size < 1) fail("{}: block size must be positive", name);
-  for (int64_t i = 0; i < rows * cols; ++i)
-    if (!std::isfinite(w[i])) fail("{}: weight holds a non-finite value at ({}, {})", name, i / cols, i % cols);
-  for (int64_t i = 0; i < cols * cols; ++i)
-    if (!std::isfinite(h[i])) fail("{}: Hessian holds a non-finite value (NaN/Inf in the calibration activations?)", name);
+  if (const int64_t i = first_non_finite(w, rows * cols); i >= 0)
+    fail("{}: weight holds a non-finite value at ({}, {})", name, i / cols, i % cols);
+  if (first_non_finite(h, cols * cols) >= 0)
+    fail("{}: Hessian holds a non-finite value (NaN/Inf in the calibration activations?)", name);
 
   // Column order: natural, or by decreasing Hessian diagonal (act-order).
   std::vector<int64_t> perm(static_cast<size_t>(cols));
