@@ -79,6 +79,9 @@ class Block {
   // too), so the linears reading it see x/scale; false (nothing changed) when that input is not a
   // norm's output. `scale` comes back as applied (nudged so the norm's new weights are BF16 values).
   virtual bool scale_norm_output(int input, std::vector<float>& scale) = 0;
+  // Whether linear input `input` is a norm's output scale_norm_output can scale (asked before a
+  // smoothing is searched for: on other inputs the search would be thrown away).
+  virtual bool norm_output_scalable(int input) const = 0;
   // The parameters scale_norm_output may replace, to put back when a trial is undone.
   virtual std::vector<Tensor> smoothable_norms() const = 0;
   virtual void restore_smoothable_norms(const std::vector<Tensor>& saved) = 0;

@@ -228,7 +228,7 @@ void smooth_inputs(Block& block, const std::vector<Linear*>& linears, HessianCol
   std::map<int, std::vector<Linear*>> groups;
   for (Linear* l : linears) groups[l->input].push_back(l);
   for (auto& [input, group] : groups) {
-    if (!group.front()->input_scale.empty()) continue;
+    if (!group.front()->input_scale.empty() || !block.norm_output_scalable(input)) continue;
     const int64_t cols = group.front()->in_features();
     bool shared = true;
     for (Linear* l : group) shared = shared && collector.key(l->name) == collector.key(group.front()->name);

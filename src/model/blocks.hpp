@@ -18,6 +18,7 @@ class TransformerBlock final : public Block {
   size_t token_work_size() const override;
   std::vector<Linear*> linears() override;
   bool scale_norm_output(int input, std::vector<float>& scale) override;
+  bool norm_output_scalable(int input) const override;
   std::vector<Tensor> smoothable_norms() const override;
   void restore_smoothable_norms(const std::vector<Tensor>& saved) override;
   std::vector<std::pair<std::string, const Tensor*>> tensors() const override;

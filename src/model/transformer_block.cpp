@@ -94,12 +94,16 @@ void divide_norm_channels(NormKind kind, Tensor& weight, Tensor& bias, std::vect
   }
 }
 
-bool TransformerBlock::scale_norm_output(int input, std::vector<float>& scale) {
+bool TransformerBlock::norm_output_scalable(int input) const {
   // Pre-norm blocks: q/k/v (input 0) read the attention norm, the MLP's first linears (input 2) the
   // MLP norm. Post-norm blocks read the residual stream itself.
   if (!config_.pre_norm || (input != 0 && input != 2)) return false;
+  return (input == 0 ? attn_norm_ : mlp_norm_).present();
+}
+
+bool TransformerBlock::scale_norm_output(int input, std::vector<float>& scale) {
+  if (!norm_output_scalable(input) || static_cast<int64_t>(scale.size()) != config_.dim) return false;
   Norm& n = input == 0 ? attn_norm_ : mlp_norm_;
-  if (!n.present() || static_cast<int64_t>(scale.size()) != config_.dim) return false;
   divide_norm_channels(config_.norm, n.weight, n.bias, scale);
   return true;
 }
