@@ -94,7 +94,7 @@ MemoryEstimate estimate_quantize_memory(const Model& model, int64_t nsamples, in
       hessian[i] = shares ? 0.0 : 8.0 * cols * cols;
       all_hessians += hessian[i];
     }
-    pass1 = std::max(pass1, all_hessians + 4.0 * 1024 * 1024);
+    pass1 = std::max(pass1, all_hessians + 4.0 * 2048 * 2048);  // and the collector's F32 tile
     // Solving linear i: the Hessians not yet freed, its Cholesky factor (one more cols²·8), the weights
     // in F32 three times (input, transposed working copy, dequantized) and their codes and packing.
     double alive = all_hessians;
