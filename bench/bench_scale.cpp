@@ -211,17 +211,19 @@ Flops quantize_flops(const Shape& s, int nsamples, int seqlen) {
   f.forward = tokens * s.layers * (2.0 * (2.0 * linear_params - static_cast<double>(s.ffn) * s.dim) + 2.0 * attention);
   f.hessians = tokens * s.layers * (3.0 * s.dim * s.dim + static_cast<double>(s.ffn) * s.ffn);
   auto factor = [&](double cols) { f.solves += 1.0 / 3.0 * cols * cols * cols; };
-  auto linear = [&](double rows, double cols) {
+  // Outlier smoothing's five candidates (sampled rows' quadratic forms under H) are searched only on
+  // inputs a norm produces: q/k/v's, gate/up's and the head's.
+  auto linear = [&](double rows, double cols, bool reads_norm) {
     f.solves += rows * cols * cols;
-    f.solves += 5.0 * 2.0 * std::min(rows, cols > 1024 ? 128.0 : 256.0) * cols * cols;  // smoothing's candidates
+    if (reads_norm) f.solves += 5.0 * 2.0 * std::min(rows, cols > 1024 ? 128.0 : 256.0) * cols * cols;
   };
   for (int l = 0; l < s.layers; ++l) {
-    factor(s.dim), linear(s.dim, s.dim), linear(kv, s.dim), linear(kv, s.dim);  // q, k, v
-    factor(s.dim), linear(s.dim, s.dim);                                         // o
-    factor(s.dim), linear(s.ffn, s.dim), linear(s.ffn, s.dim);                   // gate, up
-    factor(s.ffn), linear(s.dim, s.ffn);                                         // down
+    factor(s.dim), linear(s.dim, s.dim, true), linear(kv, s.dim, true), linear(kv, s.dim, true);  // q, k, v
+    factor(s.dim), linear(s.dim, s.dim, false);                                                   // o
+    factor(s.dim), linear(s.ffn, s.dim, true), linear(s.ffn, s.dim, true);                        // gate, up
+    factor(s.ffn), linear(s.dim, s.ffn, false);                                                   // down
   }
-  factor(s.dim), linear(s.vocab, s.dim);  // the output head (GPTQ on the final norm's output by default)
+  factor(s.dim), linear(s.vocab, s.dim, true);  // the output head (GPTQ on the final norm's output by default)
   return f;
 }
 
