@@ -312,12 +312,14 @@ void activate_all(Activation act, float* g, const float* u, int64_t n) {
   }
 }
 
+// One token's activations (a few thousand values): runs of 256, so every thread of the team has some.
 void activate_all_team(Activation act, float* g, const float* u, int64_t n) {
-  const int64_t runs = (n + kActivationRun - 1) / kActivationRun;
+  constexpr int64_t kTeamRun = 256;
+  const int64_t runs = (n + kTeamRun - 1) / kTeamRun;
 #pragma omp for schedule(static)
   for (int64_t c = 0; c < runs; ++c) {
-    const int64_t i0 = c * kActivationRun;
-    activate_run(act, g + i0, u != nullptr ? u + i0 : nullptr, std::min(kActivationRun, n - i0));
+    const int64_t i0 = c * kTeamRun;
+    activate_run(act, g + i0, u != nullptr ? u + i0 : nullptr, std::min(kTeamRun, n - i0));
   }
 }
 
