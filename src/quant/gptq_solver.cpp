@@ -7,9 +7,9 @@
 #include <numeric>
 
 #include "baq/error.hpp"
-#include "baq/tensor.hpp"
 #include "baq/half.hpp"
 #include "baq/quant.hpp"
+#include "baq/tensor.hpp"
 #include "model/cpu_features.hpp"
 #include "quant/clip_error.hpp"
 #include "quant/hessian_factor.hpp"

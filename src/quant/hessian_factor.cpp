@@ -136,7 +136,7 @@ struct FactorKey {
 };
 
 // 64-bit FNV-1a over the Hessian's values, a word at a time (the order is in the key as it is), in
-// 64 fixed slices of rows hashed on all threads, four interleaved chains each (one chain is a
+// 64 fixed slices of its values hashed on all threads, four interleaved chains each (one chain is a
 // dependent multiply per word: 40 ms of a 5632-wide layer's solve), the slices' hashes then hashed in
 // order: the same key for any thread count.
 uint64_t fingerprint(const double* h, int64_t n) {
