@@ -2,6 +2,7 @@
 // line naming the file and the problem.
 #include <gtest/gtest.h>
 
+#include <climits>
 #include <cmath>
 #include <vector>
 
@@ -213,6 +214,11 @@ TEST_F(ModelFolder, Llama2cTruncatedAndImplausible) {
   std::memcpy(bad.data() + 12, &heads, 4);
   write_bytes(dir.file("bad.bin"), bad);
   expect_error([&] { Llama2cReader r(dir.file("bad.bin")); }, {"bad.bin", "not a multiple"});
+  std::string huge = bytes;
+  const int32_t vocab = INT32_MIN;  // a negative vocabulary is a flag; this one has no magnitude in 32 bits
+  std::memcpy(huge.data() + 20, &vocab, 4);
+  write_bytes(dir.file("huge.bin"), huge);
+  expect_error([&] { Llama2cReader r(dir.file("huge.bin")); }, {"huge.bin", "implausible header"});
   write_bytes(dir.file("junk.bin"), std::string(64, '\xff'));
   expect_error([&] { load_model(dir.file("junk.bin"), "", false); }, {"junk.bin", "unknown model format"});
   expect_error([&] { load_model(dir.file("absent.bin"), "", false); }, {"absent.bin", "no such file"});

@@ -16,9 +16,12 @@ struct Header {
 };
 
 bool plausible(const Header& h) {
-  auto ok = [](int32_t v) { return v > 0 && v < (1 << 24); };
+  // In 64 bits: a negative vocab_size (shared-classifier flag) is read as its magnitude, and −2^31 has
+  // none in 32.
+  auto ok = [](int64_t v) { return v > 0 && v < (1 << 24); };
+  const int64_t vocab = h.vocab_size;
   return ok(h.dim) && ok(h.hidden_dim) && ok(h.n_layers) && ok(h.n_heads) && ok(h.n_kv_heads) &&
-         h.vocab_size != 0 && ok(h.vocab_size < 0 ? -h.vocab_size : h.vocab_size) && ok(h.seq_len);
+         ok(vocab < 0 ? -vocab : vocab) && ok(h.seq_len);
 }
 
 }  // namespace
