@@ -44,4 +44,9 @@ void check_memory(const MemoryEstimate& estimate, const std::string& what, const
 // going back to the kernel and being faulted in (and zeroed) again. Call once at start-up.
 void retain_freed_memory();
 
+// Process-wide: the heap in transparent huge pages where the kernel gives them on request. Starts the
+// program again (same arguments, same process) with glibc's tunable set, unless the environment
+// already sets it; call first thing in main, before any thread or MPI starts.
+void use_huge_pages(char** argv);
+
 }  // namespace baq

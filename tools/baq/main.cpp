@@ -44,6 +44,7 @@ int end_with_error(const std::exception& e) {
 }
 
 int main(int argc, char** argv) {
+  baq::use_huge_pages(argv);
   baq::Ranks::init(&argc, &argv);
   baq::install_signal_cleanup();
   baq::configure_blas();
