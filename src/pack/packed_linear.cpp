@@ -62,6 +62,9 @@ PackedLinear pack_linear(const QuantizedMatrix& m, const QuantSettings& s) {
   p.format = planes.accepts(m.levels, natural) ? &planes : &quant_format(m.ranges, CodeKind::Radix);
   p.prepare();
   p.allocate_codes();
+  // A layout's writer touches only the bytes that hold its row's bits, so rows that start on a byte
+  // share none and are packed on all threads (one thread packing was 2 % of a quantize run's wall).
+#pragma omp parallel for schedule(static) if (p.row_bits % 8 == 0 && m.rows > 1)
   for (int64_t r = 0; r < m.rows; ++r) p.format->pack_row(p, r, m.codes.data() + r * m.cols);
   p.prepare_fused();
   return p;
