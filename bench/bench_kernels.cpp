@@ -205,6 +205,7 @@ BENCHMARK(BM_GptqClipSearch)->ArgsProduct({{2048, 4096}, {0, 1}})->Unit(benchmar
 }  // namespace
 
 int main(int argc, char** argv) {
+  baq::use_huge_pages(argv);  // as the baq binary runs
   baq::configure_blas();
   baq::retain_freed_memory();  // as the baq binary runs: GPTQSolve's buffers reused, not faulted in again
   baq::set_radix_twins(true);  // as generation runs radix (BAQ) layers
