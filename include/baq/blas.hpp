@@ -18,7 +18,8 @@ std::string blas_core_name();
 
 // out (rows × n) = x (rows × k) · Wᵀ for a weight W (n × k) held in another form than F32:
 // `rows_to_f32(r0, r1, dst)` writes rows [r0, r1) of W in F32 (called from several threads at once,
-// on disjoint rows). Bounded memory: a panel of at most ~8 MB of converted rows at a time.
+// on disjoint rows). Bounded memory: a panel of at most kConvertedPanelFloats converted values.
+constexpr int64_t kConvertedPanelFloats = int64_t{1} << 24;
 void matmul_converted_rows(const float* x, int64_t rows, int64_t n, int64_t k,
                            const std::function<void(int64_t r0, int64_t r1, float* dst)>& rows_to_f32, float* out);
 

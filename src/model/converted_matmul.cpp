@@ -11,12 +11,14 @@ namespace baq {
 
 void matmul_converted_rows(const float* x, int64_t rows, int64_t n, int64_t k,
                            const std::function<void(int64_t r0, int64_t r1, float* dst)>& rows_to_f32, float* out) {
-  // Panels of ~8 MB of F32 weights (a multiple of 64 rows): each converted by all threads in 64-row
-  // pieces, then one sgemm on all threads. Per-thread 64-row tiles with a one-thread sgemm each (as
-  // before) made OpenBLAS pack all of x again for every 64 output columns: on a 4096-token batch that
-  // re-read 32 MB per tile and held the product at half the sgemm rate.
-  constexpr int64_t kPiece = 64, kPanelFloats = int64_t{1} << 21;
-  const int64_t panel_rows = std::min(std::max(kPiece, kPanelFloats / std::max<int64_t>(k, 1) / kPiece * kPiece), n);
+  // Panels of up to 64 MB of F32 weights (a multiple of 64 rows; a whole linear of a 1–3B model),
+  // each converted by all threads in 64-row pieces, then one sgemm on all threads. OpenBLAS packs all
+  // of x again for every call: 8 MB panels (1,024 rows of a 2048-wide weight, 320 of a 5632-wide one)
+  // held a 4096-token product at 94 / 85 % of one call's rate. Per-thread 64-row tiles with a
+  // one-thread sgemm each (before that) re-read x for every 64 output columns: half the sgemm rate.
+  constexpr int64_t kPiece = 64;
+  const int64_t panel_rows =
+      std::min(std::max(kPiece, kConvertedPanelFloats / std::max<int64_t>(k, 1) / kPiece * kPiece), n);
   thread_local std::vector<float> panel;
   panel.resize(static_cast<size_t>(panel_rows * k));
   for (int64_t p0 = 0; p0 < n; p0 += panel_rows) {

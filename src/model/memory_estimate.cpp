@@ -9,6 +9,7 @@
 
 #include <fmt/format.h>
 
+#include "baq/blas.hpp"
 #include "baq/error.hpp"
 #include "baq/model.hpp"
 
@@ -32,7 +33,11 @@ double block_bytes(const Block& b) {
 double forward_buffers(const ModelConfig& c, double rows, int seqlen, int threads) {
   const double per_row = 2.0 * c.dim + 2.0 * c.q_dim() + 2.0 * c.kv_dim() + (c.fused_qkv ? c.q_dim() + 2.0 * c.kv_dim() : 0.0) +
                          (c.fused_gate_up ? 3.0 : 2.0) * c.hidden_dim + c.embed_dim;
-  return 4.0 * rows * per_row + 4.0 * threads * (static_cast<double>(seqlen) * seqlen + 64.0 * std::max(c.hidden_dim, c.dim));
+  // Plus the converted weights' panel (matmul_converted_rows): at most the largest weight, the head's.
+  const double panel = std::min(static_cast<double>(kConvertedPanelFloats),
+                                static_cast<double>(std::max<int64_t>(c.vocab_size, c.hidden_dim)) * std::max(c.dim, c.embed_dim));
+  return 4.0 * rows * per_row + 4.0 * threads * (static_cast<double>(seqlen) * seqlen + 64.0 * std::max(c.hidden_dim, c.dim)) +
+         4.0 * panel;
 }
 
 std::string gib(double bytes) { return fmt::format("{:.2f} GiB", bytes / kGiB); }
