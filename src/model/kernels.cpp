@@ -9,25 +9,37 @@
 #include <algorithm>
 #include <bit>
 #include <cmath>
+#include <memory>
 #include <stdexcept>
 
 namespace baq::kernels {
 
 namespace {
-thread_local std::vector<std::vector<float>> t_buffers;
+// Scratch is written before it is read (it holds the last call's values anyway), so a new buffer is
+// not zeroed: quantize releases a block's buffers (hundreds of MB) and zeroing them again on one
+// thread each block was time the other threads waited.
+struct Buffer {
+  std::unique_ptr<float[]> data;
+  size_t size = 0;
+};
+thread_local std::vector<Buffer> t_buffers;
 }  // namespace
 
 void Scratch::release() {
 #pragma omp parallel
-  { std::vector<std::vector<float>>().swap(t_buffers); }
+  { std::vector<Buffer>().swap(t_buffers); }
 }
 
 float* Scratch::get(int slot, size_t n) {
   auto& buffers = t_buffers;
   if (buffers.size() <= static_cast<size_t>(slot)) buffers.resize(static_cast<size_t>(slot) + 1);
-  auto& b = buffers[static_cast<size_t>(slot)];
-  if (b.size() < n) b.resize(n);
-  return b.data();
+  Buffer& b = buffers[static_cast<size_t>(slot)];
+  if (b.size < n) {
+    b.data.reset();  // before the larger one: never both
+    b.data = std::make_unique_for_overwrite<float[]>(n);
+    b.size = n;
+  }
+  return b.data.get();
 }
 
 namespace {
