@@ -2,10 +2,13 @@
 // on tiny random models the test writes itself as safetensors folders and llama2.c files.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
+#include <random>
 
 #include "baq/family.hpp"
 #include "baq/model.hpp"
+#include "model/kernels.hpp"
 #include "test_util.hpp"
 
 namespace baq::test {
@@ -206,6 +209,58 @@ void expect_matches_naive(const LoadedModel& m, const ModelConfig& c, const Weig
   std::vector<float> h(more.size() * c.dim);
   expect_error([&] { m.model->forward(more, BatchShape{1, static_cast<int>(more.size())}, h.data(), nullptr, &cache); },
                {"exceed the model's context"});
+}
+
+// The attention kernel alone against plain loops in double, on windows longer than its runs of 128
+// queries (a run scores only the keys its last query sees): whole windows (two in a batch), a
+// continuation after 37 cached positions, a sliding window and a soft cap.
+TEST(Forward, AttentionOverQueryRunsMatchesNaive) {
+  struct Case {
+    int batch, T, past, window;
+    float softcap;
+  };
+  const int heads = 4, kv_heads = 2, hd = 8, qw = heads * hd, kw = kv_heads * hd;
+  std::mt19937 rng(11);
+  std::normal_distribution<float> normal;
+  for (const Case& tc : {Case{2, 300, 0, 0, 0.0f}, Case{1, 257, 37, 0, 0.0f}, Case{1, 300, 0, 100, 20.0f}}) {
+    const int S = tc.past + tc.T;
+    std::vector<float> q(static_cast<size_t>(tc.batch) * tc.T * qw), k(static_cast<size_t>(tc.batch) * S * kw), v(k.size());
+    for (auto* x : {&q, &k, &v})
+      for (float& e : *x) e = normal(rng);
+    const kernels::AttentionShape a{heads, kv_heads, hd, 1.0f / std::sqrt(static_cast<float>(hd)), tc.softcap, tc.window};
+    std::vector<float> out(q.size());
+    kernels::attention(q.data(), kernels::KeysValues{k.data(), v.data(), S}, BatchShape{tc.batch, tc.T, tc.past}, a, out.data());
+    double max_ref = 0, max_diff = 0;
+    for (int b = 0; b < tc.batch; ++b)
+      for (int h = 0; h < heads; ++h)
+        for (int i = 0; i < tc.T; ++i) {
+          const int kvh = h / (heads / kv_heads), last = tc.past + i;
+          const int first = tc.window > 0 ? std::max(0, last - tc.window + 1) : 0;
+          const float* qi = q.data() + (static_cast<size_t>(b) * tc.T + i) * qw + h * hd;
+          Vec p;
+          double top = -1e300;
+          for (int j = first; j <= last; ++j) {
+            const float* kj = k.data() + (static_cast<size_t>(b) * S + j) * kw + kvh * hd;
+            double dot = 0;
+            for (int d = 0; d < hd; ++d) dot += static_cast<double>(qi[d]) * kj[d];
+            dot *= a.scale;
+            if (tc.softcap > 0) dot = tc.softcap * std::tanh(dot / tc.softcap);
+            p.push_back(dot);
+            top = std::max(top, dot);
+          }
+          double total = 0;
+          for (double& e : p) total += (e = std::exp(e - top));
+          for (int d = 0; d < hd; ++d) {
+            double ref = 0;
+            for (int j = first; j <= last; ++j)
+              ref += p[static_cast<size_t>(j - first)] / total * v[(static_cast<size_t>(b) * S + j) * kw + kvh * hd + d];
+            max_ref = std::max(max_ref, std::abs(ref));
+            max_diff = std::max(max_diff, std::abs(ref - out[(static_cast<size_t>(b) * tc.T + i) * qw + h * hd + d]));
+          }
+        }
+    EXPECT_GT(max_ref, 0.5);
+    EXPECT_LE(max_diff, 1e-5 * max_ref) << "T " << tc.T << ", past " << tc.past << ", window " << tc.window;
+  }
 }
 
 TEST(Forward, LlamaSafetensorsRotateHalfMatchesNaive) {
