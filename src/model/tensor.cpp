@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <memory>
 
 #include <fmt/format.h>
 #include <fmt/ranges.h>
@@ -109,8 +110,11 @@ void Tensor::rows_to_f32(int64_t r0, int64_t r1, float* out) const {
 
 Tensor Tensor::to_f32() const {
   if (dtype == DType::F32) return *this;
-  Tensor t = zeros(shape);
   const int64_t n = numel();
+  // Not zeroed first (every value is converted below): quantize converts each linear of a block, and
+  // zeroing 46 MB on one thread left the others waiting.
+  std::shared_ptr<float[]> storage = std::make_shared_for_overwrite<float[]>(static_cast<size_t>(n));
+  Tensor t = view(shape, storage.get(), storage);
   constexpr int64_t kChunk = 1 << 16;
 #pragma omp parallel for schedule(static)
   for (int64_t i = 0; i < n; i += kChunk)
