@@ -36,6 +36,7 @@ float* Scratch::get(int slot, size_t n) {
   Buffer& b = buffers[static_cast<size_t>(slot)];
   if (b.size < n) {
     b.data.reset();  // before the larger one: never both
+    b.size = 0;
     b.data = std::make_unique_for_overwrite<float[]>(n);
     b.size = n;
   }
