@@ -27,6 +27,10 @@ Allocation parse_allocation(const std::string& name);
 QuantMethod parse_method(const std::string& name);
 const char* method_name(QuantMethod method);
 
+// The calibration forward's Hessians are formed as XᵀX of each batch in F32 tiles of at most this
+// many input columns (a buffer of its square), summed in double; the memory estimate counts the tile.
+constexpr int64_t kHessianTileColumns = 2048;
+
 // `nsamples` windows of `seqlen` tokens at random starts (seeded), as GPTQ samples its calibration set.
 std::vector<int> sample_calibration_windows(std::span<const int> tokens, int nsamples, int seqlen, uint64_t seed);
 

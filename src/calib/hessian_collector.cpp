@@ -6,6 +6,7 @@
 #include <chrono>
 #include <cmath>
 
+#include "baq/calibrate.hpp"
 #include "baq/error.hpp"
 #include "baq/tensor.hpp"
 
@@ -31,8 +32,7 @@ void HessianCollector::observe(int block, const Linear& linear, const float* x, 
   // XᵀX of the batch in F32 (BLAS), summed across batches in double. Wide inputs go in 2048-column
   // tiles so the F32 product never needs a cols² buffer of its own (14336² floats would be 0.8 GB);
   // a 2048-wide input is one ssyrk, which ran at 315 GFLOP/s where its 1024-wide quarters ran at 250.
-  constexpr int64_t kTile = 2048;
-  const int64_t tile = std::min(cols, kTile);
+  const int64_t tile = std::min(cols, kHessianTileColumns);
   batch_.resize(static_cast<size_t>(tile * tile));
   for (int64_t i0 = 0; i0 < cols; i0 += tile) {
     const int64_t ni = std::min(tile, cols - i0);

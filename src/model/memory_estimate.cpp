@@ -10,6 +10,7 @@
 #include <fmt/format.h>
 
 #include "baq/blas.hpp"
+#include "baq/calibrate.hpp"
 #include "baq/error.hpp"
 #include "baq/model.hpp"
 
@@ -99,7 +100,8 @@ MemoryEstimate estimate_quantize_memory(const Model& model, int64_t nsamples, in
       hessian[i] = shares ? 0.0 : 8.0 * cols * cols;
       all_hessians += hessian[i];
     }
-    pass1 = std::max(pass1, all_hessians + 4.0 * 2048 * 2048);  // and the collector's F32 tile
+    const double tile = static_cast<double>(kHessianTileColumns);
+    pass1 = std::max(pass1, all_hessians + 4.0 * tile * tile);  // and the collector's F32 tile
     // Solving linear i: the Hessians not yet freed, its Cholesky factor (one more cols²·8), the weights
     // in F32 three times (input, transposed working copy, dequantized) and their codes and packing.
     double alive = all_hessians;
