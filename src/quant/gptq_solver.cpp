@@ -503,14 +503,14 @@ QuantizedMatrix quantize_gptq(const float* w, int64_t rows, int64_t cols, const 
       const double d = static_cast<double>(wr[j]) - qr[j];
       lane[0] += d * d;
     }
+    double dead_sum = 0.0;
     for (int64_t c : dead_columns) {  // the solve took a dead input's weight as zero
       const double d = static_cast<double>(wr[c]) - qr[c], q = qr[c];
       lane[0] += q * q - d * d;
+      dead_sum += q * q;
     }
     double sum = 0.0;
     for (double v : lane) sum += v;
-    double dead_sum = 0.0;
-    for (int64_t c : dead_columns) dead_sum += static_cast<double>(qr[c]) * qr[c];
     extra[static_cast<size_t>(r)] = f.damp * sum + dead_sum;
   }
   m.proxy_loss = std::max(0.0, m.loss - std::accumulate(extra.begin(), extra.end(), 0.0));  // rows in order: any thread count
